@@ -1,0 +1,33 @@
+"""Domain exceptions; `imgsearch.server.maps_errors` turns them into gRPC status codes."""
+
+
+class ImgsearchError(Exception):
+    """Root of every error imgsearch raises on purpose."""
+
+
+class InvalidImageError(ImgsearchError):
+    """The bytes are not an image we can read: empty, truncated, unknown format, degenerate size."""
+
+
+class ImageTooLargeError(InvalidImageError):
+    """The image would decode to more pixels than allowed (decompression-bomb guard)."""
+
+
+class ModelError(ImgsearchError):
+    """The ONNX model is missing, does not meet the contract, or failed to run."""
+
+
+class StoreUnavailableError(ImgsearchError):
+    """The vector store cannot be reached or refused the operation."""
+
+
+class StoreMismatchError(ImgsearchError):
+    """The existing collection was built with another descriptor (size or model)."""
+
+
+class InvalidRequestError(ImgsearchError):
+    """A request field is missing, malformed or out of range."""
+
+
+class NotFoundError(ImgsearchError):
+    """A request names a file that does not exist in the watched folder."""

@@ -1,0 +1,66 @@
+"""Prometheus metrics shared by both services; names follow the Prometheus conventions."""
+
+from __future__ import annotations
+
+import logging
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import Counter, Gauge, Histogram, Info, start_http_server
+
+log = logging.getLogger(__name__)
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+BUILD_INFO = Info("imgsearch_build", "Version and model of the running process.")
+
+RPC_REQUESTS = Counter(
+    "imgsearch_rpc_requests_total", "gRPC requests handled.", ["service", "method", "code"]
+)
+RPC_DURATION = Histogram(
+    "imgsearch_rpc_duration_seconds",
+    "gRPC handling time.",
+    ["service", "method"],
+    buckets=_LATENCY_BUCKETS,
+)
+SEARCH_STAGE = Histogram(
+    "imgsearch_search_stage_seconds",
+    "Time spent in each stage of a search.",
+    ["stage"],  # decode, embed, ann
+    buckets=_LATENCY_BUCKETS,
+)
+INFERENCE = Histogram(
+    "imgsearch_model_inference_seconds",
+    "Time of one forward pass of the backbone.",
+    ["batch"],  # "1" for queries, "many" for indexing batches
+    buckets=_LATENCY_BUCKETS,
+)
+STORE_REQUESTS = Histogram(
+    "imgsearch_store_request_seconds", "Qdrant call latency.", ["op"], buckets=_LATENCY_BUCKETS
+)
+STORE_ERRORS = Counter("imgsearch_store_errors_total", "Failed Qdrant calls.", ["op"])
+
+IMAGES_INDEXED = Gauge("imgsearch_images_indexed", "Images that are searchable.")
+IMAGES_PENDING = Gauge("imgsearch_images_pending", "Files waiting to be (re)indexed.")
+IMAGES_FAILED = Gauge("imgsearch_images_failed", "Files that could not be indexed.")
+INDEX_OPERATIONS = Counter(
+    "imgsearch_index_operations_total",
+    "Index changes by kind.",
+    ["op"],  # embedded, reused, deleted, failed, unchanged
+)
+WATCHER_EVENTS = Counter("imgsearch_watcher_events_total", "File-system events received.", ["kind"])
+RECONCILE_RUNS = Counter(
+    "imgsearch_reconcile_runs_total", "Full folder scans by result.", ["result"]
+)
+RECONCILE_CHANGES = Counter(
+    "imgsearch_reconcile_changes_total",
+    "Differences found by full folder scans.",
+    ["change"],  # added, changed, removed
+)
+
+
+def serve_metrics(listen: str) -> WSGIServer:
+    """Expose /metrics on HOST:PORT (port 0 picks a free one) from a daemon thread."""
+    host, _, port = listen.rpartition(":")
+    server, _thread = start_http_server(int(port), addr=host.strip("[]"))
+    log.info("metrics listening on http://%s:%d/metrics", host, server.server_port)
+    return server

@@ -1,0 +1,90 @@
+"""The one typed configuration object, read from IMGSEARCH_* variables and CLI flags."""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+BUNDLED_MODEL = Path(__file__).parent / "model" / "weights" / "efficientnet_lite0.onnx"
+BUNDLED_SAMPLES = Path(__file__).parent / "samples"
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "imgsearch"
+
+
+class WatchMode(StrEnum):
+    """How the folder is watched: native kernel events, polling, or native with polling fallback."""
+
+    AUTO = "auto"
+    NATIVE = "native"
+    POLLING = "polling"
+
+
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+class Settings(BaseSettings):
+    """Everything a process of imgsearch can be told; CLI flags override environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="IMGSEARCH_", env_nested_delimiter="__")
+
+    # Where the images are and where the index lives.
+    folder: Path | None = Field(None, description="Folder to watch (default: bundled samples).")
+    data_dir: Path = Field(default_factory=_default_data_dir, description="Embedded index dir.")
+    qdrant_url: str | None = Field(None, description="Qdrant server URL; unset = embedded.")
+    qdrant_api_key: str | None = None
+    collection: str = "images"
+
+    # Serving.
+    listen: str = "127.0.0.1:50051"
+    metrics_listen: str | None = Field("127.0.0.1:9464", description="HOST:PORT for /metrics.")
+    max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    default_limit: int = Field(10, ge=1)
+    max_limit: int = Field(100, ge=1)
+    grace_seconds: float = Field(5.0, ge=0)
+
+    # Model and descriptor.
+    model_path: Path = BUNDLED_MODEL
+    image_size: int = Field(384, ge=64, le=2048, description="Longer side fed to the model.")
+    max_pixels: int = Field(64_000_000, ge=1, description="Largest decoded image accepted.")
+    min_side: int = Field(16, ge=1, description="Smallest width or height accepted.")
+    inference_threads: int = Field(2, ge=1)
+    match_threshold: float = Field(0.65, ge=-1.0, le=1.0)
+
+    # Indexing.
+    batch_size: int = Field(16, ge=1, le=512)
+    settle_seconds: float = Field(0.5, ge=0.0, description="Quiet time before a file is read.")
+    watch_mode: WatchMode = WatchMode.AUTO
+    poll_interval: float = Field(1.0, gt=0.0)
+    rescan_interval: float = Field(600.0, ge=0.0, description="Full reconcile period; 0 = never.")
+
+    # Logging.
+    log_level: str = "INFO"
+    log_format: LogFormat = LogFormat.TEXT
+
+    @field_validator("listen", "metrics_listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"expected HOST:PORT, got {value!r}")
+        return value
+
+    @property
+    def embedded_store_path(self) -> Path:
+        return self.data_dir / "qdrant"
+
+    @property
+    def watched_folder(self) -> Path:
+        """The folder to index: the configured one, or a writable copy of the bundled samples."""
+        return (self.folder or self.data_dir / "samples").expanduser().resolve()

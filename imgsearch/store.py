@@ -1,0 +1,286 @@
+"""VectorStore: the one gateway to Qdrant, embedded (local mode) or a server, same calls."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+import numpy as np
+from numpy.typing import NDArray
+from qdrant_client import QdrantClient, models
+from qdrant_client import grpc as qdrant_grpc
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from imgsearch.errors import StoreMismatchError, StoreUnavailableError
+from imgsearch.ids import parent_folders, point_id
+from imgsearch.metrics import STORE_ERRORS, STORE_REQUESTS
+
+log = logging.getLogger(__name__)
+
+VECTOR_NAME = "global"
+_SCROLL_PAGE = 1024
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class FileState:
+    """What identifies the version of a file that was indexed."""
+
+    path: str  # relative to the watched folder, '/' separators
+    size: int
+    mtime_ns: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    path: str
+    score: float
+
+
+class VectorStore:
+    """Upserts, deletes and searches image descriptors in one Qdrant collection."""
+
+    def __init__(
+        self, client: QdrantClient, collection: str, dimensions: int, model: str, *, local: bool
+    ) -> None:
+        self._client = client
+        self.collection = collection
+        self.dimensions = dimensions
+        self.model = model
+        self.local = local
+        # Local mode keeps numpy arrays and a sqlite file that are not safe to mutate from
+        # several threads at once; the server serialises on its side.
+        self._lock: AbstractContextManager[object] = threading.RLock() if local else nullcontext()
+
+    @classmethod
+    def open(
+        cls,
+        *,
+        dimensions: int,
+        model: str,
+        collection: str,
+        url: str | None = None,
+        path: Path | None = None,
+        api_key: str | None = None,
+    ) -> VectorStore:
+        """Connect to a server at `url`, or open the embedded store at `path`."""
+        if (url is None) == (path is None):
+            raise ValueError("give exactly one of url (server) or path (embedded)")
+        if url is not None:
+            client = QdrantClient(url=url, api_key=api_key, prefer_grpc=True, timeout=10)
+        else:
+            assert path is not None
+            path.mkdir(parents=True, exist_ok=True)
+            try:
+                client = QdrantClient(path=str(path))
+            except RuntimeError as exc:  # another process holds the embedded store's lock
+                raise StoreUnavailableError(f"embedded store {path} is busy: {exc}") from exc
+        store = cls(client, collection, dimensions, model, local=url is None)
+        store.ensure_collection()
+        return store
+
+    def _call(self, what: str, fn: Callable[[], _T]) -> _T:
+        try:
+            with self._lock, STORE_REQUESTS.labels(what).time():
+                return fn()
+        except (UnexpectedResponse, ResponseHandlingException, grpc.RpcError, OSError) as exc:
+            STORE_ERRORS.labels(what).inc()
+            raise StoreUnavailableError(f"qdrant {what} failed: {exc}") from exc
+
+    def ensure_collection(self) -> None:
+        """Create the collection, or check that an existing one fits this model."""
+        if not self._call(
+            "collection_exists", lambda: self._client.collection_exists(self.collection)
+        ):
+            log.info("creating collection=%s dimensions=%d", self.collection, self.dimensions)
+            self._call(
+                "create_collection",
+                lambda: self._client.create_collection(
+                    self.collection,
+                    vectors_config={
+                        VECTOR_NAME: models.VectorParams(
+                            size=self.dimensions, distance=models.Distance.COSINE
+                        )
+                    },
+                ),
+            )
+            if not self.local:  # payload indexes have no effect in local mode
+                for field in ("folders", "sha256"):
+                    self._call(
+                        "create_payload_index",
+                        lambda field=field: self._client.create_payload_index(  # type: ignore[misc]
+                            self.collection, field, models.PayloadSchemaType.KEYWORD
+                        ),
+                    )
+            return
+        info = self._call("get_collection", lambda: self._client.get_collection(self.collection))
+        vectors = info.config.params.vectors
+        params = vectors.get(VECTOR_NAME) if isinstance(vectors, dict) else None
+        if params is None or params.size != self.dimensions:
+            found = params.size if params else "no 'global' vector"
+            raise StoreMismatchError(
+                f"collection {self.collection!r} holds vectors of size {found}, but model "
+                f"{self.model!r} makes {self.dimensions}: delete the data dir or use another "
+                "collection name to re-index"
+            )
+
+    def upsert(self, items: Sequence[tuple[FileState, NDArray[np.float32]]]) -> None:
+        if not items:
+            return
+        points = [
+            models.PointStruct(
+                id=point_id(state.path),
+                vector={VECTOR_NAME: vector.tolist()},
+                payload={
+                    "path": state.path,
+                    "folders": parent_folders(state.path),
+                    "size": state.size,
+                    "mtime_ns": state.mtime_ns,
+                    "sha256": state.sha256,
+                    "model": self.model,
+                },
+            )
+            for state, vector in items
+        ]
+        self._call(
+            "upsert",
+            lambda: self._client.upsert(self.collection, points=points, wait=True),
+        )
+
+    def delete_paths(self, paths: Iterable[str]) -> None:
+        ids: list[models.ExtendedPointId] = [point_id(p) for p in paths]
+        if ids:
+            self._call(
+                "delete",
+                lambda: self._client.delete(
+                    self.collection, points_selector=models.PointIdsList(points=ids), wait=True
+                ),
+            )
+
+    def delete_folder(self, folder: str) -> None:
+        """Delete every image inside `folder` (relative), at any depth."""
+        selector = models.FilterSelector(filter=_in_folder(folder))
+        self._call(
+            "delete",
+            lambda: self._client.delete(self.collection, points_selector=selector, wait=True),
+        )
+
+    def search(
+        self,
+        vector: NDArray[np.float32],
+        limit: int,
+        *,
+        subfolder: str | None = None,
+        min_score: float | None = None,
+    ) -> list[Hit]:
+        response = self._call(
+            "query",
+            lambda: self._client.query_points(
+                self.collection,
+                query=vector.tolist(),
+                using=VECTOR_NAME,
+                limit=limit,
+                query_filter=_in_folder(subfolder) if subfolder else None,
+                score_threshold=min_score,
+                with_payload=["path"],
+            ),
+        )
+        return [Hit(str((p.payload or {})["path"]), float(p.score)) for p in response.points]
+
+    def vector_of(self, path: str) -> NDArray[np.float32] | None:
+        """The stored descriptor of an indexed path, if any."""
+        records = self._call(
+            "retrieve",
+            lambda: self._client.retrieve(
+                self.collection, ids=[point_id(path)], with_vectors=[VECTOR_NAME]
+            ),
+        )
+        return _vector(records[0]) if records else None
+
+    def vectors_of(self, paths: Sequence[str]) -> dict[str, NDArray[np.float32]]:
+        """Stored descriptors of several indexed paths (missing ones are left out)."""
+        if not paths:
+            return {}
+        records = self._call(
+            "retrieve",
+            lambda: self._client.retrieve(
+                self.collection,
+                ids=[point_id(p) for p in paths],
+                with_vectors=[VECTOR_NAME],
+                with_payload=["path"],
+            ),
+        )
+        return {str((r.payload or {})["path"]): _vector(r) for r in records}
+
+    def vector_with_sha256(self, sha256: str) -> NDArray[np.float32] | None:
+        """The descriptor of any indexed file with this content, to avoid embedding it twice."""
+        points, _ = self._call(
+            "scroll",
+            lambda: self._client.scroll(
+                self.collection,
+                scroll_filter=models.Filter(
+                    must=[
+                        models.FieldCondition(key="sha256", match=models.MatchValue(value=sha256))
+                    ]
+                ),
+                limit=1,
+                with_vectors=[VECTOR_NAME],
+                with_payload=["model"],
+            ),
+        )
+        if not points or (points[0].payload or {}).get("model") != self.model:
+            return None
+        return _vector(points[0])
+
+    def indexed_files(self) -> Iterator[FileState]:
+        """Every indexed file with the version that was embedded (paged, no vectors)."""
+        offset: models.ExtendedPointId | qdrant_grpc.PointId | None = None
+        while True:
+            page, offset = self._call(
+                "scroll",
+                lambda offset=offset: self._client.scroll(  # type: ignore[misc]
+                    self.collection,
+                    limit=_SCROLL_PAGE,
+                    offset=offset,
+                    with_payload=["path", "size", "mtime_ns", "sha256"],
+                    with_vectors=False,
+                ),
+            )
+            for point in page:
+                payload = point.payload or {}
+                yield FileState(
+                    str(payload["path"]),
+                    int(payload["size"]),
+                    int(payload["mtime_ns"]),
+                    str(payload["sha256"]),
+                )
+            if offset is None:
+                return
+
+    def count(self) -> int:
+        return self._call("count", lambda: self._client.count(self.collection, exact=True).count)
+
+    def close(self) -> None:
+        with self._lock:
+            self._client.close()
+
+
+def _in_folder(folder: str) -> models.Filter:
+    return models.Filter(
+        must=[
+            models.FieldCondition(key="folders", match=models.MatchValue(value=folder.strip("/")))
+        ]
+    )
+
+
+def _vector(record: models.Record) -> NDArray[np.float32]:
+    vectors = record.vector
+    assert isinstance(vectors, dict), "named vectors expected"
+    return np.asarray(vectors[VECTOR_NAME], dtype=np.float32)
