@@ -1,0 +1,473 @@
+"""Keeps the index equal to the folder.
+
+Events and scans only put relative paths on a queue with a due time (debounce); one worker
+thread looks at each due path, decides what changed by comparing (size, mtime) and content
+hash with what was indexed, embeds in batches and writes to the store. Every decision is made
+from the file system and the index, never from the event itself, so lost or repeated events
+cannot make the index wrong: the next scan repairs what an event missed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import stat
+import threading
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from imgsearch.errors import InvalidImageError, ModelError, StoreUnavailableError
+from imgsearch.metrics import (
+    IMAGES_FAILED,
+    IMAGES_INDEXED,
+    IMAGES_PENDING,
+    INDEX_OPERATIONS,
+    INFERENCE,
+    RECONCILE_CHANGES,
+    RECONCILE_RUNS,
+)
+from imgsearch.model import DecodedImage, ImageEncoder
+from imgsearch.paths import has_image_suffix, is_candidate, relative_to_root
+from imgsearch.store import FileState, VectorStore
+
+log = logging.getLogger(__name__)
+
+_PROGRESS_EVERY = 5.0
+_RATE_WINDOW = 60.0
+_STORE_RETRY_DELAY = 5.0
+_MAX_LISTED_FAILURES = 100
+_MAX_IDLE_WAIT = 5.0
+_RECENTLY_DELETED = 1024  # vectors kept after deletion, for moves (~5 MB)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    reason: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class IndexStatus:
+    indexed: int
+    pending: int
+    failed: int
+    state: str
+    failures: list[tuple[str, str]]
+    rate: float
+    eta_seconds: float
+
+
+@dataclass
+class _Batch:
+    """What one pass over a batch of due paths decided to do."""
+
+    embed: list[tuple[FileState, DecodedImage]] = field(default_factory=list)
+    reuse: list[tuple[FileState, NDArray[np.float32]]] = field(default_factory=list)
+    delete: list[str] = field(default_factory=list)
+    failed: dict[str, Failure] = field(default_factory=dict)
+    retry: list[str] = field(default_factory=list)
+
+
+class Indexer:
+    """Owns the queue of paths to look at and the worker thread that indexes them."""
+
+    def __init__(
+        self,
+        root: Path,
+        encoder: ImageEncoder,
+        store: VectorStore,
+        *,
+        batch_size: int = 16,
+        settle_seconds: float = 0.5,
+        rescan_interval: float = 600.0,
+        max_file_bytes: int = 256 * 1024 * 1024,
+    ) -> None:
+        self.root = root
+        self._encoder = encoder
+        self._store = store
+        self._batch_size = batch_size
+        self._settle = settle_seconds
+        self._rescan_interval = rescan_interval
+        self._max_file_bytes = max_file_bytes
+
+        self._cond = threading.Condition()
+        self._due: dict[str, float] = {}  # relative path -> monotonic time to look at it
+        self._in_flight = 0
+        self._rescan_at = 0.0  # the first pass of the worker is a full scan
+        self._stopping = False
+        self._scanning = False
+        self._folder_missing = False
+        self._ready = threading.Event()
+
+        # Mirrors of the index and of what could not be indexed; touched by the worker only
+        # (status readers copy under the condition's lock).
+        self._indexed: dict[str, FileState] = {}
+        self._failures: dict[str, Failure] = {}
+        self._ignored: dict[str, tuple[int, int]] = {}  # non-image files: (size, mtime_ns)
+        self._recently_deleted: OrderedDict[str, NDArray[np.float32]] = OrderedDict()  # by sha256
+
+        self._done_times: deque[tuple[float, int]] = deque()
+        self._last_progress_log = 0.0
+        self._thread = threading.Thread(target=self._run, name="indexer", daemon=True)
+
+    # ---- called from other threads -------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish the current batch and stop; queued paths are found again by the next scan."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """True once the index mirror is loaded and the first scan has queued its work."""
+        return self._ready.wait(timeout)
+
+    def schedule(self, relative: str, delay: float | None = None) -> None:
+        """Look at this path after it has been quiet for `delay` (default: the settle time)."""
+        due = time.monotonic() + (self._settle if delay is None else delay)
+        with self._cond:
+            self._due[relative] = due
+            IMAGES_PENDING.set(len(self._due) + self._in_flight)
+            self._cond.notify_all()
+
+    def schedule_folder(self, relative_folder: str) -> None:
+        """A folder appeared (created or moved in): look at every file inside it."""
+        for path in _walk_files(self.root / relative_folder):
+            relative = relative_to_root(self.root, path)
+            if relative is not None and is_candidate(relative):
+                self.schedule(relative)
+
+    def forget_folder(self, relative_folder: str) -> None:
+        """A folder went away: look again at every indexed path under it (each will be gone)."""
+        prefix = relative_folder.rstrip("/") + "/"
+        with self._cond:
+            known = [p for p in self._indexed if p.startswith(prefix)]
+            known += [p for p in self._failures if p.startswith(prefix)]
+        for relative in known:
+            self.schedule(relative)
+
+    def request_rescan(self) -> None:
+        with self._cond:
+            self._rescan_at = 0.0
+            self._cond.notify_all()
+
+    def status(self) -> IndexStatus:
+        with self._cond:
+            pending = len(self._due) + self._in_flight
+            failures = sorted((p, f.reason) for p, f in self._failures.items())
+            indexed = len(self._indexed)
+            if self._folder_missing:
+                state = "folder_missing"
+            elif not self._ready.is_set():
+                state = "starting"
+            elif self._scanning:
+                state = "scanning"
+            else:
+                state = "indexing" if pending else "watching"
+        rate = self._rate()
+        return IndexStatus(
+            indexed=indexed,
+            pending=pending,
+            failed=len(failures),
+            state=state,
+            failures=failures[:_MAX_LISTED_FAILURES],
+            rate=rate,
+            eta_seconds=pending / rate if pending and rate > 0 else 0.0,
+        )
+
+    # ---- the worker ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            indexed = {state.path: state for state in self._store.indexed_files()}
+        except StoreUnavailableError:
+            log.exception("cannot read the index; indexer not started")
+            return
+        with self._cond:
+            self._indexed = indexed
+        IMAGES_INDEXED.set(len(indexed))
+        log.info("index loaded images=%d folder=%s", len(indexed), self.root)
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            if batch:
+                self._process(batch)
+            else:
+                self._reconcile()
+
+    def _next_batch(self) -> list[str] | None:
+        """Due paths (at most one batch), [] when a rescan is due, None when stopping."""
+        with self._cond:
+            self._in_flight = 0
+            while not self._stopping:
+                now = time.monotonic()
+                if self._rescan_at <= now:
+                    return []
+                due = [p for p, t in self._due.items() if t <= now]
+                if due:
+                    due.sort(key=self._due.__getitem__)
+                    batch = due[: self._batch_size]
+                    for path in batch:
+                        del self._due[path]
+                    self._in_flight = len(batch)
+                    return batch
+                next_due = min(self._due.values(), default=self._rescan_at)
+                # Capped: with rescans off the next due time is infinite, too long for wait().
+                self._cond.wait(
+                    min(_MAX_IDLE_WAIT, max(0.01, min(next_due, self._rescan_at) - now))
+                )
+            return None
+
+    def _reconcile(self) -> None:
+        """Full scan: queue each file that differs from the index, and each vanished one."""
+        with self._cond:
+            interval = self._rescan_interval or float("inf")
+            self._rescan_at = time.monotonic() + interval
+        if not self.root.is_dir():
+            # An unmounted or deleted folder looks like "everything deleted": never act on it.
+            if not self._folder_missing:
+                log.error("watched folder is missing, index left as it is folder=%s", self.root)
+            self._folder_missing = True
+            RECONCILE_RUNS.labels("folder_missing").inc()
+            with self._cond:
+                self._rescan_at = time.monotonic() + min(interval, 5.0)
+            self._ready.set()
+            return
+        self._folder_missing = False
+        self._scanning = True
+        started = time.monotonic()
+        seen: set[str] = set()
+        added = changed = 0
+        for path in _walk_files(self.root):
+            relative = relative_to_root(self.root, path)
+            if relative is None or not is_candidate(relative):
+                continue
+            seen.add(relative)
+            try:
+                info = path.stat()
+            except OSError:
+                continue
+            known = self._indexed.get(relative)
+            if known is None:
+                if not self._is_settled_failure(relative, info):
+                    added += 1
+                    self.schedule(relative, delay=0)
+            elif (known.size, known.mtime_ns) != (info.st_size, info.st_mtime_ns):
+                changed += 1
+                self.schedule(relative, delay=0)
+        removed = [p for p in list(self._indexed) if p not in seen]
+        for relative in removed:
+            self.schedule(relative, delay=0)
+        for relative in [p for p in list(self._failures) if p not in seen]:
+            self._failures.pop(relative, None)
+        self._scanning = False
+        RECONCILE_RUNS.labels("ok").inc()
+        RECONCILE_CHANGES.labels("added").inc(added)
+        RECONCILE_CHANGES.labels("changed").inc(changed)
+        RECONCILE_CHANGES.labels("removed").inc(len(removed))
+        log.info(
+            "scan done files=%d new=%d changed=%d removed=%d took=%.2fs",
+            len(seen),
+            added,
+            changed,
+            len(removed),
+            time.monotonic() - started,
+        )
+        self._ready.set()
+
+    def _is_settled_failure(self, relative: str, info: os.stat_result) -> bool:
+        version = (info.st_size, info.st_mtime_ns)
+        failure = self._failures.get(relative)
+        if failure is not None and (failure.size, failure.mtime_ns) == version:
+            return True
+        return self._ignored.get(relative) == version
+
+    def _process(self, paths: list[str]) -> None:
+        batch = _Batch()
+        try:
+            for relative in paths:
+                self._examine(relative, batch)
+            ready = batch.reuse + self._embed(batch)
+            self._store.upsert(ready)
+            self._remember_deleted(batch.delete)
+            self._store.delete_paths(batch.delete)
+        except StoreUnavailableError as exc:
+            log.error("store unavailable, batch re-queued files=%d error=%s", len(paths), exc)
+            for relative in paths:
+                self.schedule(relative, delay=_STORE_RETRY_DELAY)
+            return
+        except Exception:
+            # A bug must not stop the watcher: log it, try these files again later.
+            log.exception("unexpected error, batch re-queued files=%d", len(paths))
+            for relative in paths:
+                self.schedule(relative, delay=_STORE_RETRY_DELAY)
+            return
+        self._apply(batch, ready)
+
+    def _examine(self, relative: str, batch: _Batch) -> None:
+        """Decide what one path needs: nothing, an embedding, a reused vector or a deletion."""
+        path = self.root / relative
+        try:
+            info = path.lstat()
+        except OSError:
+            info = None
+        if info is None or not stat.S_ISREG(info.st_mode):
+            # Gone, or not a regular file (symlinks are never followed out of the folder).
+            if relative in self._indexed:
+                batch.delete.append(relative)
+            self._failures.pop(relative, None)
+            self._ignored.pop(relative, None)
+            return
+        if time.time() - info.st_mtime < self._settle:
+            batch.retry.append(relative)  # still being written
+            return
+        known = self._indexed.get(relative)
+        version = (info.st_size, info.st_mtime_ns)
+        if known is not None and (known.size, known.mtime_ns) == version:
+            INDEX_OPERATIONS.labels("unchanged").inc()
+            return
+        if self._is_settled_failure(relative, info):
+            return
+        if info.st_size > self._max_file_bytes:
+            batch.failed[relative] = Failure(
+                f"file is {info.st_size} bytes, over the {self._max_file_bytes} byte limit",
+                *version,
+            )
+            return
+        self._load(relative, version, known, batch)
+
+    def _load(
+        self, relative: str, version: tuple[int, int], known: FileState | None, batch: _Batch
+    ) -> None:
+        """Read a changed file: reuse a stored vector for known content, else decode it."""
+        path = self.root / relative
+        try:
+            data = path.read_bytes()
+            after = path.stat()
+        except OSError as exc:
+            batch.failed[relative] = Failure(f"cannot read file: {exc.strerror or exc}", *version)
+            return
+        if (after.st_size, after.st_mtime_ns) != version or len(data) != version[0]:
+            batch.retry.append(relative)  # changed while we read it
+            return
+        state = FileState(relative, *version, hashlib.sha256(data).hexdigest())
+        vector = self._vector_for_content(state, known)
+        if vector is not None:
+            batch.reuse.append((state, vector))
+            return
+        try:
+            batch.embed.append((state, self._encoder.decode(data)))
+        except InvalidImageError as exc:
+            if not has_image_suffix(relative) and "not a recognised image format" in str(exc):
+                self._ignored[relative] = version  # a sidecar or document, not an image
+                log.debug("ignoring non-image file path=%s", relative)
+            else:
+                batch.failed[relative] = Failure(str(exc), *version)
+
+    def _vector_for_content(
+        self, state: FileState, known: FileState | None
+    ) -> NDArray[np.float32] | None:
+        """A stored vector for identical content (touched, copied or moved file), if any."""
+        if known is not None and known.sha256 == state.sha256:
+            return self._store.vector_of(state.path)
+        recent = self._recently_deleted.get(state.sha256)
+        if recent is not None:
+            return recent
+        return self._store.vector_with_sha256(state.sha256)
+
+    def _remember_deleted(self, paths: list[str]) -> None:
+        """Keep vectors of deleted files a while: a move seen as delete + create reuses them."""
+        for path, vector in self._store.vectors_of(paths).items():
+            known = self._indexed.get(path)
+            if known is not None:
+                self._recently_deleted[known.sha256] = vector
+                self._recently_deleted.move_to_end(known.sha256)
+        while len(self._recently_deleted) > _RECENTLY_DELETED:
+            self._recently_deleted.popitem(last=False)
+
+    def _embed(self, batch: _Batch) -> list[tuple[FileState, NDArray[np.float32]]]:
+        if not batch.embed:
+            return []
+        try:
+            with INFERENCE.labels("many").time():
+                vectors = self._encoder.encode([image for _, image in batch.embed])
+        except ModelError as exc:
+            log.error("model failed on a batch, files marked failed error=%s", exc)
+            for state, _ in batch.embed:
+                batch.failed[state.path] = Failure(str(exc), state.size, state.mtime_ns)
+            return []
+        return [(state, vectors[i]) for i, (state, _) in enumerate(batch.embed)]
+
+    def _apply(self, batch: _Batch, written: list[tuple[FileState, NDArray[np.float32]]]) -> None:
+        """Record in the mirrors what the store now holds."""
+        for relative in batch.retry:
+            self.schedule(relative)
+        with self._cond:
+            for state, _ in written:
+                self._indexed[state.path] = state
+                self._failures.pop(state.path, None)
+            for relative in batch.delete:
+                self._indexed.pop(relative, None)
+            self._failures.update(batch.failed)
+            self._in_flight = 0
+        for relative, failure in batch.failed.items():
+            log.warning("cannot index path=%s reason=%s", relative, failure.reason)
+        INDEX_OPERATIONS.labels("embedded").inc(len(written) - len(batch.reuse))
+        INDEX_OPERATIONS.labels("reused").inc(len(batch.reuse))
+        INDEX_OPERATIONS.labels("deleted").inc(len(batch.delete))
+        INDEX_OPERATIONS.labels("failed").inc(len(batch.failed))
+        self._record_progress(len(written))
+
+    def _rate(self) -> float:
+        now = time.monotonic()
+        with self._cond:
+            while self._done_times and self._done_times[0][0] < now - _RATE_WINDOW:
+                self._done_times.popleft()
+            if not self._done_times:
+                return 0.0
+            span = max(now - self._done_times[0][0], 1.0)
+            return sum(n for _, n in self._done_times) / span
+
+    def _record_progress(self, done: int) -> None:
+        now = time.monotonic()
+        with self._cond:
+            if done:
+                self._done_times.append((now, done))
+        status = self.status()
+        IMAGES_INDEXED.set(status.indexed)
+        IMAGES_PENDING.set(status.pending)
+        IMAGES_FAILED.set(status.failed)
+        finished = status.pending == 0
+        if done and (finished or now - self._last_progress_log >= _PROGRESS_EVERY):
+            self._last_progress_log = now
+            log.info(
+                "indexing progress indexed=%d pending=%d failed=%d rate=%.1f/s eta=%.0fs",
+                status.indexed,
+                status.pending,
+                status.failed,
+                status.rate,
+                status.eta_seconds,
+            )
+
+
+def _walk_files(folder: Path) -> list[Path]:
+    """Regular files below `folder`, skipping hidden folders and not following symlinks."""
+    found: list[Path] = []
+    for directory, subdirs, files in os.walk(folder, followlinks=False):
+        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+        base = Path(directory)
+        found.extend(base / name for name in files)
+    return found

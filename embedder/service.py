@@ -1,0 +1,46 @@
+"""Embedder servicer: status of the index and one-off embeddings."""
+
+from __future__ import annotations
+
+import grpc
+
+from embedder.indexer import Indexer
+from imgsearch.model import ImageEncoder
+from imgsearch.server import maps_errors
+from imgsearch.v1 import embedder_pb2, embedder_pb2_grpc
+
+
+class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
+    service_name = embedder_pb2.DESCRIPTOR.services_by_name["Embedder"].full_name
+
+    def __init__(self, encoder: ImageEncoder, indexer: Indexer) -> None:
+        self._encoder = encoder
+        self._indexer = indexer
+
+    def add_to_server(self, server: grpc.Server) -> None:
+        embedder_pb2_grpc.add_EmbedderServicer_to_server(self, server)
+
+    @maps_errors
+    def GetStatus(  # noqa: N802 - name fixed by the proto
+        self, request: embedder_pb2.GetStatusRequest, context: grpc.ServicerContext
+    ) -> embedder_pb2.GetStatusResponse:
+        status = self._indexer.status()
+        return embedder_pb2.GetStatusResponse(
+            indexed=status.indexed,
+            pending=status.pending,
+            failed=status.failed,
+            folder=str(self._indexer.root),
+            model=self._encoder.name,
+            dimensions=self._encoder.dimensions,
+            state=status.state,
+            failures=[embedder_pb2.FileFailure(path=p, reason=r) for p, r in status.failures],
+            index_rate=status.rate,
+            eta_seconds=status.eta_seconds,
+        )
+
+    @maps_errors
+    def Embed(  # noqa: N802 - name fixed by the proto
+        self, request: embedder_pb2.EmbedRequest, context: grpc.ServicerContext
+    ) -> embedder_pb2.EmbedResponse:
+        vector = self._encoder.encode_bytes(request.image)
+        return embedder_pb2.EmbedResponse(vector=vector.tolist(), model=self._encoder.name)

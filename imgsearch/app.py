@@ -1,0 +1,142 @@
+"""Wires settings into running services: model, store, indexer, watcher, gRPC and metrics."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from wsgiref.simple_server import WSGIServer
+
+from embedder.indexer import Indexer
+from embedder.service import EmbedderService
+from embedder.watcher import FolderWatcher
+from imgsearch import __version__
+from imgsearch.metrics import BUILD_INFO, serve_metrics
+from imgsearch.model import ImageEncoder
+from imgsearch.model.preprocess import DecodeLimits
+from imgsearch.server import RunningServer, ServiceRegistration, start_server
+from imgsearch.settings import BUNDLED_SAMPLES, Settings
+from imgsearch.store import VectorStore
+from searcher.service import SearcherService, SearchPolicy
+
+log = logging.getLogger(__name__)
+
+
+def open_encoder(settings: Settings) -> ImageEncoder:
+    return ImageEncoder(
+        settings.model_path,
+        image_size=settings.image_size,
+        threads=settings.inference_threads,
+        limits=DecodeLimits(max_pixels=settings.max_pixels, min_side=settings.min_side),
+        max_batch=settings.batch_size,
+    )
+
+
+def open_store(settings: Settings, encoder: ImageEncoder) -> VectorStore:
+    if settings.qdrant_url:
+        return VectorStore.open(
+            url=settings.qdrant_url,
+            api_key=settings.qdrant_api_key,
+            collection=settings.collection,
+            dimensions=encoder.dimensions,
+            model=encoder.name,
+        )
+    return VectorStore.open(
+        path=settings.embedded_store_path,
+        collection=settings.collection,
+        dimensions=encoder.dimensions,
+        model=encoder.name,
+    )
+
+
+def prepare_folder(settings: Settings) -> Path:
+    """The folder to watch; with none configured, a writable copy of the bundled samples."""
+    folder = settings.watched_folder
+    if settings.folder is None and not folder.exists():
+        shutil.copytree(BUNDLED_SAMPLES, folder, ignore=shutil.ignore_patterns("NOTICE"))
+        log.info("no folder given: serving a copy of the bundled samples folder=%s", folder)
+    return folder
+
+
+class Application:
+    """One process: the embedder, the searcher, or both on one port and one store."""
+
+    def __init__(
+        self, settings: Settings, *, with_embedder: bool = True, with_searcher: bool = True
+    ) -> None:
+        if not (with_embedder or with_searcher):
+            raise ValueError("nothing to run")
+        self.settings = settings
+        self.encoder = open_encoder(settings)
+        self.store = open_store(settings, self.encoder)
+        self.folder: Path | None = None
+        self.indexer: Indexer | None = None
+        self._watcher: FolderWatcher | None = None
+        services: list[ServiceRegistration] = []
+        if with_embedder:
+            self.folder = prepare_folder(settings)
+            self.indexer = Indexer(
+                self.folder,
+                self.encoder,
+                self.store,
+                batch_size=settings.batch_size,
+                settle_seconds=settings.settle_seconds,
+                rescan_interval=settings.rescan_interval,
+            )
+            self._watcher = FolderWatcher(
+                self.folder, self.indexer, settings.watch_mode, settings.poll_interval
+            )
+            services.append(EmbedderService(self.encoder, self.indexer))
+        elif settings.folder is not None:
+            self.folder = settings.watched_folder
+        if with_searcher:
+            policy = SearchPolicy(
+                default_limit=settings.default_limit,
+                max_limit=settings.max_limit,
+                match_threshold=settings.match_threshold,
+            )
+            services.append(SearcherService(self.encoder, self.store, policy, self.folder))
+        self._services = services
+        self._server: RunningServer | None = None
+        self._metrics: WSGIServer | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "not started"
+        return self._server.port
+
+    @property
+    def metrics_port(self) -> int | None:
+        return None if self._metrics is None else int(self._metrics.server_port)
+
+    def start(self) -> None:
+        BUILD_INFO.info({"version": __version__, "model": self.encoder.name})
+        if self.settings.metrics_listen:
+            self._metrics = serve_metrics(self.settings.metrics_listen)
+        if self.indexer is not None and self._watcher is not None:
+            # Watch first, then scan: a file landing during the scan is seen by one or the other.
+            if self.folder is not None and self.folder.is_dir():
+                self._watcher.start()
+            else:
+                log.error("watched folder does not exist, not watching folder=%s", self.folder)
+            self.indexer.start()
+        self._server = start_server(
+            self.settings.listen,
+            self._services,
+            max_request_bytes=self.settings.max_request_bytes,
+        )
+
+    def stop(self) -> None:
+        """Stop taking requests, let in-flight ones and the batch finish, then close the store."""
+        if self._server is not None:
+            self._server.set_serving([s.service_name for s in self._services], serving=False)
+            self._server.server.stop(self.settings.grace_seconds).wait()
+        if self._watcher is not None:
+            self._watcher.stop()
+        if self.indexer is not None:
+            self.indexer.stop()
+        if self._metrics is not None:
+            self._metrics.shutdown()
+            self._metrics.server_close()
+        self.store.close()
+        log.info("stopped")

@@ -1,0 +1,193 @@
+"""The `imgsearch` command: run the services, or query a running server."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+from pydantic import ValidationError
+
+from imgsearch.client import Client
+from imgsearch.errors import ImgsearchError
+from imgsearch.logs import configure_logging
+from imgsearch.settings import Settings
+from imgsearch.v1 import embedder_pb2, searcher_pb2
+
+log = logging.getLogger("imgsearch")
+
+DEFAULT_SERVER = "127.0.0.1:50051"
+
+# CLI flag -> Settings field, for the flags every server command shares.
+_SERVER_FLAGS: dict[str, str] = {
+    "listen": "listen",
+    "data": "data_dir",
+    "metrics_listen": "metrics_listen",
+    "qdrant_url": "qdrant_url",
+    "collection": "collection",
+    "model": "model_path",
+    "watch_mode": "watch_mode",
+    "match_threshold": "match_threshold",
+    "log_level": "log_level",
+    "log_format": "log_format",
+}
+
+
+def _add_server_flags(parser: argparse.ArgumentParser, *, qdrant_required: bool) -> None:
+    group = parser.add_argument_group("server (flags override IMGSEARCH_* variables)")
+    group.add_argument("--listen", metavar="HOST:PORT", help="gRPC address (127.0.0.1:50051)")
+    group.add_argument("--data", metavar="DIR", help="embedded index folder")
+    group.add_argument("--metrics-listen", metavar="HOST:PORT", help="'' to disable /metrics")
+    group.add_argument("--qdrant-url", required=qdrant_required, help="Qdrant server URL")
+    group.add_argument("--collection", help="Qdrant collection name (images)")
+    group.add_argument("--model", metavar="ONNX", help="backbone meeting the model contract")
+    group.add_argument("--watch-mode", choices=["auto", "native", "polling"])
+    group.add_argument("--match-threshold", type=float, help="score that means 'the source'")
+    group.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
+    group.add_argument("--log-format", choices=["text", "json"])
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imgsearch", description="Find the source of a cropped or degraded image."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="index and watch FOLDER, serve both services")
+    serve.add_argument("folder", nargs="?", help="folder of images (default: bundled samples)")
+    _add_server_flags(serve, qdrant_required=False)
+
+    embedder = commands.add_parser("embedder", help="run the Embedder alone against Qdrant")
+    embedder.add_argument("folder", help="folder of images to index and watch")
+    _add_server_flags(embedder, qdrant_required=True)
+
+    searcher = commands.add_parser("searcher", help="run the Searcher alone against Qdrant")
+    searcher.add_argument("--folder", help="the watched folder, to allow path queries")
+    _add_server_flags(searcher, qdrant_required=True)
+
+    search = commands.add_parser("search", help="find the source of an image")
+    search.add_argument("image", type=Path, help="query image file")
+    search.add_argument("--limit", type=int, default=0, help="matches to show (server default)")
+    search.add_argument("--min-score", type=float, default=0.0)
+    search.add_argument("--subfolder", default="", help="only search inside this folder")
+
+    status = commands.add_parser("status", help="what is indexed, pending and failed")
+    for sub in (search, status):
+        sub.add_argument("--server", default=DEFAULT_SERVER, metavar="HOST:PORT")
+        sub.add_argument("--json", action="store_true", help="print JSON")
+        sub.add_argument("--timeout", type=float, default=30.0, help="seconds")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {
+        field: getattr(args, flag)
+        for flag, field in _SERVER_FLAGS.items()
+        if getattr(args, flag, None) is not None
+    }
+    if getattr(args, "folder", None):
+        overrides["folder"] = Path(args.folder)
+    return Settings(**overrides)
+
+
+def _run_services(args: argparse.Namespace) -> int:
+    # Imported here so that `imgsearch search` starts fast and needs no model.
+    from imgsearch.app import Application
+    from imgsearch.server import wait_for_shutdown_signal
+
+    settings = _settings(args)
+    configure_logging(settings.log_level, settings.log_format)
+    app = Application(
+        settings,
+        with_embedder=args.command in ("serve", "embedder"),
+        with_searcher=args.command in ("serve", "searcher"),
+    )
+    app.start()
+    try:
+        wait_for_shutdown_signal()
+    finally:
+        app.stop()
+    return 0
+
+
+def _print_search(response: searcher_pb2.SearchResponse) -> None:
+    if not response.matches:
+        print("no images indexed yet")
+        return
+    print(f"{'rank':>4}  {'score':>6}  {'verdict':<7}  path")
+    for rank, match in enumerate(response.matches, 1):
+        verdict = "SOURCE" if match.match else "similar"
+        print(f"{rank:>4}  {match.score:6.3f}  {verdict:<7}  {match.path}")
+    sources = [m.path for m in response.matches if m.match]
+    if sources:
+        print(f"\nverdict: source found: {', '.join(sources)}")
+    else:
+        best = response.matches[0].score
+        print(
+            f"\nverdict: no source in the index "
+            f"(best score {best:.3f} < threshold {response.match_threshold:.3f})"
+        )
+
+
+def _print_status(status: embedder_pb2.GetStatusResponse) -> None:
+    print(f"folder:   {status.folder}")
+    print(f"state:    {status.state}")
+    print(f"indexed:  {status.indexed}")
+    print(f"pending:  {status.pending}")
+    if status.index_rate:
+        print(f"rate:     {status.index_rate:.1f} images/s, eta {status.eta_seconds:.0f} s")
+    print(f"failed:   {status.failed}")
+    for failure in status.failures:
+        print(f"  {failure.path}: {failure.reason}")
+    print(f"model:    {status.model} ({status.dimensions} dimensions)")
+
+
+def _run_client(args: argparse.Namespace) -> int:
+    with Client(args.server, timeout=args.timeout) as client:
+        if args.command == "search":
+            try:
+                data = args.image.read_bytes()
+            except OSError as exc:
+                print(f"error: cannot read {args.image}: {exc.strerror}", file=sys.stderr)
+                return 2
+            response = client.search(
+                data, args.limit, min_score=args.min_score, subfolder=args.subfolder
+            )
+            if args.json:
+                print(json.dumps(MessageToDict(response), indent=2))
+            else:
+                _print_search(response)
+        else:
+            status = client.status()
+            if args.json:
+                print(json.dumps(MessageToDict(status), indent=2))
+            else:
+                _print_status(status)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command in ("search", "status"):
+            return _run_client(args)
+        return _run_services(args)
+    except grpc.RpcError as exc:
+        print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        print(f"error: invalid setting: {exc}", file=sys.stderr)
+        return 2
+    except ImgsearchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

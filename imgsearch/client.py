@@ -1,0 +1,60 @@
+"""A small typed client over the generated stubs, used by the CLI and the tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+
+from imgsearch.v1 import embedder_pb2, embedder_pb2_grpc, searcher_pb2, searcher_pb2_grpc
+
+
+class Client:
+    """Talks to a server that runs the Searcher, the Embedder, or both."""
+
+    def __init__(self, target: str, timeout: float = 30.0) -> None:
+        self._channel = grpc.insecure_channel(
+            target, options=[("grpc.max_send_message_length", 64 * 1024 * 1024)]
+        )
+        self._searcher = searcher_pb2_grpc.SearcherStub(self._channel)
+        self._embedder = embedder_pb2_grpc.EmbedderStub(self._channel)
+        self.timeout = timeout
+
+    def search(
+        self,
+        image: bytes | Path,
+        limit: int = 0,
+        *,
+        min_score: float = 0.0,
+        subfolder: str = "",
+    ) -> searcher_pb2.SearchResponse:
+        data = image.read_bytes() if isinstance(image, Path) else image
+        request = searcher_pb2.SearchRequest(
+            image=data, limit=limit, min_score=min_score, subfolder=subfolder
+        )
+        return self._searcher.Search(request, timeout=self.timeout)
+
+    def search_path(self, path: str, limit: int = 0) -> searcher_pb2.SearchResponse:
+        request = searcher_pb2.SearchRequest(path=path, limit=limit)
+        return self._searcher.Search(request, timeout=self.timeout)
+
+    def status(self) -> embedder_pb2.GetStatusResponse:
+        return self._embedder.GetStatus(embedder_pb2.GetStatusRequest(), timeout=self.timeout)
+
+    def embed(self, image: bytes) -> embedder_pb2.EmbedResponse:
+        return self._embedder.Embed(embedder_pb2.EmbedRequest(image=image), timeout=self.timeout)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,179 @@
+"""gRPC plumbing shared by both services: error mapping, metrics, health, reflection, serving."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent import futures
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from imgsearch.errors import (
+    ImgsearchError,
+    InvalidImageError,
+    InvalidRequestError,
+    ModelError,
+    NotFoundError,
+    StoreMismatchError,
+    StoreUnavailableError,
+)
+from imgsearch.metrics import RPC_DURATION, RPC_REQUESTS
+from imgsearch.paths import OutsideFolderError
+
+log = logging.getLogger(__name__)
+
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
+Handler = Callable[[Any, _Request, grpc.ServicerContext], _Response]  # (self, request, context)
+
+_STATUS_FOR: list[tuple[type[Exception], grpc.StatusCode]] = [
+    (InvalidImageError, grpc.StatusCode.INVALID_ARGUMENT),
+    (InvalidRequestError, grpc.StatusCode.INVALID_ARGUMENT),
+    (OutsideFolderError, grpc.StatusCode.INVALID_ARGUMENT),
+    (NotFoundError, grpc.StatusCode.NOT_FOUND),
+    (StoreUnavailableError, grpc.StatusCode.UNAVAILABLE),
+    (StoreMismatchError, grpc.StatusCode.FAILED_PRECONDITION),
+    (ModelError, grpc.StatusCode.INTERNAL),
+    (ImgsearchError, grpc.StatusCode.INTERNAL),
+]
+
+
+def status_for(exc: Exception) -> grpc.StatusCode:
+    return next(code for kind, code in _STATUS_FOR if isinstance(exc, kind))
+
+
+def maps_errors(method: Handler[_Request, _Response]) -> Handler[_Request, _Response]:
+    """Turn domain exceptions raised by a servicer method into a gRPC status with the message."""
+
+    @functools.wraps(method)
+    def wrapper(self: object, request: _Request, context: grpc.ServicerContext) -> _Response:
+        try:
+            return method(self, request, context)
+        except (ImgsearchError, OutsideFolderError) as exc:
+            code = status_for(exc)
+            if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE):
+                log.error("%s failed code=%s error=%s", method.__name__, code.name, exc)
+            context.abort(code, str(exc))
+
+    return wrapper
+
+
+class _MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
+    """Counts every unary RPC by final status code and times it."""
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],  # type: ignore[type-arg]
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:  # type: ignore[type-arg]
+        handler = continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        service, _, method = details.method.lstrip("/").rpartition("/")
+        inner = handler.unary_unary
+
+        def timed(request: object, context: grpc.ServicerContext) -> object:
+            started = time.perf_counter()
+            code = grpc.StatusCode.UNKNOWN
+            try:
+                response = inner(request, context)
+            except Exception:
+                code = _code_of(context) or grpc.StatusCode.UNKNOWN
+                raise
+            else:
+                code = _code_of(context) or grpc.StatusCode.OK
+                return response
+            finally:
+                RPC_DURATION.labels(service, method).observe(time.perf_counter() - started)
+                RPC_REQUESTS.labels(service, method, code.name).inc()
+
+        return grpc.unary_unary_rpc_method_handler(
+            timed,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _code_of(context: grpc.ServicerContext) -> grpc.StatusCode | None:
+    code: grpc.StatusCode | None = context.code()  # type: ignore[attr-defined]  # stubs lag grpcio
+    return code
+
+
+class ServiceRegistration(Protocol):
+    """What a service contributes to a server: its full name and how to add its servicer."""
+
+    @property
+    def service_name(self) -> str: ...
+
+    def add_to_server(self, server: grpc.Server) -> None: ...
+
+
+@dataclass
+class RunningServer:
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+
+    def set_serving(self, names: Sequence[str], serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ["", *names]:
+            self.health.set(name, status)
+
+
+def start_server(
+    listen: str,
+    services: Sequence[ServiceRegistration],
+    *,
+    max_request_bytes: int,
+    workers: int = 16,
+) -> RunningServer:
+    """Start a gRPC server with the services, health checking and reflection on HOST:PORT."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
+        interceptors=[_MetricsInterceptor()],
+        options=[
+            ("grpc.max_receive_message_length", max_request_bytes),
+            ("grpc.max_send_message_length", 16 * 1024 * 1024),
+        ],
+    )
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [s.service_name for s in services]
+    for service in services:
+        service.add_to_server(server)
+    reflection.enable_server_reflection(
+        [
+            *names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
+        server,
+    )
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    server.start()
+    running = RunningServer(server, port, health_servicer)
+    running.set_serving(names, serving=True)
+    log.info("grpc listening address=%s port=%d services=%s", listen, port, ",".join(names))
+    return running
+
+
+def wait_for_shutdown_signal() -> None:
+    """Block until SIGINT or SIGTERM."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
