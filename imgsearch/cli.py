@@ -140,7 +140,7 @@ def _print_status(status: embedder_pb2.GetStatusResponse) -> None:
     print(f"state:    {status.state}")
     print(f"indexed:  {status.indexed}")
     print(f"pending:  {status.pending}")
-    if status.index_rate:
+    if status.pending and status.index_rate:
         print(f"rate:     {status.index_rate:.1f} images/s, eta {status.eta_seconds:.0f} s")
     print(f"failed:   {status.failed}")
     for failure in status.failures:

@@ -1,0 +1,104 @@
+"""Shared fixtures: the real bundled model, real sample photos, real servers on loopback."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from imgsearch.app import Application
+from imgsearch.client import Client
+from imgsearch.model import ImageEncoder
+from imgsearch.settings import BUNDLED_MODEL, BUNDLED_SAMPLES, Settings
+
+SAMPLE_SUFFIXES = {".jpg", ".png", ".webp"}
+
+
+def wait_until(
+    predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.05
+) -> None:
+    """Poll until `predicate()` is true; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s: {predicate}")
+
+
+@pytest.fixture(scope="session")
+def sample_photos() -> list[Path]:
+    photos = sorted(p for p in BUNDLED_SAMPLES.iterdir() if p.suffix in SAMPLE_SUFFIXES)
+    assert len(photos) >= 8, "the bundled sample folder should hold real photos"
+    return photos
+
+
+@pytest.fixture(scope="session")
+def encoder() -> ImageEncoder:
+    return ImageEncoder(BUNDLED_MODEL)
+
+
+@pytest.fixture
+def photo_folder(tmp_path: Path, sample_photos: list[Path]) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for photo in sample_photos:
+        shutil.copy2(photo, folder / photo.name)
+    return folder
+
+
+def make_settings(folder: Path, data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "folder": folder,
+        "data_dir": data_dir,
+        "listen": "127.0.0.1:0",
+        "metrics_listen": None,
+        "settle_seconds": 0.2,
+        "poll_interval": 0.2,
+        "rescan_interval": 0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+class Served:
+    """A running Application and a client connected to it."""
+
+    def __init__(self, app: Application) -> None:
+        self.app = app
+        self.client = Client(f"127.0.0.1:{app.port}", timeout=30)
+        self._stopped = False
+
+    def wait_idle(self, timeout: float = 60.0) -> None:
+        """Wait until the indexer has scanned and has nothing pending."""
+        assert self.app.indexer is not None
+        assert self.app.indexer.wait_ready(timeout)
+        wait_until(lambda: self.client.status().pending == 0, timeout)
+
+    def stop(self) -> None:
+        if not self._stopped:
+            self._stopped = True
+            self.client.close()
+            self.app.stop()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
+    """Start real servers (both services, embedded Qdrant) on 127.0.0.1; stopped at teardown."""
+    started: list[Served] = []
+
+    def start(folder: Path, data_dir: Path | None = None, **overrides: Any) -> Served:
+        settings = make_settings(folder, data_dir or tmp_path / "data", **overrides)
+        app = Application(settings)
+        app.start()
+        served = Served(app)
+        started.append(served)
+        return served
+
+    yield start
+    for served in started:
+        served.stop()

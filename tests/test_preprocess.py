@@ -1,0 +1,81 @@
+"""Decoding: orientation, size, formats and limits, on real photos."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pillow_heif
+import pytest
+from PIL import Image
+
+from imgsearch.errors import ImageTooLargeError, InvalidImageError
+from imgsearch.model.preprocess import DecodeLimits, decode_image
+from imgsearch.settings import BUNDLED_SAMPLES
+from tests.imaging import encode, load
+
+LIMITS = DecodeLimits()
+
+
+def test_exif_orientation_is_applied() -> None:
+    rotated = BUNDLED_SAMPLES / "rocket_launch.jpg"
+    with Image.open(rotated) as raw:
+        assert raw.getexif().get(0x0112) == 6  # stored sideways, displayed upright
+        stored_w, stored_h = raw.size
+    decoded = decode_image(rotated.read_bytes(), 384, LIMITS)
+    height, width = decoded.pixels.shape[:2]
+    assert stored_w < stored_h
+    assert width > height  # upright: landscape
+    assert max(width, height) == 384
+
+
+def test_longer_side_is_resized_never_cropped(sample_photos: list[Path]) -> None:
+    for photo in sample_photos:
+        image = load(photo)
+        decoded = decode_image(photo.read_bytes(), 256, LIMITS)
+        height, width = decoded.pixels.shape[:2]
+        assert max(width, height) == 256
+        assert width / height == pytest.approx(image.width / image.height, rel=0.02)
+        assert decoded.pixels.dtype == np.uint8
+
+
+def test_large_jpeg_uses_draft_decoding_and_matches_full_decode(sample_photos: list[Path]) -> None:
+    big = load(sample_photos[0]).resize((4000, 3000))
+    data = encode(big, quality=92)
+    decoded = decode_image(data, 384, LIMITS)
+    reference = np.asarray(big.resize((384, 288), Image.Resampling.BILINEAR), dtype=np.float32)
+    assert decoded.pixels.shape == (288, 384, 3)
+    assert np.abs(decoded.pixels.astype(np.float32) - reference).mean() < 6
+
+
+def test_transparency_is_flattened_on_white() -> None:
+    image = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    decoded = decode_image(encode(image, "PNG"), 64, LIMITS)
+    assert decoded.pixels.min() == 255
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "GIF", "BMP", "TIFF"])
+def test_formats_decode_by_content(fmt: str, sample_photos: list[Path]) -> None:
+    image = load(sample_photos[0])
+    decoded = decode_image(encode(image.convert("RGB"), fmt), 128, LIMITS)
+    assert decoded.format == fmt
+    assert max(decoded.pixels.shape[:2]) == 128
+
+
+def test_heic_decodes(sample_photos: list[Path]) -> None:
+    image = load(sample_photos[0])
+    buffer = io.BytesIO()
+    pillow_heif.from_pillow(image).save(buffer, quality=80)
+    decoded = decode_image(buffer.getvalue(), 128, LIMITS)
+    assert decoded.format == "HEIF"
+    assert max(decoded.pixels.shape[:2]) == 128
+
+
+def test_limits() -> None:
+    with pytest.raises(InvalidImageError, match="empty"):
+        decode_image(b"", 128, LIMITS)
+    with pytest.raises(ImageTooLargeError, match="more pixels than the limit"):
+        decode_image(encode(Image.new("RGB", (300, 300))), 128, DecodeLimits(max_pixels=80_000))
+    with pytest.raises(InvalidImageError, match="smaller than 16"):
+        decode_image(encode(Image.new("RGB", (200, 8))), 128, LIMITS)
