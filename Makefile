@@ -1,0 +1,55 @@
+# Two entry points for a fresh machine: `make run` and `make test` (see README).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+FOLDER ?=
+ARGS   ?=
+
+.PHONY: run test install install-test proto proto-check lint typecheck pytest check clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml requirements-export.txt tests/node/package-lock.json
+	$(BIN)/pip install --quiet -e '.[test]' -r requirements-export.txt
+	cd tests/node && npm ci --no-audit --no-fund --silent
+	touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+## Index and watch FOLDER (default: the bundled samples) and serve on 127.0.0.1:50051.
+run: install
+	$(BIN)/imgsearch serve $(FOLDER) $(ARGS)
+
+## Everything CI checks: generated code up to date, lint, types, the test suite.
+test: install-test
+	$(MAKE) --no-print-directory check
+
+check: proto-check lint typecheck pytest
+
+proto: $(VENV)/.installed-test
+	$(BIN)/python scripts/generate_proto.py
+
+proto-check: proto
+	@git diff --exit-code -- imgsearch/v1 && test -z "$$(git status --porcelain -- imgsearch/v1)" \
+	  || (echo "generated code in imgsearch/v1 is stale: run 'make proto' and commit it" && exit 1)
+
+lint:
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+typecheck:
+	$(BIN)/mypy
+
+pytest:
+	$(BIN)/pytest $(ARGS)
+
+clean:
+	rm -rf $(VENV) tests/node/node_modules .mypy_cache .ruff_cache .pytest_cache
