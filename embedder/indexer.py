@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 
 from imgsearch.errors import InvalidImageError, ModelError, StoreUnavailableError
 from imgsearch.metrics import (
+    DELETIONS_HELD,
     IMAGES_FAILED,
     IMAGES_INDEXED,
     IMAGES_PENDING,
@@ -43,6 +44,10 @@ _RATE_WINDOW = 60.0
 _STORE_RETRY_DELAY = 5.0
 _MAX_LISTED_FAILURES = 100
 _MAX_IDLE_WAIT = 5.0
+_MASS_DELETE_FLOOR = 10  # removing this many files or fewer is never held back
+_FOLDER_RETRY = 5.0
+_OPEN_WRITE_TIMEOUT = 30.0  # a file written to without a close event for this long is read
+_RECENT_WRITE = 8.0  # an unreadable file modified this recently is retried, not failed
 _RECENTLY_DELETED = 1024  # vectors kept after deletion, for moves (~5 MB)
 
 
@@ -62,6 +67,7 @@ class IndexStatus:
     failures: list[tuple[str, str]]
     rate: float
     eta_seconds: float
+    held_deletions: int
 
 
 @dataclass
@@ -69,6 +75,8 @@ class _Batch:
     """What one pass over a batch of due paths decided to do."""
 
     embed: list[tuple[FileState, DecodedImage]] = field(default_factory=list)
+    # Same content as a file already in `embed`: gets that file's vector (embedded once).
+    twins: list[FileState] = field(default_factory=list)
     reuse: list[tuple[FileState, NDArray[np.float32]]] = field(default_factory=list)
     delete: list[str] = field(default_factory=list)
     failed: dict[str, Failure] = field(default_factory=dict)
@@ -88,6 +96,7 @@ class Indexer:
         settle_seconds: float = 0.5,
         rescan_interval: float = 600.0,
         max_file_bytes: int = 256 * 1024 * 1024,
+        mass_delete_fraction: float = 0.5,
     ) -> None:
         self.root = root
         self._encoder = encoder
@@ -96,6 +105,9 @@ class Indexer:
         self._settle = settle_seconds
         self._rescan_interval = rescan_interval
         self._max_file_bytes = max_file_bytes
+        self._mass_delete_fraction = mass_delete_fraction
+        self._held_deletions: list[str] = []
+        self._allow_mass_delete = False
 
         self._cond = threading.Condition()
         self._due: dict[str, float] = {}  # relative path -> monotonic time to look at it
@@ -112,6 +124,10 @@ class Indexer:
         self._failures: dict[str, Failure] = {}
         self._ignored: dict[str, tuple[int, int]] = {}  # non-image files: (size, mtime_ns)
         self._recently_deleted: OrderedDict[str, NDArray[np.float32]] = OrderedDict()  # by sha256
+        # Close-after-write tracking (native events only): last write time of files still
+        # open for writing, and files whose writer closed them since we last looked.
+        self._open_writes: dict[str, float] = {}
+        self._closed: set[str] = set()
 
         self._done_times: deque[tuple[float, int]] = deque()
         self._last_progress_log = 0.0
@@ -142,6 +158,20 @@ class Indexer:
             IMAGES_PENDING.set(len(self._due) + self._in_flight)
             self._cond.notify_all()
 
+    def note_written(self, relative: str) -> None:
+        """Data was written to the file (native events): wait for the writer to close it."""
+        with self._cond:
+            self._open_writes[relative] = time.monotonic()
+            self._closed.discard(relative)
+        self.schedule(relative)
+
+    def note_closed(self, relative: str) -> None:
+        """The writer closed the file: it is complete, look at it now."""
+        with self._cond:
+            self._open_writes.pop(relative, None)
+            self._closed.add(relative)
+        self.schedule(relative, delay=0)
+
     def schedule_folder(self, relative_folder: str) -> None:
         """A folder appeared (created or moved in): look at every file inside it."""
         for path in _walk_files(self.root / relative_folder):
@@ -158,9 +188,11 @@ class Indexer:
         for relative in known:
             self.schedule(relative)
 
-    def request_rescan(self) -> None:
+    def request_rescan(self, *, allow_mass_delete: bool = False) -> None:
+        """Scan the whole folder now; `allow_mass_delete` confirms removals the guard held back."""
         with self._cond:
             self._rescan_at = 0.0
+            self._allow_mass_delete = self._allow_mass_delete or allow_mass_delete
             self._cond.notify_all()
 
     def status(self) -> IndexStatus:
@@ -168,8 +200,11 @@ class Indexer:
             pending = len(self._due) + self._in_flight
             failures = sorted((p, f.reason) for p, f in self._failures.items())
             indexed = len(self._indexed)
+            held = len(self._held_deletions)
             if self._folder_missing:
                 state = "folder_missing"
+            elif held:
+                state = "deletion_held"
             elif not self._ready.is_set():
                 state = "starting"
             elif self._scanning:
@@ -185,6 +220,7 @@ class Indexer:
             failures=failures[:_MAX_LISTED_FAILURES],
             rate=rate,
             eta_seconds=pending / rate if pending and rate > 0 else 0.0,
+            held_deletions=held,
         )
 
     # ---- the worker ------------------------------------------------------------------------
@@ -243,7 +279,7 @@ class Indexer:
             self._folder_missing = True
             RECONCILE_RUNS.labels("folder_missing").inc()
             with self._cond:
-                self._rescan_at = time.monotonic() + min(interval, 5.0)
+                self._rescan_at = time.monotonic() + min(interval, _FOLDER_RETRY)
             self._ready.set()
             return
         self._folder_missing = False
@@ -269,6 +305,8 @@ class Indexer:
                 changed += 1
                 self.schedule(relative, delay=0)
         removed = [p for p in list(self._indexed) if p not in seen]
+        if self._hold_mass_deletion(removed):
+            removed = []
         for relative in removed:
             self.schedule(relative, delay=0)
         for relative in [p for p in list(self._failures) if p not in seen]:
@@ -288,6 +326,25 @@ class Indexer:
         )
         self._ready.set()
 
+    def _hold_mass_deletion(self, removed: list[str]) -> bool:
+        """True when a scan would remove too much of the index: keep it, report, wait."""
+        with self._cond:
+            allowed, self._allow_mass_delete = self._allow_mass_delete, False
+            limit = self._mass_delete_fraction * len(self._indexed)
+            hold = not allowed and len(removed) > max(limit, _MASS_DELETE_FLOOR)
+            self._held_deletions = removed if hold else []
+        DELETIONS_HELD.set(len(removed) if hold else 0)
+        if hold:
+            RECONCILE_RUNS.labels("deletion_held").inc()
+            log.error(
+                "scan found %d of %d indexed files missing, more than the %.0f%% guard: "
+                "index kept; restore the files or confirm with a rescan allowing mass deletion",
+                len(removed),
+                len(self._indexed),
+                self._mass_delete_fraction * 100,
+            )
+        return hold
+
     def _is_settled_failure(self, relative: str, info: os.stat_result) -> bool:
         version = (info.st_size, info.st_mtime_ns)
         failure = self._failures.get(relative)
@@ -300,6 +357,11 @@ class Indexer:
         try:
             for relative in paths:
                 self._examine(relative, batch)
+            if batch.delete and not self.root.is_dir():
+                # The folder vanished (unmount, rm -r of the root): keep the index as it is.
+                for relative in batch.delete:
+                    self.schedule(relative, delay=_FOLDER_RETRY)
+                batch.delete = []
             ready = batch.reuse + self._embed(batch)
             self._store.upsert(ready)
             self._remember_deleted(batch.delete)
@@ -330,9 +392,12 @@ class Indexer:
                 batch.delete.append(relative)
             self._failures.pop(relative, None)
             self._ignored.pop(relative, None)
+            with self._cond:
+                self._open_writes.pop(relative, None)
+                self._closed.discard(relative)
             return
-        if time.time() - info.st_mtime < self._settle:
-            batch.retry.append(relative)  # still being written
+        if not self._is_complete(relative, info):
+            batch.retry.append(relative)
             return
         known = self._indexed.get(relative)
         version = (info.st_size, info.st_mtime_ns)
@@ -348,6 +413,19 @@ class Indexer:
             )
             return
         self._load(relative, version, known, batch)
+
+    def _is_complete(self, relative: str, info: os.stat_result) -> bool:
+        """Whether the file looks fully written: closed by its writer, or stable for a while."""
+        with self._cond:
+            last_write = self._open_writes.get(relative)
+            closed = relative in self._closed
+            self._closed.discard(relative)
+        if last_write is not None and time.monotonic() - last_write < _OPEN_WRITE_TIMEOUT:
+            return False  # a writer has it open; its close event will bring us back
+        if last_write is not None:
+            with self._cond:  # no close event for a long time: fall back to stability
+                self._open_writes.pop(relative, None)
+        return closed or time.time() - info.st_mtime >= self._settle
 
     def _load(
         self, relative: str, version: tuple[int, int], known: FileState | None, batch: _Batch
@@ -368,12 +446,18 @@ class Indexer:
         if vector is not None:
             batch.reuse.append((state, vector))
             return
+        if any(queued.sha256 == state.sha256 for queued, _ in batch.embed):
+            batch.twins.append(state)
+            return
         try:
             batch.embed.append((state, self._encoder.decode(data)))
         except InvalidImageError as exc:
             if not has_image_suffix(relative) and "not a recognised image format" in str(exc):
                 self._ignored[relative] = version  # a sidecar or document, not an image
                 log.debug("ignoring non-image file path=%s", relative)
+            elif time.time() - version[1] / 1e9 < _RECENT_WRITE:
+                # Possibly a writer that pauses between chunks: look again before failing it.
+                self.schedule(relative, delay=_RECENT_WRITE / 4)
             else:
                 batch.failed[relative] = Failure(str(exc), *version)
 
@@ -409,7 +493,10 @@ class Indexer:
             for state, _ in batch.embed:
                 batch.failed[state.path] = Failure(str(exc), state.size, state.mtime_ns)
             return []
-        return [(state, vectors[i]) for i, (state, _) in enumerate(batch.embed)]
+        embedded = [(state, vectors[i]) for i, (state, _) in enumerate(batch.embed)]
+        by_content = {state.sha256: vector for state, vector in embedded}
+        batch.reuse.extend((twin, by_content[twin.sha256]) for twin in batch.twins)
+        return embedded
 
     def _apply(self, batch: _Batch, written: list[tuple[FileState, NDArray[np.float32]]]) -> None:
         """Record in the mirrors what the store now holds."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 
 from embedder.indexer import Indexer
+from embedder.watcher import FolderWatcher
 from imgsearch.model import ImageEncoder
 from imgsearch.server import maps_errors
 from imgsearch.v1 import embedder_pb2, embedder_pb2_grpc
@@ -13,9 +14,10 @@ from imgsearch.v1 import embedder_pb2, embedder_pb2_grpc
 class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
     service_name = embedder_pb2.DESCRIPTOR.services_by_name["Embedder"].full_name
 
-    def __init__(self, encoder: ImageEncoder, indexer: Indexer) -> None:
+    def __init__(self, encoder: ImageEncoder, indexer: Indexer, watcher: FolderWatcher) -> None:
         self._encoder = encoder
         self._indexer = indexer
+        self._watcher = watcher
 
     def add_to_server(self, server: grpc.Server) -> None:
         embedder_pb2_grpc.add_EmbedderServicer_to_server(self, server)
@@ -36,7 +38,16 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
             failures=[embedder_pb2.FileFailure(path=p, reason=r) for p, r in status.failures],
             index_rate=status.rate,
             eta_seconds=status.eta_seconds,
+            held_deletions=status.held_deletions,
+            observer=self._watcher.kind,
         )
+
+    @maps_errors
+    def Rescan(  # noqa: N802 - name fixed by the proto
+        self, request: embedder_pb2.RescanRequest, context: grpc.ServicerContext
+    ) -> embedder_pb2.RescanResponse:
+        self._indexer.request_rescan(allow_mass_delete=request.allow_mass_delete)
+        return embedder_pb2.RescanResponse()
 
     @maps_errors
     def Embed(  # noqa: N802 - name fixed by the proto

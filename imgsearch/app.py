@@ -82,11 +82,13 @@ class Application:
                 batch_size=settings.batch_size,
                 settle_seconds=settings.settle_seconds,
                 rescan_interval=settings.rescan_interval,
+                max_file_bytes=settings.max_file_bytes,
+                mass_delete_fraction=settings.mass_delete_fraction,
             )
             self._watcher = FolderWatcher(
                 self.folder, self.indexer, settings.watch_mode, settings.poll_interval
             )
-            services.append(EmbedderService(self.encoder, self.indexer))
+            services.append(EmbedderService(self.encoder, self.indexer, self._watcher))
         elif settings.folder is not None:
             self.folder = settings.watched_folder
         if with_searcher:
@@ -115,10 +117,7 @@ class Application:
             self._metrics = serve_metrics(self.settings.metrics_listen)
         if self.indexer is not None and self._watcher is not None:
             # Watch first, then scan: a file landing during the scan is seen by one or the other.
-            if self.folder is not None and self.folder.is_dir():
-                self._watcher.start()
-            else:
-                log.error("watched folder does not exist, not watching folder=%s", self.folder)
+            self._watcher.start()
             self.indexer.start()
         self._server = start_server(
             self.settings.listen,

@@ -78,10 +78,29 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--subfolder", default="", help="only search inside this folder")
 
     status = commands.add_parser("status", help="what is indexed, pending and failed")
-    for sub in (search, status):
+    rescan = commands.add_parser("rescan", help="scan the whole folder now")
+    rescan.add_argument(
+        "--allow-mass-delete",
+        action="store_true",
+        help="confirm removals the mass-deletion guard held back",
+    )
+    for sub in (search, status, rescan):
         sub.add_argument("--server", default=DEFAULT_SERVER, metavar="HOST:PORT")
         sub.add_argument("--json", action="store_true", help="print JSON")
         sub.add_argument("--timeout", type=float, default=30.0, help="seconds")
+
+    backup = commands.add_parser("backup", help="copy the whole index (vectors too) to one file")
+    backup.add_argument("file", type=Path, metavar="OUT_FILE", help="'.gz' name: compressed")
+    restore = commands.add_parser("restore", help="load a backup file into the index")
+    restore.add_argument("file", type=Path, metavar="IN_FILE")
+    restore.add_argument(
+        "--merge", action="store_true", help="upsert into a collection that is not empty"
+    )
+    for sub in (backup, restore):
+        where = sub.add_mutually_exclusive_group()
+        where.add_argument("--data", metavar="DIR", help="embedded store's data dir (stopped)")
+        where.add_argument("--qdrant-url", help="Qdrant server URL")
+        sub.add_argument("--collection", help="Qdrant collection name (images)")
     return parser
 
 
@@ -116,6 +135,24 @@ def _run_services(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_backup(args: argparse.Namespace) -> int:
+    from imgsearch.backup import Target, backup_to_file, restore_from_file
+
+    settings = _settings(args)
+    target = (
+        Target(url=settings.qdrant_url, api_key=settings.qdrant_api_key)
+        if settings.qdrant_url and not args.data
+        else Target(path=settings.embedded_store_path)
+    )
+    if args.command == "backup":
+        count = backup_to_file(target, settings.collection, args.file)
+        print(f"backed up {count} points of {settings.collection!r} from {target} to {args.file}")
+    else:
+        count = restore_from_file(target, settings.collection, args.file, merge=args.merge)
+        print(f"restored {count} points from {args.file} into {settings.collection!r} in {target}")
+    return 0
+
+
 def _print_search(response: searcher_pb2.SearchResponse) -> None:
     if not response.matches:
         print("no images indexed yet")
@@ -137,11 +174,16 @@ def _print_search(response: searcher_pb2.SearchResponse) -> None:
 
 def _print_status(status: embedder_pb2.GetStatusResponse) -> None:
     print(f"folder:   {status.folder}")
-    print(f"state:    {status.state}")
+    print(f"state:    {status.state}" + (f" ({status.observer} events)" if status.observer else ""))
     print(f"indexed:  {status.indexed}")
     print(f"pending:  {status.pending}")
     if status.pending and status.index_rate:
         print(f"rate:     {status.index_rate:.1f} images/s, eta {status.eta_seconds:.0f} s")
+    if status.held_deletions:
+        print(
+            f"held:     {status.held_deletions} missing files kept in the index "
+            "(confirm with `imgsearch rescan --allow-mass-delete`)"
+        )
     print(f"failed:   {status.failed}")
     for failure in status.failures:
         print(f"  {failure.path}: {failure.reason}")
@@ -163,6 +205,9 @@ def _run_client(args: argparse.Namespace) -> int:
                 print(json.dumps(MessageToDict(response), indent=2))
             else:
                 _print_search(response)
+        elif args.command == "rescan":
+            client.rescan(allow_mass_delete=args.allow_mass_delete)
+            print("rescan started; follow it with `imgsearch status`")
         else:
             status = client.status()
             if args.json:
@@ -175,8 +220,10 @@ def _run_client(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command in ("search", "status"):
+        if args.command in ("search", "status", "rescan"):
             return _run_client(args)
+        if args.command in ("backup", "restore"):
+            return _run_backup(args)
         return _run_services(args)
     except grpc.RpcError as exc:
         print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)

@@ -42,6 +42,10 @@ class Client:
     def status(self) -> embedder_pb2.GetStatusResponse:
         return self._embedder.GetStatus(embedder_pb2.GetStatusRequest(), timeout=self.timeout)
 
+    def rescan(self, *, allow_mass_delete: bool = False) -> None:
+        request = embedder_pb2.RescanRequest(allow_mass_delete=allow_mass_delete)
+        self._embedder.Rescan(request, timeout=self.timeout)
+
     def embed(self, image: bytes) -> embedder_pb2.EmbedResponse:
         return self._embedder.Embed(embedder_pb2.EmbedRequest(image=image), timeout=self.timeout)
 

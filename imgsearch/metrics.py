@@ -51,6 +51,13 @@ WATCHER_EVENTS = Counter("imgsearch_watcher_events_total", "File-system events r
 RECONCILE_RUNS = Counter(
     "imgsearch_reconcile_runs_total", "Full folder scans by result.", ["result"]
 )
+DELETIONS_HELD = Gauge(
+    "imgsearch_deletions_held",
+    "Files a scan found missing but kept in the index (mass-deletion guard tripped).",
+)
+FOLDER_AVAILABLE = Gauge(
+    "imgsearch_folder_available", "1 while the watched folder exists and is watched, else 0."
+)
 RECONCILE_CHANGES = Counter(
     "imgsearch_reconcile_changes_total",
     "Differences found by full folder scans.",

@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     watch_mode: WatchMode = WatchMode.AUTO
     poll_interval: float = Field(1.0, gt=0.0)
     rescan_interval: float = Field(600.0, ge=0.0, description="Full reconcile period; 0 = never.")
+    mass_delete_fraction: float = Field(
+        0.5, ge=0.0, le=1.0, description="A scan removing more of the index than this waits."
+    )
+    max_file_bytes: int = Field(256 * 1024 * 1024, ge=1, description="Larger files are skipped.")
 
     # Logging.
     log_level: str = "INFO"

@@ -47,6 +47,8 @@ class GetStatusResponse(_message.Message):
     FAILURES_FIELD_NUMBER: _builtins.int
     INDEX_RATE_FIELD_NUMBER: _builtins.int
     ETA_SECONDS_FIELD_NUMBER: _builtins.int
+    HELD_DELETIONS_FIELD_NUMBER: _builtins.int
+    OBSERVER_FIELD_NUMBER: _builtins.int
     indexed: _builtins.int
     """Images that are searchable now."""
     pending: _builtins.int
@@ -60,11 +62,18 @@ class GetStatusResponse(_message.Message):
     dimensions: _builtins.int
     """Length of each descriptor."""
     state: _builtins.str
-    """What the embedder is doing: "starting", "scanning", "indexing", "watching", "folder_missing"."""
+    """What the embedder is doing: "starting", "scanning", "indexing", "watching",
+    "folder_missing" (the folder is gone: the index is kept as it is) or
+    "deletion_held" (a scan found many files gone: see `held_deletions` and Rescan).
+    """
     index_rate: _builtins.float
     """Images embedded per second over the last minute."""
     eta_seconds: _builtins.float
     """Estimated seconds until `pending` reaches zero at `index_rate` (0 when idle)."""
+    held_deletions: _builtins.int
+    """Images a scan found missing but did not remove because there were too many."""
+    observer: _builtins.str
+    """How the folder is watched: "native", "polling" or "" when not watching."""
     @_builtins.property
     def failures(self) -> _containers.RepeatedCompositeFieldContainer[Global___FileFailure]:
         """The first files that could not be indexed, with the reason."""
@@ -82,10 +91,12 @@ class GetStatusResponse(_message.Message):
         failures: _abc.Iterable[Global___FileFailure] | None = ...,
         index_rate: _builtins.float = ...,
         eta_seconds: _builtins.float = ...,
+        held_deletions: _builtins.int = ...,
+        observer: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dimensions", b"dimensions", "eta_seconds", b"eta_seconds", "failed", b"failed", "failures", b"failures", "folder", b"folder", "index_rate", b"index_rate", "indexed", b"indexed", "model", b"model", "pending", b"pending", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dimensions", b"dimensions", "eta_seconds", b"eta_seconds", "failed", b"failed", "failures", b"failures", "folder", b"folder", "held_deletions", b"held_deletions", "index_rate", b"index_rate", "indexed", b"indexed", "model", b"model", "observer", b"observer", "pending", b"pending", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -157,3 +168,38 @@ class EmbedResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EmbedResponse: _TypeAlias = EmbedResponse  # noqa: Y015
+
+@_typing.final
+class RescanRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALLOW_MASS_DELETE_FIELD_NUMBER: _builtins.int
+    allow_mass_delete: _builtins.bool
+    """Apply the removals of a scan even when they exceed the mass-deletion guard."""
+    def __init__(
+        self,
+        *,
+        allow_mass_delete: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_mass_delete", b"allow_mass_delete"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RescanRequest: _TypeAlias = RescanRequest  # noqa: Y015
+
+@_typing.final
+class RescanResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RescanResponse: _TypeAlias = RescanResponse  # noqa: Y015

@@ -45,6 +45,11 @@ class EmbedderStub:
                 request_serializer=imgsearch_dot_v1_dot_embedder__pb2.EmbedRequest.SerializeToString,
                 response_deserializer=imgsearch_dot_v1_dot_embedder__pb2.EmbedResponse.FromString,
                 _registered_method=True)
+        self.Rescan = channel.unary_unary(
+                '/imgsearch.v1.Embedder/Rescan',
+                request_serializer=imgsearch_dot_v1_dot_embedder__pb2.RescanRequest.SerializeToString,
+                response_deserializer=imgsearch_dot_v1_dot_embedder__pb2.RescanResponse.FromString,
+                _registered_method=True)
 
 
 class EmbedderServicer:
@@ -67,6 +72,15 @@ class EmbedderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Rescan(self, request, context):
+        """Starts a full scan of the folder now (also runs at start-up and periodically).
+        A scan that would remove more than the configured fraction of the index is held
+        back (state "deletion_held") until a Rescan with `allow_mass_delete` confirms it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EmbedderServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -79,6 +93,11 @@ def add_EmbedderServicer_to_server(servicer, server):
                     servicer.Embed,
                     request_deserializer=imgsearch_dot_v1_dot_embedder__pb2.EmbedRequest.FromString,
                     response_serializer=imgsearch_dot_v1_dot_embedder__pb2.EmbedResponse.SerializeToString,
+            ),
+            'Rescan': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rescan,
+                    request_deserializer=imgsearch_dot_v1_dot_embedder__pb2.RescanRequest.FromString,
+                    response_serializer=imgsearch_dot_v1_dot_embedder__pb2.RescanResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -136,6 +155,33 @@ class Embedder:
             '/imgsearch.v1.Embedder/Embed',
             imgsearch_dot_v1_dot_embedder__pb2.EmbedRequest.SerializeToString,
             imgsearch_dot_v1_dot_embedder__pb2.EmbedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rescan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imgsearch.v1.Embedder/Rescan',
+            imgsearch_dot_v1_dot_embedder__pb2.RescanRequest.SerializeToString,
+            imgsearch_dot_v1_dot_embedder__pb2.RescanResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -40,6 +40,11 @@ class EmbedderStub:
 
     Errors: INVALID_ARGUMENT for an empty, undecodable, too small or too large image.
     """
+    Rescan: _grpc.UnaryUnaryMultiCallable[_embedder_pb2.RescanRequest, _embedder_pb2.RescanResponse]
+    """Starts a full scan of the folder now (also runs at start-up and periodically).
+    A scan that would remove more than the configured fraction of the index is held
+    back (state "deletion_held") until a Rescan with `allow_mass_delete` confirms it.
+    """
 
 @_typing.type_check_only
 class EmbedderAsyncStub(EmbedderStub):
@@ -52,6 +57,11 @@ class EmbedderAsyncStub(EmbedderStub):
     """Returns the descriptor of an image without indexing it.
 
     Errors: INVALID_ARGUMENT for an empty, undecodable, too small or too large image.
+    """
+    Rescan: _aio.UnaryUnaryMultiCallable[_embedder_pb2.RescanRequest, _embedder_pb2.RescanResponse]  # type: ignore[assignment]
+    """Starts a full scan of the folder now (also runs at start-up and periodically).
+    A scan that would remove more than the configured fraction of the index is held
+    back (state "deletion_held") until a Rescan with `allow_mass_delete` confirms it.
     """
 
 class EmbedderServicer(metaclass=_abc_1.ABCMeta):
@@ -74,6 +84,17 @@ class EmbedderServicer(metaclass=_abc_1.ABCMeta):
         """Returns the descriptor of an image without indexing it.
 
         Errors: INVALID_ARGUMENT for an empty, undecodable, too small or too large image.
+        """
+
+    @_abc_1.abstractmethod
+    def Rescan(
+        self,
+        request: _embedder_pb2.RescanRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_embedder_pb2.RescanResponse, _abc.Awaitable[_embedder_pb2.RescanResponse]]:
+        """Starts a full scan of the folder now (also runs at start-up and periodically).
+        A scan that would remove more than the configured fraction of the index is held
+        back (state "deletion_held") until a Rescan with `allow_mass_delete` confirms it.
         """
 
 def add_EmbedderServicer_to_server(servicer: EmbedderServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
