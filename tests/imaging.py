@@ -36,3 +36,20 @@ def rescale(image: Image.Image, factor: float) -> Image.Image:
 
 def recompress(image: Image.Image, quality: int) -> Image.Image:
     return Image.open(io.BytesIO(encode(image, quality=quality))).convert("RGB")
+
+
+def variants(photos: list[Path], count: int, side: int = 200) -> list[bytes]:
+    """`count` distinct small JPEGs: crops of the photos at varying places, sizes and tints."""
+    sources = [load(p) for p in photos]
+    out = []
+    for i in range(count):
+        image = sources[i % len(sources)]
+        k = i // len(sources)
+        area = 0.35 + (k % 7) * 0.08
+        anchor = ((k * 37 % 100) / 100, (k * 61 % 100) / 100)
+        piece = crop(image, area, anchor)
+        piece.thumbnail((side, side))
+        tint = Image.new("RGB", piece.size, ((k * 53) % 256, (k * 97) % 256, (k * 29) % 256))
+        out.append(encode(Image.blend(piece, tint, 0.15), quality=85))
+    assert len(set(out)) == count
+    return out
