@@ -1,0 +1,172 @@
+"""Backup and restore of the index: the real CLI, real embedded Qdrant, real servers."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from prometheus_client import REGISTRY
+from qdrant_client import QdrantClient, models
+
+from imgsearch.backup import BackupError, Target, backup_to_file, restore_from_file, verify
+from imgsearch.cli import main
+from imgsearch.store import VECTOR_NAME
+from tests.conftest import Served
+from tests.imaging import crop, encode, load
+
+DIM = 48
+
+
+def _operations(op: str) -> float:
+    return REGISTRY.get_sample_value("imgsearch_index_operations_total", {"op": op}) or 0.0
+
+
+def test_restored_index_serves_the_same_results_without_re_embedding(
+    serve: Callable[..., Served],
+    photo_folder: Path,
+    sample_photos: list[Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    first = serve(photo_folder, tmp_path / "data")
+    first.wait_idle()
+    queries = [encode(crop(load(p), 0.5), quality=40) for p in sample_photos[:4]]
+    before = [first.client.search(q, limit=5).matches for q in queries]
+    assert [m[0].path for m in before] == [p.name for p in sample_photos[:4]]
+
+    backup_file = tmp_path / "backup" / "images.jsonl.gz"
+    backup_file.parent.mkdir()
+    # A running service holds the embedded store: the backup refuses instead of racing it.
+    assert main(["backup", "--data", str(tmp_path / "data"), str(backup_file)]) == 1
+    assert "in use by another process" in capsys.readouterr().err
+    assert not backup_file.exists()
+    first.stop()
+
+    assert main(["backup", "--data", str(tmp_path / "data"), str(backup_file)]) == 0
+    assert f"backed up {len(sample_photos)} points of 'images'" in capsys.readouterr().out
+    assert list(backup_file.parent.iterdir()) == [backup_file]  # no .partial left behind
+    assert main(["restore", "--data", str(tmp_path / "restored"), str(backup_file)]) == 0
+    assert f"restored {len(sample_photos)} points" in capsys.readouterr().out
+
+    embedded, reused = _operations("embedded"), _operations("reused")
+    second = serve(photo_folder, tmp_path / "restored")
+    second.wait_idle()
+    status = second.client.status()
+    assert (status.indexed, status.failed) == (len(sample_photos), 0)
+    after = [second.client.search(q, limit=5).matches for q in queries]
+    assert [[m.path for m in ms] for ms in after] == [[m.path for m in ms] for ms in before]
+    for old, new in zip(before, after, strict=True):
+        np.testing.assert_allclose([m.score for m in new], [m.score for m in old], atol=1e-5)
+    # The restored index matched the folder: not one file was embedded or even re-read.
+    assert (_operations("embedded"), _operations("reused")) == (embedded, reused)
+
+
+def _unit(rng: np.random.Generator) -> list[float]:
+    vector = rng.normal(size=DIM).astype(np.float32)
+    return (vector / np.linalg.norm(vector)).tolist()  # type: ignore[no-any-return]
+
+
+def _fill(path: Path, count: int) -> dict[str, tuple[list[float], dict[str, object]]]:
+    """An embedded store with `count` points of random vectors and varied payloads."""
+    rng = np.random.default_rng(7)
+    points = {
+        f"00000000-0000-0000-0000-{i:012d}": (
+            _unit(rng),
+            {"path": f"d{i % 3}/ü {i}.jpg", "size": i, "folders": [f"d{i % 3}"], "x": None},
+        )
+        for i in range(count)
+    }
+    client = QdrantClient(path=str(path))
+    client.create_collection(
+        "images",
+        vectors_config={
+            VECTOR_NAME: models.VectorParams(size=DIM, distance=models.Distance.COSINE)
+        },
+    )
+    client.upsert(
+        "images",
+        points=[
+            models.PointStruct(id=pid, vector={VECTOR_NAME: vector}, payload=payload)
+            for pid, (vector, payload) in points.items()
+        ],
+    )
+    client.close()
+    return points
+
+
+def _read_all(path: Path) -> dict[str, tuple[list[float], dict[str, object]]]:
+    client = QdrantClient(path=str(path))
+    records, _ = client.scroll("images", limit=10_000, with_vectors=True)
+    client.close()
+    return {
+        str(r.id): (r.vector[VECTOR_NAME], r.payload or {})  # type: ignore[index]
+        for r in records
+    }
+
+
+@pytest.mark.parametrize("name", ["points.jsonl", "points.jsonl.gz"])
+def test_round_trip_is_exact_and_damaged_files_are_refused(tmp_path: Path, name: str) -> None:
+    original = _fill(tmp_path / "source", 300)  # more than one scroll page
+    out = tmp_path / name
+    assert backup_to_file(Target(path=tmp_path / "source"), "images", out) == 300
+    header, count = verify(out)
+    assert (header.size, header.distance, count) == (DIM, "Cosine", 300)
+
+    assert restore_from_file(Target(path=tmp_path / "copy"), "images", out) == 300
+    copied = _read_all(tmp_path / "copy")
+    assert copied.keys() == original.keys()
+    for pid, (vector, payload) in original.items():
+        np.testing.assert_allclose(copied[pid][0], vector, atol=1e-6)
+        assert copied[pid][1] == payload
+
+    # A second restore over the now full collection needs --merge, which changes nothing.
+    with pytest.raises(BackupError, match="already holds 300 points"):
+        restore_from_file(Target(path=tmp_path / "copy"), "images", out)
+    assert restore_from_file(Target(path=tmp_path / "copy"), "images", out, merge=True) == 300
+    assert len(_read_all(tmp_path / "copy")) == 300
+
+    # A cut-off file is refused before anything is written.
+    opener = gzip.open if name.endswith(".gz") else open
+    with opener(out, "rt") as stream:
+        lines = stream.read().splitlines(keepends=True)
+    truncated = tmp_path / ("cut-" + name)
+    with opener(truncated, "wt") as stream:
+        stream.writelines(lines[:-1])
+    with pytest.raises(BackupError, match="truncated: no trailer line after 300 points"):
+        restore_from_file(Target(path=tmp_path / "empty"), "images", truncated)
+    assert not (tmp_path / "empty").exists()
+
+    # So are a damaged vector and a backup made with another vector size.
+    bad = json.loads(lines[1])
+    bad["vector"] = bad["vector"][:-8]
+    damaged = tmp_path / "damaged.jsonl"
+    damaged.write_text(lines[0] + json.dumps(bad) + "\n" + lines[-1])
+    with pytest.raises(BackupError, match=r"damaged.jsonl:2: vector has \d+ values, not 48"):
+        verify(damaged)
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"hello": 1}\n')
+    with pytest.raises(BackupError, match="not an imgsearch backup"):
+        verify(other)
+
+
+def test_restore_refuses_a_collection_of_another_size(tmp_path: Path) -> None:
+    _fill(tmp_path / "source", 3)
+    out = tmp_path / "b.jsonl"
+    backup_to_file(Target(path=tmp_path / "source"), "images", out)
+    client = QdrantClient(path=str(tmp_path / "other"))
+    client.create_collection(
+        "images",
+        vectors_config={VECTOR_NAME: models.VectorParams(size=8, distance=models.Distance.COSINE)},
+    )
+    client.close()
+    with pytest.raises(BackupError, match="holds 8-d Cosine vectors, the backup 48-d Cosine"):
+        restore_from_file(Target(path=tmp_path / "other"), "images", out)
+    with pytest.raises(BackupError, match="no embedded store"):
+        backup_to_file(Target(path=tmp_path / "nowhere"), "images", out)
+    with pytest.raises(BackupError, match="collection 'photos' does not exist"):
+        backup_to_file(Target(path=tmp_path / "source"), "photos", tmp_path / "c.jsonl")
+    assert not (tmp_path / "c.jsonl").exists()
