@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 
 _PROGRESS_EVERY = 5.0
 _RATE_WINDOW = 60.0
-_STORE_RETRY_DELAY = 5.0
+_STORE_RETRY_FIRST = 0.5  # then doubling per consecutive failure
+_STORE_RETRY_MAX = 30.0
 _MAX_LISTED_FAILURES = 100
 _MAX_IDLE_WAIT = 5.0
 _MASS_DELETE_FLOOR = 10  # removing this many files or fewer is never held back
@@ -108,6 +109,7 @@ class Indexer:
         self._mass_delete_fraction = mass_delete_fraction
         self._held_deletions: list[str] = []
         self._allow_mass_delete = False
+        self._store_failures = 0  # consecutive failed batches, for the retry backoff
 
         self._cond = threading.Condition()
         self._due: dict[str, float] = {}  # relative path -> monotonic time to look at it
@@ -226,10 +228,8 @@ class Indexer:
     # ---- the worker ------------------------------------------------------------------------
 
     def _run(self) -> None:
-        try:
-            indexed = {state.path: state for state in self._store.indexed_files()}
-        except StoreUnavailableError:
-            log.exception("cannot read the index; indexer not started")
+        indexed = self._load_index()
+        if indexed is None:
             return
         with self._cond:
             self._indexed = indexed
@@ -243,6 +243,19 @@ class Indexer:
                 self._process(batch)
             else:
                 self._reconcile()
+
+    def _load_index(self) -> dict[str, FileState] | None:
+        """What the store holds, retried with backoff while it is unreachable (None: stopping)."""
+        delay = _STORE_RETRY_FIRST
+        while True:
+            try:
+                return {state.path: state for state in self._store.indexed_files()}
+            except StoreUnavailableError as exc:
+                log.error("cannot read the index, retrying in %.0fs error=%s", delay, exc)
+            with self._cond:
+                if self._cond.wait_for(lambda: self._stopping, timeout=delay):
+                    return None
+            delay = min(_STORE_RETRY_MAX, delay * 2)
 
     def _next_batch(self) -> list[str] | None:
         """Due paths (at most one batch), [] when a rescan is due, None when stopping."""
@@ -367,16 +380,24 @@ class Indexer:
             self._remember_deleted(batch.delete)
             self._store.delete_paths(batch.delete)
         except StoreUnavailableError as exc:
-            log.error("store unavailable, batch re-queued files=%d error=%s", len(paths), exc)
+            self._store_failures += 1
+            delay = min(_STORE_RETRY_MAX, _STORE_RETRY_FIRST * 2 ** (self._store_failures - 1))
+            log.error(
+                "store unavailable, batch re-queued files=%d retry_in=%.0fs error=%s",
+                len(paths),
+                delay,
+                exc,
+            )
             for relative in paths:
-                self.schedule(relative, delay=_STORE_RETRY_DELAY)
+                self.schedule(relative, delay=delay)
             return
         except Exception:
             # A bug must not stop the watcher: log it, try these files again later.
             log.exception("unexpected error, batch re-queued files=%d", len(paths))
             for relative in paths:
-                self.schedule(relative, delay=_STORE_RETRY_DELAY)
+                self.schedule(relative, delay=_STORE_RETRY_MAX)
             return
+        self._store_failures = 0
         self._apply(batch, ready)
 
     def _examine(self, relative: str, batch: _Batch) -> None:

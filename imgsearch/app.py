@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 from pathlib import Path
 from wsgiref.simple_server import WSGIServer
+
+from pydantic import SecretStr
 
 from embedder.indexer import Indexer
 from embedder.service import EmbedderService
 from embedder.watcher import FolderWatcher
 from imgsearch import __version__
+from imgsearch.errors import StoreUnavailableError
 from imgsearch.metrics import BUILD_INFO, serve_metrics
 from imgsearch.model import ImageEncoder
 from imgsearch.model.preprocess import DecodeLimits
+from imgsearch.security import AccessPolicy, TlsFiles
 from imgsearch.server import RunningServer, ServiceRegistration, start_server
 from imgsearch.settings import BUNDLED_SAMPLES, Settings
 from imgsearch.store import VectorStore
@@ -58,17 +63,40 @@ def prepare_folder(settings: Settings) -> Path:
     return folder
 
 
+def _access_policy(settings: Settings) -> AccessPolicy:
+    def secret(value: SecretStr | None) -> str | None:
+        return value.get_secret_value() if value is not None else None
+
+    return AccessPolicy(
+        token=secret(settings.auth_token),
+        admin_token=secret(settings.admin_token),
+        write_rpcs=settings.write_rpcs,
+    )
+
+
+def _tls_files(settings: Settings) -> TlsFiles | None:
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    return TlsFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+
+
 class Application:
     """One process: the embedder, the searcher, or both on one port and one store."""
 
     def __init__(
-        self, settings: Settings, *, with_embedder: bool = True, with_searcher: bool = True
+        self,
+        settings: Settings,
+        *,
+        with_embedder: bool = True,
+        with_searcher: bool = True,
+        store: VectorStore | None = None,
     ) -> None:
+        """`store` replaces the one the settings describe (tests inject faults through it)."""
         if not (with_embedder or with_searcher):
             raise ValueError("nothing to run")
         self.settings = settings
         self.encoder = open_encoder(settings)
-        self.store = open_store(settings, self.encoder)
+        self.store = store or open_store(settings, self.encoder)
         self.folder: Path | None = None
         self.indexer: Indexer | None = None
         self._watcher: FolderWatcher | None = None
@@ -101,6 +129,8 @@ class Application:
         self._services = services
         self._server: RunningServer | None = None
         self._metrics: WSGIServer | None = None
+        self._stopping = threading.Event()
+        self._health = threading.Thread(target=self._watch_store, name="health", daemon=True)
 
     @property
     def port(self) -> int:
@@ -123,10 +153,36 @@ class Application:
             self.settings.listen,
             self._services,
             max_request_bytes=self.settings.max_request_bytes,
+            max_concurrent_rpcs=self.settings.max_concurrent_rpcs,
+            access=_access_policy(self.settings),
+            tls=_tls_files(self.settings),
         )
+        self._health.start()
+
+    def _watch_store(self) -> None:
+        """Health follows the store: NOT_SERVING while Qdrant does not answer."""
+        assert self._server is not None
+        names = [s.service_name for s in self._services]
+        serving = True
+        while not self._stopping.wait(self.settings.health_interval):
+            try:
+                self.store.ping()
+                healthy = True
+            except StoreUnavailableError as exc:
+                healthy = False
+                if serving:
+                    log.error("store unreachable, health NOT_SERVING error=%s", exc)
+            if healthy != serving and not self._stopping.is_set():
+                self._server.set_serving(names, serving=healthy)
+                if healthy:
+                    log.warning("store reachable again, health SERVING")
+                serving = healthy
 
     def stop(self) -> None:
         """Stop taking requests, let in-flight ones and the batch finish, then close the store."""
+        self._stopping.set()
+        if self._health.is_alive():
+            self._health.join(timeout=10)
         if self._server is not None:
             self._server.set_serving([s.service_name for s in self._services], serving=False)
             self._server.server.stop(self.settings.grace_seconds).wait()

@@ -17,12 +17,10 @@ from pydantic import ValidationError
 from imgsearch.client import Client
 from imgsearch.errors import ImgsearchError
 from imgsearch.logs import configure_logging
-from imgsearch.settings import Settings
+from imgsearch.settings import ClientSettings, Settings
 from imgsearch.v1 import embedder_pb2, searcher_pb2
 
 log = logging.getLogger("imgsearch")
-
-DEFAULT_SERVER = "127.0.0.1:50051"
 
 # CLI flag -> Settings field, for the flags every server command shares.
 _SERVER_FLAGS: dict[str, str] = {
@@ -36,6 +34,9 @@ _SERVER_FLAGS: dict[str, str] = {
     "match_threshold": "match_threshold",
     "log_level": "log_level",
     "log_format": "log_format",
+    "tls_cert": "tls_cert",
+    "tls_key": "tls_key",
+    "tls_client_ca": "tls_client_ca",
 }
 
 
@@ -51,6 +52,9 @@ def _add_server_flags(parser: argparse.ArgumentParser, *, qdrant_required: bool)
     group.add_argument("--match-threshold", type=float, help="score that means 'the source'")
     group.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
     group.add_argument("--log-format", choices=["text", "json"])
+    group.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate")
+    group.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
+    group.add_argument("--tls-client-ca", metavar="PEM", help="require client certs (mTLS)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -85,9 +89,14 @@ def _parser() -> argparse.ArgumentParser:
         help="confirm removals the mass-deletion guard held back",
     )
     for sub in (search, status, rescan):
-        sub.add_argument("--server", default=DEFAULT_SERVER, metavar="HOST:PORT")
+        group = sub.add_argument_group("connection (flags override IMGSEARCH_* variables)")
+        group.add_argument("--server", metavar="HOST:PORT", help="(127.0.0.1:50051)")
+        group.add_argument("--timeout", type=float, help="seconds (30)")
+        group.add_argument("--tls", action="store_true", default=None, help="use TLS")
+        group.add_argument("--tls-ca", metavar="PEM", help="CA that signed the server cert")
+        group.add_argument("--tls-cert", metavar="PEM", help="client certificate (mTLS)")
+        group.add_argument("--tls-key", metavar="PEM", help="client key (mTLS)")
         sub.add_argument("--json", action="store_true", help="print JSON")
-        sub.add_argument("--timeout", type=float, default=30.0, help="seconds")
 
     backup = commands.add_parser("backup", help="copy the whole index (vectors too) to one file")
     backup.add_argument("file", type=Path, metavar="OUT_FILE", help="'.gz' name: compressed")
@@ -190,8 +199,23 @@ def _print_status(status: embedder_pb2.GetStatusResponse) -> None:
     print(f"model:    {status.model} ({status.dimensions} dimensions)")
 
 
+def _client(args: argparse.Namespace) -> Client:
+    """A client from IMGSEARCH_* variables (token: IMGSEARCH_TOKEN) overridden by flags."""
+    flags = ("server", "timeout", "tls", "tls_ca", "tls_cert", "tls_key")
+    config = ClientSettings(**{f: getattr(args, f) for f in flags if getattr(args, f) is not None})
+    return Client(
+        config.server,
+        timeout=config.timeout,
+        token=config.token.get_secret_value() if config.token else None,
+        tls=config.tls,
+        tls_ca=config.tls_ca,
+        tls_cert=config.tls_cert,
+        tls_key=config.tls_key,
+    )
+
+
 def _run_client(args: argparse.Namespace) -> int:
-    with Client(args.server, timeout=args.timeout) as client:
+    with _client(args) as client:
         if args.command == "search":
             try:
                 data = args.image.read_bytes()

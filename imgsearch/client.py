@@ -7,16 +7,31 @@ from types import TracebackType
 
 import grpc
 
+from imgsearch.security import channel_credentials
 from imgsearch.v1 import embedder_pb2, embedder_pb2_grpc, searcher_pb2, searcher_pb2_grpc
 
 
 class Client:
     """Talks to a server that runs the Searcher, the Embedder, or both."""
 
-    def __init__(self, target: str, timeout: float = 30.0) -> None:
-        self._channel = grpc.insecure_channel(
-            target, options=[("grpc.max_send_message_length", 64 * 1024 * 1024)]
-        )
+    def __init__(
+        self,
+        target: str,
+        timeout: float = 30.0,
+        *,
+        token: str | None = None,
+        tls: bool = False,
+        tls_ca: Path | None = None,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
+    ) -> None:
+        options = [("grpc.max_send_message_length", 64 * 1024 * 1024)]
+        if tls or tls_ca or tls_cert:
+            credentials = channel_credentials(tls_ca, tls_cert, tls_key)
+            self._channel = grpc.secure_channel(target, credentials, options=options)
+        else:
+            self._channel = grpc.insecure_channel(target, options=options)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._searcher = searcher_pb2_grpc.SearcherStub(self._channel)
         self._embedder = embedder_pb2_grpc.EmbedderStub(self._channel)
         self.timeout = timeout
@@ -33,21 +48,25 @@ class Client:
         request = searcher_pb2.SearchRequest(
             image=data, limit=limit, min_score=min_score, subfolder=subfolder
         )
-        return self._searcher.Search(request, timeout=self.timeout)
+        return self._searcher.Search(request, timeout=self.timeout, metadata=self._metadata)
 
     def search_path(self, path: str, limit: int = 0) -> searcher_pb2.SearchResponse:
         request = searcher_pb2.SearchRequest(path=path, limit=limit)
-        return self._searcher.Search(request, timeout=self.timeout)
+        return self._searcher.Search(request, timeout=self.timeout, metadata=self._metadata)
 
     def status(self) -> embedder_pb2.GetStatusResponse:
-        return self._embedder.GetStatus(embedder_pb2.GetStatusRequest(), timeout=self.timeout)
+        return self._embedder.GetStatus(
+            embedder_pb2.GetStatusRequest(), timeout=self.timeout, metadata=self._metadata
+        )
 
     def rescan(self, *, allow_mass_delete: bool = False) -> None:
         request = embedder_pb2.RescanRequest(allow_mass_delete=allow_mass_delete)
-        self._embedder.Rescan(request, timeout=self.timeout)
+        self._embedder.Rescan(request, timeout=self.timeout, metadata=self._metadata)
 
     def embed(self, image: bytes) -> embedder_pb2.EmbedResponse:
-        return self._embedder.Embed(embedder_pb2.EmbedRequest(image=image), timeout=self.timeout)
+        return self._embedder.Embed(
+            embedder_pb2.EmbedRequest(image=image), timeout=self.timeout, metadata=self._metadata
+        )
 
     def close(self) -> None:
         self._channel.close()

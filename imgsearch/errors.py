@@ -31,3 +31,7 @@ class InvalidRequestError(ImgsearchError):
 
 class NotFoundError(ImgsearchError):
     """A request names a file that does not exist in the watched folder."""
+
+
+class CallEndedError(ImgsearchError):
+    """The client's deadline passed or it cancelled: stop spending CPU on the call."""

@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from imgsearch.errors import (
+    CallEndedError,
     ImgsearchError,
     InvalidImageError,
     InvalidRequestError,
@@ -27,6 +28,7 @@ from imgsearch.errors import (
 )
 from imgsearch.metrics import RPC_DURATION, RPC_REQUESTS
 from imgsearch.paths import OutsideFolderError
+from imgsearch.security import AccessInterceptor, AccessPolicy, TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +41,18 @@ _STATUS_FOR: list[tuple[type[Exception], grpc.StatusCode]] = [
     (InvalidRequestError, grpc.StatusCode.INVALID_ARGUMENT),
     (OutsideFolderError, grpc.StatusCode.INVALID_ARGUMENT),
     (NotFoundError, grpc.StatusCode.NOT_FOUND),
+    (CallEndedError, grpc.StatusCode.DEADLINE_EXCEEDED),
     (StoreUnavailableError, grpc.StatusCode.UNAVAILABLE),
     (StoreMismatchError, grpc.StatusCode.FAILED_PRECONDITION),
     (ModelError, grpc.StatusCode.INTERNAL),
     (ImgsearchError, grpc.StatusCode.INTERNAL),
 ]
+
+
+def ensure_active(context: grpc.ServicerContext) -> None:
+    """Between expensive steps: give up once the deadline has passed or the client left."""
+    if not context.is_active():
+        raise CallEndedError("deadline exceeded or call cancelled")
 
 
 def status_for(exc: Exception) -> grpc.StatusCode:
@@ -137,12 +146,20 @@ def start_server(
     services: Sequence[ServiceRegistration],
     *,
     max_request_bytes: int,
+    max_concurrent_rpcs: int = 64,
     workers: int = 16,
+    access: AccessPolicy | None = None,
+    tls: TlsFiles | None = None,
 ) -> RunningServer:
-    """Start a gRPC server with the services, health checking and reflection on HOST:PORT."""
+    """Start a gRPC server with the services, health checking and reflection on HOST:PORT.
+
+    Calls beyond `max_concurrent_rpcs` are refused with RESOURCE_EXHAUSTED instead of
+    queueing without bound.
+    """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
-        interceptors=[_MetricsInterceptor()],
+        interceptors=[_MetricsInterceptor(), AccessInterceptor(access or AccessPolicy())],
+        maximum_concurrent_rpcs=max_concurrent_rpcs,
         options=[
             ("grpc.max_receive_message_length", max_request_bytes),
             ("grpc.max_send_message_length", 16 * 1024 * 1024),
@@ -161,13 +178,23 @@ def start_server(
         ],
         server,
     )
-    port = server.add_insecure_port(listen)
+    if tls is None:
+        port = server.add_insecure_port(listen)
+    else:
+        port = server.add_secure_port(listen, tls.server_credentials())
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     server.start()
     running = RunningServer(server, port, health_servicer)
     running.set_serving(names, serving=True)
-    log.info("grpc listening address=%s port=%d services=%s", listen, port, ",".join(names))
+    log.info(
+        "grpc listening address=%s port=%d tls=%s mtls=%s services=%s",
+        listen,
+        port,
+        tls is not None,
+        tls is not None and tls.client_ca is not None,
+        ",".join(names),
+    )
     return running
 
 

@@ -6,7 +6,7 @@ import os
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BUNDLED_MODEL = Path(__file__).parent / "model" / "weights" / "efficientnet_lite0.onnx"
@@ -50,6 +50,16 @@ class Settings(BaseSettings):
     default_limit: int = Field(10, ge=1)
     max_limit: int = Field(100, ge=1)
     grace_seconds: float = Field(5.0, ge=0)
+    health_interval: float = Field(2.0, gt=0, description="Seconds between store health checks.")
+    max_concurrent_rpcs: int = Field(64, ge=1, description="More are refused: RESOURCE_EXHAUSTED.")
+
+    # Security (both services; see README "Security").
+    tls_cert: Path | None = Field(None, description="Server certificate (PEM): enables TLS.")
+    tls_key: Path | None = Field(None, description="Server private key (PEM).")
+    tls_client_ca: Path | None = Field(None, description="CA for client certificates: mTLS.")
+    auth_token: SecretStr | None = Field(None, description="Bearer token every RPC needs.")
+    admin_token: SecretStr | None = Field(None, description="Bearer token write RPCs need.")
+    write_rpcs: bool = Field(True, description="False refuses write RPCs (Rescan).")
 
     # Model and descriptor.
     model_path: Path = BUNDLED_MODEL
@@ -84,6 +94,14 @@ class Settings(BaseSettings):
             raise ValueError(f"expected HOST:PORT, got {value!r}")
         return value
 
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
+        return self
+
     @property
     def embedded_store_path(self) -> Path:
         return self.data_dir / "qdrant"
@@ -92,3 +110,17 @@ class Settings(BaseSettings):
     def watched_folder(self) -> Path:
         """The folder to index: the configured one, or a writable copy of the bundled samples."""
         return (self.folder or self.data_dir / "samples").expanduser().resolve()
+
+
+class ClientSettings(BaseSettings):
+    """How the `search`, `status` and `rescan` commands reach a server."""
+
+    model_config = SettingsConfigDict(env_prefix="IMGSEARCH_")
+
+    server: str = "127.0.0.1:50051"
+    token: SecretStr | None = None
+    tls: bool = False
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    timeout: float = Field(30.0, gt=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -90,7 +91,13 @@ class VectorStore:
         try:
             with self._lock, STORE_REQUESTS.labels(what).time():
                 return fn()
-        except (UnexpectedResponse, ResponseHandlingException, grpc.RpcError, OSError) as exc:
+        except (
+            UnexpectedResponse,
+            ResponseHandlingException,
+            grpc.RpcError,
+            OSError,
+            sqlite3.Error,  # embedded store: disk full, I/O error, locked database
+        ) as exc:
             STORE_ERRORS.labels(what).inc()
             raise StoreUnavailableError(f"qdrant {what} failed: {exc}") from exc
 
@@ -219,6 +226,21 @@ class VectorStore:
         )
         return {str((r.payload or {})["path"]): _vector(r) for r in records}
 
+    def indexed_among(self, paths: Sequence[str]) -> set[str]:
+        """Which of these paths are in the index (searchable) right now."""
+        if not paths:
+            return set()
+        records = self._call(
+            "retrieve",
+            lambda: self._client.retrieve(
+                self.collection,
+                ids=[point_id(p) for p in paths],
+                with_payload=["path"],
+                with_vectors=False,
+            ),
+        )
+        return {str((r.payload or {})["path"]) for r in records}
+
     def vector_with_sha256(self, sha256: str) -> NDArray[np.float32] | None:
         """The descriptor of any indexed file with this content, to avoid embedding it twice."""
         points, _ = self._call(
@@ -263,6 +285,10 @@ class VectorStore:
                 )
             if offset is None:
                 return
+
+    def ping(self) -> None:
+        """Raise StoreUnavailableError unless the store answers."""
+        self._call("ping", lambda: self._client.collection_exists(self.collection))
 
     def count(self) -> int:
         return self._call("count", lambda: self._client.count(self.collection, exact=True).count)

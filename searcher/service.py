@@ -14,7 +14,7 @@ from imgsearch.errors import InvalidRequestError, NotFoundError
 from imgsearch.metrics import INFERENCE, SEARCH_STAGE
 from imgsearch.model import ImageEncoder
 from imgsearch.paths import OutsideFolderError, relative_to_root, resolve_inside
-from imgsearch.server import maps_errors
+from imgsearch.server import ensure_active, maps_errors
 from imgsearch.store import VectorStore
 from imgsearch.v1 import searcher_pb2, searcher_pb2_grpc
 
@@ -54,7 +54,8 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
         subfolder = request.subfolder.strip("/") or None
         if subfolder is not None and (".." in subfolder.split("/") or "\\" in subfolder):
             raise InvalidRequestError(f"subfolder must be a relative folder: {request.subfolder!r}")
-        vector = self._query_vector(request)
+        vector = self._query_vector(request, context)
+        ensure_active(context)
         with SEARCH_STAGE.labels("ann").time():
             hits = self._store.search(
                 vector, limit, subfolder=subfolder, min_score=request.min_score or None
@@ -76,7 +77,9 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
             )
         return requested or self._policy.default_limit
 
-    def _query_vector(self, request: searcher_pb2.SearchRequest) -> NDArray[np.float32]:
+    def _query_vector(
+        self, request: searcher_pb2.SearchRequest, context: grpc.ServicerContext
+    ) -> NDArray[np.float32]:
         which = request.WhichOneof("query")
         if which is None:
             raise InvalidRequestError("set either `image` (encoded bytes) or `path`")
@@ -84,6 +87,7 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
             return self._vector_of_path(request.path)
         with SEARCH_STAGE.labels("decode").time():
             image = self._encoder.decode(request.image)
+        ensure_active(context)
         with SEARCH_STAGE.labels("embed").time(), INFERENCE.labels("1").time():
             vector: NDArray[np.float32] = self._encoder.encode([image])[0]
         return vector

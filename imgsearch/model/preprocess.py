@@ -53,8 +53,10 @@ def decode_image(data: bytes, target_side: int, limits: DecodeLimits) -> Decoded
         raise InvalidImageError("image is empty (0 bytes)")
     try:
         with warnings.catch_warnings():
-            # Our own pixel limit replaces Pillow's global bomb warning.
+            # Our own pixel limit replaces Pillow's global bomb warning, and a corrupt file
+            # ends in one precise error rather than a trail of decoder warnings.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", UserWarning)
             image = Image.open(io.BytesIO(data))
             return _decode_opened(image, target_side, limits)
     except UnidentifiedImageError as exc:
