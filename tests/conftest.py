@@ -91,9 +91,11 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
     """Start real servers (both services, embedded Qdrant) on 127.0.0.1; stopped at teardown."""
     started: list[Served] = []
 
-    def start(folder: Path, data_dir: Path | None = None, **overrides: Any) -> Served:
+    def start(
+        folder: Path, data_dir: Path | None = None, store: Any = None, **overrides: Any
+    ) -> Served:
         settings = make_settings(folder, data_dir or tmp_path / "data", **overrides)
-        app = Application(settings)
+        app = Application(settings, store=store)
         app.start()
         served = Served(app)
         started.append(served)

@@ -12,6 +12,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from imgsearch.model import ImageEncoder
 from imgsearch.store import VectorStore
 from tests.conftest import wait_until
@@ -75,9 +77,11 @@ def _metric(port: int, name: str, labels: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-def test_sigkill_mid_run_then_restart(
-    tmp_path: Path, sample_photos: list[Path], encoder: ImageEncoder
+@pytest.mark.parametrize("stop_signal", [signal.SIGKILL, signal.SIGTERM], ids=["kill", "term"])
+def test_stopped_mid_run_then_restart(
+    stop_signal: signal.Signals, tmp_path: Path, sample_photos: list[Path], encoder: ImageEncoder
 ) -> None:
+    """SIGKILL: nothing indexed is lost. SIGTERM: a clean exit after the current batch."""
     folder = tmp_path / "photos"
     folder.mkdir()
     for i, data in enumerate(variants(sample_photos, COUNT, side=400)):
@@ -93,8 +97,9 @@ def test_sigkill_mid_run_then_restart(
             return status is not None and int(str(status.get("indexed", 0))) >= 40
 
         wait_until(midway, timeout=120, interval=0.05)
-        first.send_signal(signal.SIGKILL)
-        first.wait(timeout=30)
+        first.send_signal(stop_signal)
+        code = first.wait(timeout=30)
+        assert code == (0 if stop_signal == signal.SIGTERM else -signal.SIGKILL)
     finally:
         if first.poll() is None:
             first.kill()

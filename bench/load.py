@@ -1,0 +1,273 @@
+"""A bounded load test on loopback: concurrent Search calls plus a stream of new files (issue 7).
+
+Starts a real `imgsearch serve` process, runs `clients` search threads and one writer that
+lands a new photo every `file_interval` seconds (and deletes every fifth one again), samples
+the server's RSS every second, and at the end checks that the index holds exactly the
+folder's files. Everything stops by itself after `duration` seconds.
+
+    python -m bench.load [--duration 180] [--clients 8] [--out bench/results/load]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import grpc
+
+from imgsearch.client import Client
+from imgsearch.model import ImageEncoder
+from imgsearch.settings import BUNDLED_MODEL, BUNDLED_SAMPLES
+from imgsearch.store import VectorStore
+from tests.imaging import crop, encode, load, variants
+
+
+@dataclass
+class LoadResult:
+    duration_s: float
+    clients: int
+    searches: int
+    errors: dict[str, int]
+    qps: float
+    p50_ms: float
+    p99_ms: float
+    files_added: int
+    files_deleted: int
+    final_files: int
+    final_indexed: int
+    final_points: int
+    rss_mb: list[tuple[float, float]] = field(default_factory=list)  # (seconds, MB)
+    qps_series: list[tuple[float, float]] = field(default_factory=list)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _wait_until_idle(address: str, *, state: str | None = None, timeout: float = 120) -> int:
+    """Poll GetStatus until nothing is pending (and `state` is reached); returns `indexed`."""
+    with Client(address, timeout=30) as probe:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                status = probe.status()
+                if not status.pending and (state is None or status.state == state):
+                    return int(status.indexed)
+            except grpc.RpcError:
+                pass  # not listening yet
+            time.sleep(0.2)
+    raise TimeoutError(f"server at {address} did not settle in {timeout}s")
+
+
+class _Searches:
+    """`clients` threads searching with random queries until stopped."""
+
+    def __init__(self, address: str, queries: list[bytes], clients: int) -> None:
+        self.latencies: list[tuple[float, float]] = []  # (start offset, seconds)
+        self.errors: dict[str, int] = {}
+        self._address = address
+        self._queries = queries
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._started = time.monotonic()
+        self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(clients)]
+
+    def start(self) -> None:
+        self._started = time.monotonic()
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+    def _run(self, seed: int) -> None:
+        rng = random.Random(seed)  # noqa: S311 - picking queries, not secrets
+        with Client(self._address, timeout=30) as client:
+            while not self._stop.is_set():
+                t0 = time.monotonic()
+                try:
+                    client.search(rng.choice(self._queries), limit=5)
+                except grpc.RpcError as exc:
+                    with self._lock:
+                        self.errors[exc.code().name] = self.errors.get(exc.code().name, 0) + 1
+                    continue
+                with self._lock:
+                    self.latencies.append((t0 - self._started, time.monotonic() - t0))
+
+
+def _land_files(
+    folder: Path, stream: list[bytes], interval: float, duration: float, pid: int
+) -> tuple[int, int, list[tuple[float, float]]]:
+    """Write a file every `interval` s (deleting every fifth again); sample RSS each second."""
+    added = deleted = 0
+    rss: list[tuple[float, float]] = []
+    started = next_file = time.monotonic()
+    while (now := time.monotonic()) - started < duration:
+        if now >= next_file and added < len(stream):
+            (folder / f"stream_{added:04d}.jpg").write_bytes(stream[added])
+            added += 1
+            if added % 5 == 0:
+                (folder / f"stream_{added - 3:04d}.jpg").unlink()
+                deleted += 1
+            next_file += interval
+        if not rss or now - started - rss[-1][0] >= 1.0:
+            rss.append((now - started, _rss_mb(pid)))
+        time.sleep(0.02)
+    return added, deleted, rss
+
+
+def _stored_paths(data: Path) -> tuple[list[str], int]:
+    encoder = ImageEncoder(BUNDLED_MODEL)
+    store = VectorStore.open(
+        path=data / "qdrant",
+        collection="images",
+        dimensions=encoder.dimensions,
+        model=encoder.name,
+    )
+    try:
+        return [s.path for s in store.indexed_files()], store.count()
+    finally:
+        store.close()
+
+
+def run_load(duration: float, clients: int, file_interval: float, work: Path) -> LoadResult:
+    photos = sorted(p for p in BUNDLED_SAMPLES.iterdir() if p.suffix in {".jpg", ".png", ".webp"})
+    folder, data = work / "photos", work / "data"
+    folder.mkdir()
+    for photo in photos:
+        (folder / photo.name).write_bytes(photo.read_bytes())
+    stream = variants(photos, max(1, int(duration / file_interval) + 1), side=640)
+    address = f"127.0.0.1:{_free_port()}"
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "imgsearch.cli",
+            "serve",
+            str(folder),
+            "--listen",
+            address,
+            "--data",
+            str(data),
+            "--metrics-listen",
+            "",
+        ],
+        stderr=(work / "server.log").open("wb"),
+        env={**os.environ, "IMGSEARCH_MAX_CONCURRENT_RPCS": str(4 * clients)},
+    )
+    try:
+        _wait_until_idle(address, state="watching")
+        searches = _Searches(
+            address, [encode(crop(load(p), 0.6), quality=50) for p in photos], clients
+        )
+        started = time.monotonic()
+        searches.start()
+        added, deleted, rss = _land_files(folder, stream, file_interval, duration, server.pid)
+        searches.stop()
+        elapsed = time.monotonic() - started
+        indexed = _wait_until_idle(address)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    paths, points = _stored_paths(data)
+    files = sorted(p.name for p in folder.iterdir())
+    assert sorted(paths) == files, "index differs from the folder"
+    durations = sorted(d for _, d in searches.latencies)
+    per_second: dict[int, int] = {}
+    for at, _ in searches.latencies:
+        per_second[int(at)] = per_second.get(int(at), 0) + 1
+    return LoadResult(
+        duration_s=elapsed,
+        clients=clients,
+        searches=len(durations),
+        errors=searches.errors,
+        qps=len(durations) / elapsed,
+        p50_ms=1000 * statistics.median(durations),
+        p99_ms=1000 * durations[min(len(durations) - 1, int(0.99 * len(durations)))],
+        files_added=added,
+        files_deleted=deleted,
+        final_files=len(files),
+        final_indexed=indexed,
+        final_points=points,
+        rss_mb=rss,
+        qps_series=sorted((float(k), float(v)) for k, v in per_second.items()),
+    )
+
+
+def _report(result: LoadResult, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "load.json").write_text(json.dumps(asdict(result), indent=2))
+    rss = [mb for _, mb in result.rss_mb]
+    warm = rss[min(len(rss) - 1, 5)]
+    lines = [
+        "# Load test: concurrent searches + a stream of new files",
+        "",
+        f"`python -m bench.load --duration {result.duration_s:.0f} --clients {result.clients}`"
+        f" on 2 cores, load average before the run {os.getloadavg()[0]:.1f}.",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| searches | {result.searches} ({result.qps:.1f} per second) |",
+        f"| latency p50 / p99 | {result.p50_ms:.0f} ms / {result.p99_ms:.0f} ms |",
+        f"| errors | {sum(result.errors.values())} {result.errors or ''} |",
+        f"| files landed / deleted | {result.files_added} / {result.files_deleted} |",
+        f"| files at the end / indexed / points | {result.final_files} / "
+        f"{result.final_indexed} / {result.final_points} |",
+        f"| server RSS after warm-up / end / max | {warm:.0f} / {rss[-1]:.0f} / "
+        f"{max(rss):.0f} MB |",
+    ]
+    (out / "load.md").write_text("\n".join(lines) + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    left.plot([t for t, _ in result.qps_series], [q for _, q in result.qps_series])
+    left.set_title("searches per second")
+    left.set_xlabel("seconds")
+    right.plot([t for t, _ in result.rss_mb], rss)
+    right.set_title("server RSS (MB)")
+    right.set_xlabel("seconds")
+    fig.tight_layout()
+    fig.savefig(out / "load.png", dpi=110)
+    print("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=180.0)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--file-interval", type=float, default=0.5)
+    parser.add_argument("--out", type=Path, default=Path("bench/results/load"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        result = run_load(args.duration, args.clients, args.file_interval, Path(tmp))
+    _report(result, args.out)
+
+
+if __name__ == "__main__":
+    main()
