@@ -1,0 +1,1 @@
+"""Accuracy benchmark: find the source of transformed queries, three methods side by side."""
