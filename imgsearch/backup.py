@@ -2,7 +2,9 @@
 
 Qdrant's local (embedded) mode has no snapshot API, so the backup is a portable export made
 with the calls both modes have: a paged `scroll` that reads every point (id, the "global"
-vector, the payload) and batched `upsert`s that write them back. Restoring therefore re-embeds
+vector, the payload) and batched `upsert`s that write them back. A missing collection is
+created by `VectorStore` itself, so it gets the same vector and payload indexes as one the
+services create. Restoring therefore re-embeds
 nothing. On a server, Qdrant's own snapshots (see docs/operations.md) are the faster way.
 
 The file is JSON Lines, gzip-compressed when its name ends in ``.gz``: a header line (format,
@@ -31,8 +33,8 @@ from qdrant_client import QdrantClient, models
 from qdrant_client import grpc as qdrant_grpc
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from imgsearch.errors import ImgsearchError
-from imgsearch.store import VECTOR_NAME
+from imgsearch.errors import ImgsearchError, StoreMismatchError, StoreUnavailableError
+from imgsearch.store import VECTOR_NAME, VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +112,9 @@ def backup_to_file(target: Target, collection: str, out: Path) -> int:
 def restore_from_file(target: Target, collection: str, source: Path, *, merge: bool = False) -> int:
     """Load the backup `source` into `collection` (created if missing); returns the count."""
     header, expected = verify(source)
+    _ensure_collection(target, collection, header)
     with _client(target, create=True) as client:
-        return restore(
-            client, collection, source, header, expected, local=target.local, merge=merge
-        )
+        return restore(client, collection, source, header, expected, merge=merge)
 
 
 def backup(client: QdrantClient, collection: str, out: Path, *, page_size: int = _PAGE) -> int:
@@ -188,26 +189,22 @@ def restore(
     header: Header,
     expected: int,
     *,
-    local: bool,
     merge: bool = False,
     batch_size: int = _PAGE,
 ) -> int:
-    """Upsert the points of a verified backup, creating the collection as the services do."""
-    if _store_call(lambda: client.collection_exists(collection)):
-        params = _global_params(_store_call(lambda: client.get_collection(collection)), collection)
-        if params.size != header.size or params.distance.value != header.distance:
-            raise BackupError(
-                f"collection {collection!r} holds {params.size}-d {params.distance.value} vectors,"
-                f" the backup {header.size}-d {header.distance}"
-            )
-        existing = _store_call(lambda: client.count(collection, exact=True).count)
-        if existing and not merge:
-            raise BackupError(
-                f"collection {collection!r} already holds {existing} points: restore into an "
-                "empty one, or pass --merge to upsert over them"
-            )
-    else:
-        _create(client, collection, header, local=local)
+    """Upsert the points of a verified backup into an existing collection of the same shape."""
+    params = _global_params(_store_call(lambda: client.get_collection(collection)), collection)
+    if params.size != header.size or params.distance.value != header.distance:
+        raise BackupError(
+            f"collection {collection!r} holds {params.size}-d {params.distance.value} vectors,"
+            f" the backup {header.size}-d {header.distance}"
+        )
+    existing = _store_call(lambda: client.count(collection, exact=True).count)
+    if existing and not merge:
+        raise BackupError(
+            f"collection {collection!r} already holds {existing} points: restore into an "
+            "empty one, or pass --merge to upsert over them"
+        )
     done = 0
     with _open(source, "r") as stream:
         next(stream)  # header, already checked
@@ -254,26 +251,24 @@ def _global_params(info: models.CollectionInfo, collection: str) -> models.Vecto
     return params
 
 
-def _create(client: QdrantClient, collection: str, header: Header, *, local: bool) -> None:
-    log.info("creating collection=%s size=%d", collection, header.size)
-    _store_call(
-        lambda: client.create_collection(
-            collection,
-            vectors_config={
-                VECTOR_NAME: models.VectorParams(
-                    size=header.size, distance=models.Distance(header.distance)
-                )
-            },
+def _ensure_collection(target: Target, collection: str, header: Header) -> None:
+    """Create a missing collection exactly as the services do (vector, payload indexes)."""
+    if header.distance != models.Distance.COSINE.value:
+        raise BackupError(f"imgsearch collections use cosine distance, not {header.distance}")
+    try:
+        store = VectorStore.open(
+            dimensions=header.size,
+            model="(restore)",
+            collection=collection,
+            url=target.url,
+            path=target.path,
+            api_key=target.api_key,
         )
-    )
-    if local:  # payload indexes have no effect in local mode
-        return
-    for field, schema in header.payload_indexes.items():
-        _store_call(
-            lambda field=field, schema=schema: client.create_payload_index(  # type: ignore[misc]
-                collection, field, models.PayloadSchemaType(schema)
-            )
-        )
+    except StoreMismatchError as exc:
+        raise BackupError(f"collection {collection!r} does not fit the backup: {exc}") from exc
+    except StoreUnavailableError as exc:
+        raise BackupError(f"cannot open {target}: {exc}") from exc
+    store.close()
 
 
 def _upsert(client: QdrantClient, collection: str, batch: list[models.PointStruct]) -> int:
