@@ -27,7 +27,7 @@ from bench.accuracy.transforms import FAMILIES, QUICK_FAMILIES
 from imgsearch.settings import BUNDLED_MODEL
 
 REPO = Path(__file__).resolve().parents[2]
-FULL = CorpusSpec("full", sources=400, heldout=150, distractors=3000, quick=False)
+FULL = CorpusSpec("full", sources=360, heldout=140, distractors=3000, quick=False)
 QUICK = CorpusSpec("quick", sources=40, heldout=20, distractors=200, quick=True)
 TOP_K = 10
 EXIT_NO_CORPUS = 3  # the registries could not be reached: nothing was measured

@@ -14,6 +14,7 @@ import fnmatch
 import hashlib
 import io
 import json
+import math
 import random
 import re
 import shutil
@@ -127,7 +128,7 @@ ORIGINS: tuple[Origin, ...] = (
         ("usr/share/stellarium/nebulae/default/*",),
         "photo",
         False,
-        max_share=0.2,
+        max_share=0.25,
     ),
     Origin(
         "cv-samples",
@@ -242,7 +243,9 @@ def build(spec: CorpusSpec, cache: Path, workers: int) -> Corpus:
             f"only {len(chosen_photos)} distinct photos, {spec.sources + spec.heldout} needed"
         )
     rng.shuffle(chosen_photos)
-    heldout = _balanced(_by_origin(chosen_photos), spec.heldout, random.Random(spec.seed + 1))  # noqa: S311
+    # Held-out photos in the same proportions as the photos, origin by origin, so that
+    # no-source queries look like sourced ones.
+    heldout = _stratified(_by_origin(chosen_photos), spec.heldout, rng)
     held = {_key(c) for c in heldout}
     sources = [c for c in chosen_photos if _key(c) not in held]
     distractors = _balanced(clip_groups, spec.distractors, rng)
@@ -479,6 +482,19 @@ def _balanced(
     for key in sorted(groups):
         chosen.extend(rng.sample(groups[key], quota[key]))
     return chosen
+
+
+def _stratified(
+    groups: dict[str, list[_Candidate]], total: int, rng: random.Random
+) -> list[_Candidate]:
+    """`total` candidates, each origin contributing in proportion to its size."""
+    size = sum(len(members) for members in groups.values())
+    exact = {key: total * len(members) / size for key, members in groups.items()}
+    quota = {key: math.floor(value) for key, value in exact.items()}
+    by_remainder = sorted(exact, key=lambda key: (quota[key] - exact[key], key))
+    for key in by_remainder[: total - sum(quota.values())]:
+        quota[key] += 1
+    return [c for key in sorted(groups) for c in rng.sample(groups[key], quota[key])]
 
 
 # ---- writing the folders ------------------------------------------------------------------
