@@ -337,7 +337,8 @@ def test_kubernetes_topology(encoder: ImageEncoder) -> None:
             "port": port,
             "service": f"imgsearch.v1.{service}",
         }
-        assert main["livenessProbe"]["grpc"]["port"] == port
+        assert main["livenessProbe"]["tcpSocket"]["port"] == "grpc"  # not health: see yaml
+        assert {"name": "grpc", "containerPort": port} in main["ports"]
         assert main["startupProbe"]["grpc"]["port"] == port
         assert set(main["resources"]) == {"requests", "limits"}
         assert main["securityContext"]["readOnlyRootFilesystem"] is True
