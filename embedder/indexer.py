@@ -19,9 +19,6 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-from numpy.typing import NDArray
-
 from imgsearch.errors import InvalidImageError, ModelError, StoreUnavailableError
 from imgsearch.metrics import (
     DELETIONS_HELD,
@@ -33,7 +30,7 @@ from imgsearch.metrics import (
     RECONCILE_CHANGES,
     RECONCILE_RUNS,
 )
-from imgsearch.model import DecodedImage, ImageEncoder
+from imgsearch.model import DecodedImage, DescriptorSet, ImageEncoder
 from imgsearch.paths import has_image_suffix, is_candidate, relative_to_root
 from imgsearch.store import FileState, VectorStore
 
@@ -49,7 +46,7 @@ _MASS_DELETE_FLOOR = 10  # removing this many files or fewer is never held back
 _FOLDER_RETRY = 5.0
 _OPEN_WRITE_TIMEOUT = 30.0  # a file written to without a close event for this long is read
 _RECENT_WRITE = 8.0  # an unreadable file modified this recently is retried, not failed
-_RECENTLY_DELETED = 1024  # vectors kept after deletion, for moves (~5 MB)
+_RECENTLY_DELETED = 256  # descriptor sets kept after deletion, for moves (~18 MB)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +75,7 @@ class _Batch:
     embed: list[tuple[FileState, DecodedImage]] = field(default_factory=list)
     # Same content as a file already in `embed`: gets that file's vector (embedded once).
     twins: list[FileState] = field(default_factory=list)
-    reuse: list[tuple[FileState, NDArray[np.float32]]] = field(default_factory=list)
+    reuse: list[tuple[FileState, DescriptorSet]] = field(default_factory=list)
     delete: list[str] = field(default_factory=list)
     failed: dict[str, Failure] = field(default_factory=dict)
     retry: list[str] = field(default_factory=list)
@@ -125,7 +122,7 @@ class Indexer:
         self._indexed: dict[str, FileState] = {}
         self._failures: dict[str, Failure] = {}
         self._ignored: dict[str, tuple[int, int]] = {}  # non-image files: (size, mtime_ns)
-        self._recently_deleted: OrderedDict[str, NDArray[np.float32]] = OrderedDict()  # by sha256
+        self._recently_deleted: OrderedDict[str, DescriptorSet] = OrderedDict()  # by sha256
         # Close-after-write tracking (native events only): last write time of files still
         # open for writing, and files whose writer closed them since we last looked.
         self._open_writes: dict[str, float] = {}
@@ -463,9 +460,9 @@ class Indexer:
             batch.retry.append(relative)  # changed while we read it
             return
         state = FileState(relative, *version, hashlib.sha256(data).hexdigest())
-        vector = self._vector_for_content(state, known)
-        if vector is not None:
-            batch.reuse.append((state, vector))
+        stored = self._stored_for_content(state, known)
+        if stored is not None:
+            batch.reuse.append((state, stored))
             return
         if any(queued.sha256 == state.sha256 for queued, _ in batch.embed):
             batch.twins.append(state)
@@ -482,44 +479,46 @@ class Indexer:
             else:
                 batch.failed[relative] = Failure(str(exc), *version)
 
-    def _vector_for_content(
+    def _stored_for_content(
         self, state: FileState, known: FileState | None
-    ) -> NDArray[np.float32] | None:
-        """A stored vector for identical content (touched, copied or moved file), if any."""
+    ) -> DescriptorSet | None:
+        """Stored descriptors of identical content (touched, copied or moved file), if any."""
         if known is not None and known.sha256 == state.sha256:
-            return self._store.vector_of(state.path)
+            return self._store.descriptors_of([state.path]).get(state.path)
         recent = self._recently_deleted.get(state.sha256)
         if recent is not None:
             return recent
-        return self._store.vector_with_sha256(state.sha256)
+        return self._store.descriptors_with_sha256(state.sha256)
 
     def _remember_deleted(self, paths: list[str]) -> None:
-        """Keep vectors of deleted files a while: a move seen as delete + create reuses them."""
-        for path, vector in self._store.vectors_of(paths).items():
+        """Keep descriptors of deleted files a while: a move seen as delete + create reuses them."""
+        if not paths:
+            return
+        for path, descriptors in self._store.descriptors_of(paths).items():
             known = self._indexed.get(path)
             if known is not None:
-                self._recently_deleted[known.sha256] = vector
+                self._recently_deleted[known.sha256] = descriptors
                 self._recently_deleted.move_to_end(known.sha256)
         while len(self._recently_deleted) > _RECENTLY_DELETED:
             self._recently_deleted.popitem(last=False)
 
-    def _embed(self, batch: _Batch) -> list[tuple[FileState, NDArray[np.float32]]]:
+    def _embed(self, batch: _Batch) -> list[tuple[FileState, DescriptorSet]]:
         if not batch.embed:
             return []
         try:
             with INFERENCE.labels("many").time():
-                vectors = self._encoder.encode([image for _, image in batch.embed])
+                described = self._encoder.describe([image for _, image in batch.embed])
         except ModelError as exc:
             log.error("model failed on a batch, files marked failed error=%s", exc)
             for state, _ in batch.embed:
                 batch.failed[state.path] = Failure(str(exc), state.size, state.mtime_ns)
             return []
-        embedded = [(state, vectors[i]) for i, (state, _) in enumerate(batch.embed)]
-        by_content = {state.sha256: vector for state, vector in embedded}
+        embedded = [(state, described[i]) for i, (state, _) in enumerate(batch.embed)]
+        by_content = {state.sha256: descriptors for state, descriptors in embedded}
         batch.reuse.extend((twin, by_content[twin.sha256]) for twin in batch.twins)
         return embedded
 
-    def _apply(self, batch: _Batch, written: list[tuple[FileState, NDArray[np.float32]]]) -> None:
+    def _apply(self, batch: _Batch, written: list[tuple[FileState, DescriptorSet]]) -> None:
         """Record in the mirrors what the store now holds."""
         for relative in batch.retry:
             self.schedule(relative)

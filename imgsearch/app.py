@@ -34,6 +34,7 @@ def open_encoder(settings: Settings) -> ImageEncoder:
         threads=settings.inference_threads,
         limits=DecodeLimits(max_pixels=settings.max_pixels, min_side=settings.min_side),
         max_batch=settings.batch_size,
+        query_sizes=settings.query_sizes,
     )
 
 

@@ -10,6 +10,11 @@ def point_id(relative_path: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, relative_path))
 
 
+def region_point_id(relative_path: str, region: int) -> str:
+    """Region 0 (the whole image) keeps the file's own id; regions get ids of their own."""
+    return point_id(relative_path if region == 0 else f"{relative_path}#region{region}")
+
+
 def parent_folders(relative_path: str) -> list[str]:
     """Every folder above a path ('a/b/c.jpg' -> ['a', 'a/b']), for subfolder filters."""
     parts = relative_path.split("/")[:-1]

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     # Model and descriptor.
     model_path: Path = BUNDLED_MODEL
     image_size: int = Field(384, ge=64, le=2048, description="Longer side fed to the model.")
+    query_sizes: list[int] = Field(
+        [224], description="Extra, smaller sizes a query is also described at (for crops)."
+    )
     max_pixels: int = Field(64_000_000, ge=1, description="Largest decoded image accepted.")
     min_side: int = Field(16, ge=1, description="Smallest width or height accepted.")
     inference_threads: int = Field(2, ge=1)

@@ -19,8 +19,9 @@ from qdrant_client import grpc as qdrant_grpc
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from imgsearch.errors import StoreMismatchError, StoreUnavailableError
-from imgsearch.ids import parent_folders, point_id
+from imgsearch.ids import parent_folders, point_id, region_point_id
 from imgsearch.metrics import STORE_ERRORS, STORE_REQUESTS
+from imgsearch.model.encoder import DescriptorSet
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,12 @@ class FileState:
 class Hit:
     path: str
     score: float
+    box: tuple[float, ...] = (
+        0.0,
+        0.0,
+        1.0,
+        1.0,
+    )  # region of the image that matched (x0, y0, x1, y1)
 
 
 class VectorStore:
@@ -119,7 +126,13 @@ class VectorStore:
                 ),
             )
             if not self.local:  # payload indexes have no effect in local mode
-                for field in ("folders", "sha256"):
+                self._call(
+                    "create_payload_index",
+                    lambda: self._client.create_payload_index(
+                        self.collection, "region", models.PayloadSchemaType.INTEGER
+                    ),
+                )
+                for field in ("folders", "sha256", "path"):
                     self._call(
                         "create_payload_index",
                         lambda field=field: self._client.create_payload_index(  # type: ignore[misc]
@@ -138,36 +151,52 @@ class VectorStore:
                 "collection name to re-index"
             )
 
-    def upsert(self, items: Sequence[tuple[FileState, NDArray[np.float32]]]) -> None:
+    def upsert(self, items: Sequence[tuple[FileState, DescriptorSet]]) -> None:
+        """Write each file's region points, then its whole-image point (which carries the file
+        state and so marks the file as indexed: a crash in between leaves it to be redone)."""
         if not items:
             return
-        points = [
-            models.PointStruct(
-                id=point_id(state.path),
-                vector={VECTOR_NAME: vector.tolist()},
-                payload={
+        points = []
+        for state, descriptors in items:
+            folders = parent_folders(state.path)
+            rows = [*range(1, len(descriptors.vectors)), 0]
+            for region in rows:
+                payload: dict[str, object] = {
                     "path": state.path,
-                    "folders": parent_folders(state.path),
-                    "size": state.size,
-                    "mtime_ns": state.mtime_ns,
-                    "sha256": state.sha256,
-                    "model": self.model,
-                },
-            )
-            for state, vector in items
-        ]
+                    "folders": folders,
+                    "region": region,
+                    "box": [round(float(v), 4) for v in descriptors.boxes[region]],
+                }
+                if region == 0:
+                    payload |= {
+                        "size": state.size,
+                        "mtime_ns": state.mtime_ns,
+                        "sha256": state.sha256,
+                        "model": self.model,
+                    }
+                points.append(
+                    models.PointStruct(
+                        id=region_point_id(state.path, region),
+                        vector={VECTOR_NAME: descriptors.vectors[region].tolist()},
+                        payload=payload,
+                    )
+                )
         self._call(
             "upsert",
             lambda: self._client.upsert(self.collection, points=points, wait=True),
         )
 
     def delete_paths(self, paths: Iterable[str]) -> None:
-        ids: list[models.ExtendedPointId] = [point_id(p) for p in paths]
-        if ids:
+        """Delete every point (whole image and regions) of these files."""
+        paths = list(paths)
+        for start in range(0, len(paths), _SCROLL_PAGE):
+            selector = models.FilterSelector(
+                filter=_paths_filter(paths[start : start + _SCROLL_PAGE])
+            )
             self._call(
                 "delete",
-                lambda: self._client.delete(
-                    self.collection, points_selector=models.PointIdsList(points=ids), wait=True
+                lambda selector=selector: self._client.delete(  # type: ignore[misc]
+                    self.collection, points_selector=selector, wait=True
                 ),
             )
 
@@ -181,28 +210,42 @@ class VectorStore:
 
     def search(
         self,
-        vector: NDArray[np.float32],
+        queries: NDArray[np.float32],
         limit: int,
         *,
         subfolder: str | None = None,
         min_score: float | None = None,
     ) -> list[Hit]:
-        response = self._call(
-            "query",
-            lambda: self._client.query_points(
-                self.collection,
-                query=vector.tolist(),
-                using=VECTOR_NAME,
-                limit=limit,
-                query_filter=_in_folder(subfolder) if subfolder else None,
-                score_threshold=min_score,
-                with_payload=["path"],
-            ),
-        )
-        return [Hit(str((p.payload or {})["path"]), float(p.score)) for p in response.points]
+        """Best images for query vectors [Q, C]: each image scores its best (query, region) pair."""
+        where = _in_folder(subfolder) if subfolder else None
+
+        def query_all() -> list[models.PointGroup]:
+            return [
+                group
+                for vector in np.atleast_2d(queries)
+                for group in self._client.query_points_groups(
+                    self.collection,
+                    query=vector.tolist(),
+                    using=VECTOR_NAME,
+                    group_by="path",
+                    group_size=1,
+                    limit=limit,
+                    query_filter=where,
+                    score_threshold=min_score,
+                    with_payload=["path", "box"],
+                ).groups
+            ]
+
+        best: dict[str, Hit] = {}
+        for group in self._call("query", query_all):
+            payload = group.hits[0].payload or {}
+            hit = Hit(str(payload["path"]), float(group.hits[0].score), tuple(payload["box"]))
+            if hit.path not in best or hit.score > best[hit.path].score:
+                best[hit.path] = hit
+        return sorted(best.values(), key=lambda h: -h.score)[:limit]
 
     def vector_of(self, path: str) -> NDArray[np.float32] | None:
-        """The stored descriptor of an indexed path, if any."""
+        """The stored whole-image descriptor of an indexed path, if any."""
         records = self._call(
             "retrieve",
             lambda: self._client.retrieve(
@@ -211,20 +254,25 @@ class VectorStore:
         )
         return _vector(records[0]) if records else None
 
-    def vectors_of(self, paths: Sequence[str]) -> dict[str, NDArray[np.float32]]:
-        """Stored descriptors of several indexed paths (missing ones are left out)."""
-        if not paths:
-            return {}
-        records = self._call(
-            "retrieve",
-            lambda: self._client.retrieve(
-                self.collection,
-                ids=[point_id(p) for p in paths],
-                with_vectors=[VECTOR_NAME],
-                with_payload=["path"],
-            ),
-        )
-        return {str((r.payload or {})["path"]): _vector(r) for r in records}
+    def descriptors_of(self, paths: Sequence[str]) -> dict[str, DescriptorSet]:
+        """Stored descriptor sets of fully indexed paths (others are left out)."""
+        rows: dict[str, dict[int, tuple[NDArray[np.float32], list[float]]]] = {}
+        for point in self._scroll(_paths_filter(list(paths)), ["path", "region", "box"], True):
+            payload = point.payload or {}
+            rows.setdefault(str(payload["path"]), {})[int(payload["region"])] = (
+                _vector(point),
+                list(payload["box"]),
+            )
+        out = {}
+        for path, regions in rows.items():
+            if 0 not in regions:
+                continue  # interrupted write: not indexed
+            order = sorted(regions)
+            out[path] = DescriptorSet(
+                np.stack([regions[r][0] for r in order]),
+                np.asarray([regions[r][1] for r in order], dtype=np.float32),
+            )
+        return out
 
     def indexed_among(self, paths: Sequence[str]) -> set[str]:
         """Which of these paths are in the index (searchable) right now."""
@@ -241,8 +289,8 @@ class VectorStore:
         )
         return {str((r.payload or {})["path"]) for r in records}
 
-    def vector_with_sha256(self, sha256: str) -> NDArray[np.float32] | None:
-        """The descriptor of any indexed file with this content, to avoid embedding it twice."""
+    def descriptors_with_sha256(self, sha256: str) -> DescriptorSet | None:
+        """The descriptors of any indexed file with this content, to avoid embedding it twice."""
         points, _ = self._call(
             "scroll",
             lambda: self._client.scroll(
@@ -253,36 +301,43 @@ class VectorStore:
                     ]
                 ),
                 limit=1,
-                with_vectors=[VECTOR_NAME],
-                with_payload=["model"],
+                with_payload=["model", "path"],
+                with_vectors=False,
             ),
         )
         if not points or (points[0].payload or {}).get("model") != self.model:
             return None
-        return _vector(points[0])
+        path = str((points[0].payload or {})["path"])
+        return self.descriptors_of([path]).get(path)
 
     def indexed_files(self) -> Iterator[FileState]:
         """Every indexed file with the version that was embedded (paged, no vectors)."""
+        for point in self._scroll(_WHOLE_IMAGES, ["path", "size", "mtime_ns", "sha256"], False):
+            payload = point.payload or {}
+            yield FileState(
+                str(payload["path"]),
+                int(payload["size"]),
+                int(payload["mtime_ns"]),
+                str(payload["sha256"]),
+            )
+
+    def _scroll(
+        self, where: models.Filter, payload: list[str], with_vectors: bool
+    ) -> Iterator[models.Record]:
         offset: models.ExtendedPointId | qdrant_grpc.PointId | None = None
         while True:
             page, offset = self._call(
                 "scroll",
                 lambda offset=offset: self._client.scroll(  # type: ignore[misc]
                     self.collection,
+                    scroll_filter=where,
                     limit=_SCROLL_PAGE,
                     offset=offset,
-                    with_payload=["path", "size", "mtime_ns", "sha256"],
-                    with_vectors=False,
+                    with_payload=payload,
+                    with_vectors=[VECTOR_NAME] if with_vectors else False,
                 ),
             )
-            for point in page:
-                payload = point.payload or {}
-                yield FileState(
-                    str(payload["path"]),
-                    int(payload["size"]),
-                    int(payload["mtime_ns"]),
-                    str(payload["sha256"]),
-                )
+            yield from page
             if offset is None:
                 return
 
@@ -291,11 +346,26 @@ class VectorStore:
         self._call("ping", lambda: self._client.collection_exists(self.collection))
 
     def count(self) -> int:
-        return self._call("count", lambda: self._client.count(self.collection, exact=True).count)
+        """Number of indexed images (not points: each image has one point per region)."""
+        return self._call(
+            "count",
+            lambda: (
+                self._client.count(self.collection, count_filter=_WHOLE_IMAGES, exact=True).count
+            ),
+        )
 
     def close(self) -> None:
         with self._lock:
             self._client.close()
+
+
+_WHOLE_IMAGES = models.Filter(
+    must=[models.FieldCondition(key="region", match=models.MatchValue(value=0))]
+)
+
+
+def _paths_filter(paths: list[str]) -> models.Filter:
+    return models.Filter(must=[models.FieldCondition(key="path", match=models.MatchAny(any=paths))])
 
 
 def _in_folder(folder: str) -> models.Filter:

@@ -63,7 +63,12 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
         threshold = self._policy.match_threshold
         return searcher_pb2.SearchResponse(
             matches=[
-                searcher_pb2.Match(path=h.path, score=h.score, match=h.score >= threshold)
+                searcher_pb2.Match(
+                    path=h.path,
+                    score=h.score,
+                    match=h.score >= threshold,
+                    region=searcher_pb2.Region(x0=h.box[0], y0=h.box[1], x1=h.box[2], y1=h.box[3]),
+                )
                 for h in hits
             ],
             match_threshold=threshold,
@@ -89,8 +94,7 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
             image = self._encoder.decode(request.image)
         ensure_active(context)
         with SEARCH_STAGE.labels("embed").time(), INFERENCE.labels("1").time():
-            vector: NDArray[np.float32] = self._encoder.encode([image])[0]
-        return vector
+            return self._encoder.encode_query(image)
 
     def _vector_of_path(self, path: str) -> NDArray[np.float32]:
         if self._folder is None:
@@ -108,4 +112,4 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
             raise NotFoundError(f"no such file in the watched folder: {path!r}") from exc
         except OSError as exc:
             raise InvalidRequestError(f"cannot read {path!r}: {exc.strerror}") from exc
-        return self._encoder.encode_bytes(data)
+        return self._encoder.encode_query(self._encoder.decode(data))

@@ -1,6 +1,12 @@
 """Image descriptors: decoding, preprocessing and the ONNX backbone, shared by both services."""
 
-from imgsearch.model.encoder import ImageEncoder
+from imgsearch.model.encoder import REGIONS_PER_IMAGE, DescriptorSet, ImageEncoder
 from imgsearch.model.preprocess import DecodedImage, decode_image
 
-__all__ = ["DecodedImage", "ImageEncoder", "decode_image"]
+__all__ = [
+    "REGIONS_PER_IMAGE",
+    "DecodedImage",
+    "DescriptorSet",
+    "ImageEncoder",
+    "decode_image",
+]

@@ -1,20 +1,45 @@
-"""Turns decoded images into L2-normalised GeM descriptors with the ONNX backbone."""
+"""Turns decoded images into L2-normalised GeM descriptors with the ONNX backbone.
+
+An indexed image gets a descriptor *set* from one forward pass: the whole image plus
+overlapping regions at two scales (2x2 windows of 2/3 of each side, 3x3 windows of half of
+each side). A cropped query's whole-image vector lies close to the region of its source it
+was cut from, so small crops are found; a query itself is described by its whole image only
+(matching query regions against database regions brings in false matches).
+"""
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
-from imgsearch.model.preprocess import DecodedImage, DecodeLimits, decode_image
+from imgsearch.model.preprocess import DecodedImage, DecodeLimits, decode_image, rescaled
 from imgsearch.model.session import ModelInfo, OnnxBackbone
 
 GEM_POWER = 3.0
 _EPS = 1e-6
+# (windows per side, window size as a fraction of the side) for each region scale.
+REGION_SCALES: tuple[tuple[int, float], ...] = ((2, 2 / 3), (3, 1 / 2))
+REGIONS_PER_IMAGE = 1 + sum(n * n for n, _ in REGION_SCALES)
+
+
+@dataclass(frozen=True, slots=True)
+class DescriptorSet:
+    """Row 0 describes the whole image, the other rows its regions; boxes are (x0, y0, x1, y1)
+    as fractions of the image's width and height."""
+
+    vectors: NDArray[np.float32]  # [REGIONS_PER_IMAGE, C], L2-normalised rows
+    boxes: NDArray[np.float32]  # [REGIONS_PER_IMAGE, 4]
+
+    @property
+    def whole(self) -> NDArray[np.float32]:
+        vector: NDArray[np.float32] = self.vectors[0]
+        return vector
 
 
 class ImageEncoder:
@@ -27,9 +52,13 @@ class ImageEncoder:
         threads: int = 2,
         limits: DecodeLimits | None = None,
         max_batch: int = 16,
+        query_sizes: Sequence[int] = (224,),
     ) -> None:
         self._backbone = OnnxBackbone(model_path, threads=threads)
         self.image_size = image_size
+        # A small crop blown up to image_size is seen at a larger scale than the region it came
+        # from; describing the query at smaller sizes too brings the scales back together.
+        self.query_sizes = tuple(s for s in query_sizes if s < image_size)
         self.limits = limits or DecodeLimits()
         self.max_batch = max_batch
 
@@ -54,51 +83,88 @@ class ImageEncoder:
         vector: NDArray[np.float32] = self.encode([self.decode(data)])[0]
         return vector
 
-    def encode(self, images: Sequence[DecodedImage]) -> NDArray[np.float32]:
-        """Descriptors [N, C] of decoded images, L2-normalised, in input order.
+    def encode_query(self, image: DecodedImage) -> NDArray[np.float32]:
+        """Query descriptors [1 + len(query_sizes), C]: the image at each query scale."""
+        scaled = [image, *(rescaled(image, side) for side in self.query_sizes)]
+        return self.encode(scaled)
 
-        Images are batched only with others of the same padded size, so an image's descriptor
-        never depends on what it was batched with (padding changes border activations).
-        """
-        out = np.empty((len(images), self.dimensions), dtype=np.float32)
+    def encode(self, images: Sequence[DecodedImage]) -> NDArray[np.float32]:
+        """Whole-image descriptors [N, C] of decoded images, L2-normalised, in input order."""
+        pooled = self._run(images, _whole)
+        return (
+            np.stack([vectors[0] for vectors, _ in pooled])
+            if pooled
+            else np.empty((0, self.dimensions), dtype=np.float32)
+        )
+
+    def describe(self, images: Sequence[DecodedImage]) -> list[DescriptorSet]:
+        """Whole-image and regional descriptors of each image, from one forward pass."""
+        return [DescriptorSet(vectors, boxes) for vectors, boxes in self._run(images, _regions)]
+
+    def _run(self, images: Sequence[DecodedImage], pool: _Pooling) -> list[_Pooled]:
+        """Forward passes in batches of one padded size, so that an image's descriptors never
+        depend on what it was batched with (padding changes border activations)."""
+        out: list[_Pooled | None] = [None] * len(images)
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         for index, image in enumerate(images):
             groups[self._canvas(image)].append(index)
+        stride = self._backbone.info.stride
         for (height, width), indices in groups.items():
             for start in range(0, len(indices), self.max_batch):
                 chunk = indices[start : start + self.max_batch]
-                out[chunk] = self._encode_same_size([images[i] for i in chunk], height, width)
-        return out
+                batch = np.zeros((len(chunk), 3, height, width), dtype=np.float32)
+                for row, i in enumerate(chunk):
+                    h, w = images[i].pixels.shape[:2]
+                    batch[row, :, :h, :w] = images[i].pixels.transpose(2, 0, 1) * np.float32(
+                        1 / 255
+                    )
+                features = self._backbone.run(batch)
+                for row, i in enumerate(chunk):
+                    h, w = images[i].pixels.shape[:2]
+                    valid = features[row, :, : math.ceil(h / stride), : math.ceil(w / stride)]
+                    out[i] = pool(valid)
+        return [pooled for pooled in out if pooled is not None]
 
     def _canvas(self, image: DecodedImage) -> tuple[int, int]:
         stride = self._backbone.info.stride
         height, width = image.pixels.shape[:2]
         return math.ceil(height / stride) * stride, math.ceil(width / stride) * stride
 
-    def _encode_same_size(
-        self, images: Sequence[DecodedImage], height: int, width: int
-    ) -> NDArray[np.float32]:
-        batch = np.zeros((len(images), 3, height, width), dtype=np.float32)
-        for i, img in enumerate(images):
-            h, w = img.pixels.shape[:2]
-            batch[i, :, :h, :w] = img.pixels.transpose(2, 0, 1) * np.float32(1 / 255)
-        features = self._backbone.run(batch)
-        stride = self._backbone.info.stride
-        return np.stack(
-            [
-                _gem(features[i], img.pixels.shape[0], img.pixels.shape[1], stride)
-                for i, img in enumerate(images)
-            ]
-        )
+
+_Pooled = tuple[NDArray[np.float32], NDArray[np.float32]]  # (vectors [R, C], boxes [R, 4])
+_Pooling = Callable[[NDArray[np.float32]], _Pooled]
+_WHOLE_BOX = np.array([[0.0, 0.0, 1.0, 1.0]], dtype=np.float32)
 
 
-def _gem(
-    feature_map: NDArray[np.float32], height: int, width: int, stride: int
-) -> NDArray[np.float32]:
-    """Generalised-mean pooling over the cells that cover the image (not the padding)."""
-    rows, cols = math.ceil(height / stride), math.ceil(width / stride)
-    cells = np.clip(feature_map[:, :rows, :cols], _EPS, None).reshape(feature_map.shape[0], -1)
-    pooled = np.power(np.mean(np.power(cells, GEM_POWER), axis=1), 1 / GEM_POWER)
+def _whole(feature_map: NDArray[np.float32]) -> _Pooled:
+    return _gem(feature_map)[None, :], _WHOLE_BOX
+
+
+def _regions(feature_map: NDArray[np.float32]) -> _Pooled:
+    """GeM of the whole map and of each window of REGION_SCALES (on the image's own cells)."""
+    rows, cols = feature_map.shape[1:]
+    vectors = [_gem(feature_map)]
+    boxes = [_WHOLE_BOX[0]]
+    for per_side, fraction in REGION_SCALES:
+        height, width = max(1, round(rows * fraction)), max(1, round(cols * fraction))
+        for i in range(per_side):
+            top = round(i * (rows - height) / (per_side - 1))
+            for j in range(per_side):
+                left = round(j * (cols - width) / (per_side - 1))
+                vectors.append(_gem(feature_map[:, top : top + height, left : left + width]))
+                boxes.append(
+                    np.array(
+                        [left / cols, top / rows, (left + width) / cols, (top + height) / rows],
+                        dtype=np.float32,
+                    )
+                )
+    return np.stack(vectors), np.stack(boxes)
+
+
+def _gem(cells: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Generalised-mean pooling of a [C, h, w] block of the feature map, L2-normalised."""
+    flat = np.clip(cells, _EPS, None).reshape(cells.shape[0], -1)
+    pooled = np.power(np.mean(np.power(flat, GEM_POWER), axis=1), 1 / GEM_POWER)
     return _l2(pooled.astype(np.float32))
 
 

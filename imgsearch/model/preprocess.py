@@ -108,3 +108,18 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 def _fit_longer_side(width: int, height: int, side: int) -> tuple[int, int]:
     scale = side / max(width, height)
     return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def rescaled(image: DecodedImage, side: int) -> DecodedImage:
+    """The same decoded image with its longer side resized to `side` (for multi-scale queries)."""
+    height, width = image.pixels.shape[:2]
+    new_width, new_height = _fit_longer_side(width, height, side)
+    pixels = Image.fromarray(image.pixels).resize(
+        (new_width, new_height), Image.Resampling.BILINEAR
+    )
+    return DecodedImage(
+        np.asarray(pixels, dtype=np.uint8),
+        image.original_width,
+        image.original_height,
+        image.format,
+    )
