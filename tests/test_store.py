@@ -44,7 +44,7 @@ def test_upsert_search_delete(store: VectorStore) -> None:
     store.upsert(items)  # idempotent
     assert store.count() == 3  # images, not points
     hits = store.search(_unit(1), 3)
-    assert [h.path for h in hits][0] == "x/b.jpg"
+    assert hits[0].path == "x/b.jpg"
     assert len({h.path for h in hits}) == len(hits)  # one hit per image
     assert hits[0].score == pytest.approx(1.0, abs=1e-5)
     assert hits[0].box == (0.0, 0.0, 1.0, 1.0)
