@@ -1,0 +1,193 @@
+"""`python -m bench.speed [--quick] [--out DIR]`: indexing throughput, search latency, scale.
+
+Writes results.json, results.md (tables: measured / target / met / where the time goes) and
+PNG plots into --out (default bench/results/speed). --quick is the CI smoke run: bundled
+photos only, small sizes, seconds to a couple of minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from importlib.metadata import version
+from pathlib import Path
+
+from bench.speed import accuracy, compat, corpus, indexing, report, serving
+from bench.speed.common import JSON, loadavg, log, run_isolated
+from bench.speed.models import Encoders, model_files
+
+
+def _environment() -> JSON:
+    cpu = "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "imgsearch", "embedder", "searcher"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "onnxruntime": version("onnxruntime"),
+        "qdrant_client": version("qdrant-client"),
+        "qdrant_edge": version("qdrant-edge-py"),
+        "pillow": version("pillow"),
+        "commit": commit + ("+uncommitted service changes" if dirty else ""),
+        "points_per_image": compat.POINTS_PER_IMAGE,
+        "regional_descriptors": compat.REGIONAL,
+        "load_start": loadavg(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def _hnsw_overdue(cap: float) -> Callable[[JSON], str | None]:
+    def check(partial: JSON) -> str | None:
+        started = (partial.get("hnsw") or {}).get("started")
+        if started and "build_s" not in partial["hnsw"] and time.time() - started > cap:
+            return f"HNSW build did not finish within the {cap:.0f} s cap (stopped)"
+        return None
+
+    return check
+
+
+def _serving_plan(quick: bool, hnsw_cap: float) -> list[JSON]:
+    """(engine, images, options) of each isolated run, smallest first."""
+    points = compat.POINTS_PER_IMAGE
+    if quick:
+        return [
+            {"engine": "local", "images": 150, "restart": True},
+            {"engine": "edge", "images": 150, "restart": True, "hnsw": True},
+        ]
+    plan: list[JSON] = [
+        # Local mode grows linearly (brute force, Python work per point): two sizes give the
+        # slope; 10k images of 14 points would take ~40 s per query and minutes to fill.
+        {"engine": "local", "images": 1_000, "restart": True},
+        {"engine": "local", "images": 3_000 if points > 1 else 10_000},
+        {"engine": "edge", "images": 1_000, "restart": True},
+        {"engine": "edge", "images": 10_000, "restart": True, "hnsw": True},
+        {"engine": "edge", "images": 100_000, "restart": True, "hnsw": True, "cap": hnsw_cap},
+    ]
+    if 100_000 * points < 1_000_000:  # one vector per image: add a million-vector run
+        plan.append(
+            {"engine": "edge", "images": 1_000_000 // points, "hnsw": True, "cap": hnsw_cap}
+        )
+    return plan
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="CI smoke run (small, fast)")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/speed"))
+    parser.add_argument("--images", type=int, help="indexing images (default 160, quick 16)")
+    parser.add_argument("--hnsw-cap", type=float, default=240.0, help="seconds for a 1M build")
+    parser.add_argument(
+        "--sections",
+        default="indexing,accuracy,serving",
+        help="comma-separated subset of indexing,accuracy,serving",
+    )
+    args = parser.parse_args(argv)
+    quick: bool = args.quick
+    sections = set(args.sections.split(","))
+    started = time.perf_counter()
+    results: JSON = {"quick": quick, "environment": _environment()}
+    log(f"bench.speed {'quick' if quick else 'full'} run, {compat.POINTS_PER_IMAGE} points/image")
+
+    sources = corpus.bundled_photos() + ([] if quick else corpus.debian_photos())
+    images = args.images or (16 if quick else 160)
+    files = corpus.make_jpegs(sources, images, "quick" if quick else "full")
+    results["corpus"] = {"sources": len(sources), "jpegs": len(files)}
+    encoders = Encoders(model_files(fp16=not quick))
+    base = Path(tempfile.mkdtemp(prefix="imgsearch-speed-"))
+    shm = Path("/dev/shm")  # noqa: S108 - tmpfs on purpose, see _serving
+    fast_dir = Path(tempfile.mkdtemp(prefix="imgsearch-speed-", dir=shm if shm.is_dir() else None))
+    try:
+        if "indexing" in sections:
+            results["indexing"] = indexing.run(
+                files, base / "indexing", encoders, rounds=1 if quick else 3, quick=quick
+            )
+        if "accuracy" in sections or "serving" in sections:
+            variants = [("fp32", 384), ("fp32", 256)]
+            if not quick:
+                variants = [(p, s) for p in ("fp32",) for s in (384, 320, 256, 224)]
+                variants += [(p, s) for p in ("int8",) for s in (384, 256)]
+                variants += [("fp16", 384)]
+            variants = [v for v in variants if v[0] in encoders.files]
+            photos = accuracy.index_photos(sources, "quick" if quick else "full")
+            results["accuracy"], inputs = accuracy.run(
+                photos, encoders, 2 if quick else 3, variants, base / "queries"
+            )
+            inputs.save(base / "inputs")
+        del encoders  # the serving runs have their own processes and models
+        if "serving" in sections:
+            results["serving"] = _serving(base, fast_dir, quick, args.hnsw_cap)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(fast_dir, ignore_errors=True)
+    results["environment"]["load_end"] = loadavg()
+    results["environment"]["wall_s"] = time.perf_counter() - started
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    markdown = report.markdown(results)
+    (args.out / "results.md").write_text(markdown)
+    report.plots(results, args.out)
+    print(markdown)
+    log(f"done in {results['environment']['wall_s']:.0f} s; results in {args.out}")
+    return 0
+
+
+def _serving(base: Path, fast_dir: Path, quick: bool, hnsw_cap: float) -> list[JSON]:
+    runs = []
+    for step in _serving_plan(quick, hnsw_cap):
+        engine, images = step["engine"], step["images"]
+        # Local mode commits every point to sqlite: its files go to tmpfs so that filling
+        # 100k+ points takes minutes, not hours (search and memory are not affected).
+        data_dir = (fast_dir if engine == "local" else base) / f"{engine}-{images}"
+        config: JSON = {
+            "engine": engine,
+            "images": images,
+            "data_dir": str(data_dir),
+            "inputs": str(base / "inputs"),
+            "queries": 8 if quick else 30,
+            "phase_budget_s": 10 if quick else 40,
+            "ground_truth": engine == "edge",
+            "recall_queries": 8 if quick else 60,
+            "hnsw": step.get("hnsw", False),
+            "partial": str(base / f"partial-{engine}-{images}.json"),
+        }
+        log(f"serving: {engine} store, {images} images ({images * compat.POINTS_PER_IMAGE} points)")
+        cap = step.get("cap", 900.0)
+        result = run_isolated(
+            serving.measure_size, config, timeout=3600, stop_when=_hnsw_overdue(cap)
+        )
+        result.setdefault("engine", engine)
+        result.setdefault("images", images)
+        if "error" in result:
+            log(f"serving: {engine} {images}: {result['error']}")
+        if step.get("restart") and data_dir.exists():
+            log(f"serving: restart of the {engine} store at {images} images")
+            result["restart"] = run_isolated(serving.measure_restart, config, timeout=1800)
+        runs.append(result)
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return runs
+
+
+if __name__ == "__main__":
+    sys.exit(main())

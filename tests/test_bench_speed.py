@@ -1,0 +1,120 @@
+"""The speed benchmark's smoke run produces its tables with sane numbers (no timing limits:
+the speed goals live in the benchmark, bench/results/speed/, not in timed tests)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.speed.indexing import decode_with_draft
+from bench.speed.vectors import DescriptorModel, ExactTopK
+from imgsearch.model.preprocess import DecodeLimits, decode_image
+from imgsearch.settings import BUNDLED_SAMPLES
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_exact_top_k_fed_in_chunks_equals_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((1000, 32)).astype(np.float32)
+    queries = rng.standard_normal((7, 32)).astype(np.float32)
+    top = ExactTopK(queries, 5)
+    for start in range(0, 1000, 128):
+        top.add(vectors[start : start + 128], start)
+    ids, scores = top.result()
+    expected = np.argsort(-(queries @ vectors.T), axis=1)[:, :5]
+    assert (ids == expected).all()
+    assert (np.diff(scores, axis=1) <= 0).all()
+
+
+def test_synthetic_descriptors_are_unit_non_negative_and_reproducible() -> None:
+    rng = np.random.default_rng(1)
+    real = np.abs(rng.standard_normal((60, 64))).astype(np.float32) + 0.5
+    real /= np.linalg.norm(real, axis=1, keepdims=True)
+    model = DescriptorModel.fit(real, rank=16)
+    sample = model.sample(200, seed=3)
+    assert sample.shape == (200, 64)
+    assert (sample >= 0).all()
+    assert np.allclose(np.linalg.norm(sample, axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(sample, model.sample(200, seed=3))
+    assert not np.array_equal(sample, model.sample(200, seed=4))
+
+
+def test_draft_replica_matches_the_production_decode() -> None:
+    data = (BUNDLED_SAMPLES / "coffee.jpg").read_bytes()
+    for side in (384, 224):
+        production = decode_image(data, side, DecodeLimits()).pixels
+        assert np.array_equal(decode_with_draft(data, side, 1.0), production)
+
+
+@pytest.mark.timeout(900)
+def test_quick_run_writes_a_sane_table(tmp_path: Path) -> None:
+    out = tmp_path / "speed"
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.speed", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=850,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    results = json.loads((out / "results.json").read_text())
+    table = (out / "results.md").read_text()
+    assert "## Targets" in table
+    assert "| Indexing, production path" in table
+    assert (out / "indexing.png").stat().st_size > 0
+    assert (out / "serving.png").stat().st_size > 0
+
+    indexing = results["indexing"]
+    production = indexing["production"]
+    assert production["rate"] > 0
+    assert production["images"] == indexing["images"] > 0
+    assert set(production["stages_ms"]) >= {"decode", "model", "preprocess", "upsert"}
+    assert all(v >= 0 for v in production["stages_ms"].values())
+    assert indexing["indexer_e2e"]["images"] == indexing["images"]
+    assert indexing["indexer_e2e"]["rate"] > 0
+    assert indexing["limit"]["rate"] > 0
+    assert indexing["limit"]["production_fraction"] > 0
+    for pipeline in indexing["pipelines"]:
+        assert pipeline["rate"] > 0, pipeline
+        assert pipeline["ratio_vs_production"] > 0
+    for decode in indexing["decode_candidates"]:
+        assert decode["replica_matches_production"]
+        assert decode["decode_ms"] > 0
+        assert -1 <= decode["cosine_vs_full_min"] <= decode["cosine_vs_full_mean"] <= 1 + 1e-5
+    for model in indexing["model_candidates"]:
+        assert 0 < model["model_ms"] <= model["encode_ms"] * 1.01
+
+    for variant in results["accuracy"]["variants"]:
+        assert 0 <= variant["rank1"] <= 1
+        assert 0 <= variant["top1_agreement_with_production"] <= 1
+    production_variant = results["accuracy"]["variants"][0]
+    assert production_variant["top1_agreement_with_production"] == 1.0
+
+    engines = {run["engine"] for run in results["serving"]}
+    assert engines == {"local", "edge"}
+    for served in results["serving"]:
+        assert "error" not in served, served.get("error")
+        for phase in ("grpc_1_client", "grpc_4_clients"):
+            latency = served[phase]
+            assert 0 < latency["p50_ms"] <= latency["p99_ms"], latency
+            assert latency["throughput_qps"] > 0
+            assert 0 <= latency["rank1_source"] <= 1
+        ann = served["ann"]
+        assert 0 < ann["p50_ms"] <= ann["p99_ms"]
+        assert served["memory_served"]["rss_mb"] > 0
+        assert served["restart"]["open_s"] >= 0
+        if served["engine"] == "edge":
+            assert 0 <= ann["recall_at_10"] <= 1
+            hnsw = served["hnsw"]
+            assert hnsw["build_s"] >= 0
+            assert 0 <= hnsw["ann"]["recall_at_10"] <= 1
+            assert 0 < hnsw["ann"]["p50_ms"] <= hnsw["ann"]["p99_ms"]
+    assert not math.isnan(results["environment"]["wall_s"])
