@@ -23,6 +23,7 @@ from imgsearch.server import RunningServer, ServiceRegistration, start_server
 from imgsearch.settings import BUNDLED_SAMPLES, Settings
 from imgsearch.store import VectorStore
 from searcher.service import SearcherService, SearchPolicy
+from searcher.verify import Verifier
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +126,17 @@ class Application:
                 default_limit=settings.default_limit,
                 max_limit=settings.max_limit,
                 match_threshold=settings.match_threshold,
+                verify_top=settings.verify_top,
+                min_inliers=settings.min_inliers,
             )
-            services.append(SearcherService(self.encoder, self.store, policy, self.folder))
+            verifier = (
+                Verifier(self.folder, limits=self.encoder.limits)
+                if self.folder is not None and settings.verify_top > 0
+                else None
+            )
+            services.append(
+                SearcherService(self.encoder, self.store, policy, self.folder, verifier)
+            )
         self._services = services
         self._server: RunningServer | None = None
         self._metrics: WSGIServer | None = None

@@ -25,9 +25,16 @@ RPC_DURATION = Histogram(
 SEARCH_STAGE = Histogram(
     "imgsearch_search_stage_seconds",
     "Time spent in each stage of a search.",
-    ["stage"],  # decode, embed, ann
+    ["stage"],  # decode, embed, ann, verify
     buckets=_LATENCY_BUCKETS,
 )
+VERIFICATIONS = Counter(
+    "imgsearch_verifications_total",
+    "Searches whose first candidates were checked geometrically, by outcome.",
+    ["outcome"],  # confirmed, rejected
+)
+for _outcome in ("confirmed", "rejected"):  # present from the start, so rate() works at once
+    VERIFICATIONS.labels(_outcome)
 INFERENCE = Histogram(
     "imgsearch_model_inference_seconds",
     "Time of one forward pass of the backbone.",

@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     min_side: int = Field(16, ge=1, description="Smallest width or height accepted.")
     inference_threads: int = Field(2, ge=1)
     match_threshold: float = Field(0.65, ge=-1.0, le=1.0)
+    verify_top: int = Field(
+        3, ge=0, description="Candidates checked geometrically when the score is unsure; 0 = off."
+    )
+    min_inliers: int = Field(15, ge=4, description="Geometric matches that confirm a source.")
 
     # Indexing.
     batch_size: int = Field(16, ge=1, le=512)

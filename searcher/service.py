@@ -11,12 +11,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from imgsearch.errors import InvalidRequestError, NotFoundError
-from imgsearch.metrics import INFERENCE, SEARCH_STAGE
-from imgsearch.model import ImageEncoder
+from imgsearch.metrics import INFERENCE, SEARCH_STAGE, VERIFICATIONS
+from imgsearch.model import DecodedImage, ImageEncoder
 from imgsearch.paths import OutsideFolderError, relative_to_root, resolve_inside
 from imgsearch.server import ensure_active, maps_errors
-from imgsearch.store import VectorStore
+from imgsearch.store import Hit, VectorStore
 from imgsearch.v1 import searcher_pb2, searcher_pb2_grpc
+from searcher.verify import Verifier
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +25,24 @@ class SearchPolicy:
     default_limit: int = 10
     max_limit: int = 100
     match_threshold: float = 0.65
+    # Geometric verification of the first candidates when the best score is below the
+    # threshold but above `verify_floor` (below it nothing looks alike at all).
+    verify_top: int = 3
+    verify_floor: float = 0.30
+    min_inliers: int = 15
+
+
+@dataclass(frozen=True, slots=True)
+class _Query:
+    vectors: NDArray[np.float32]
+    image: DecodedImage | None  # None for path queries (no pixels at hand)
+
+
+@dataclass(frozen=True, slots=True)
+class _Ranked:
+    hit: Hit
+    inliers: int = 0
+    outline: tuple[float, ...] | None = None
 
 
 class SearcherService(searcher_pb2_grpc.SearcherServicer):
@@ -35,11 +54,13 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
         store: VectorStore,
         policy: SearchPolicy,
         folder: Path | None = None,
+        verifier: Verifier | None = None,
     ) -> None:
         self._encoder = encoder
         self._store = store
         self._policy = policy
         self._folder = folder
+        self._verifier = verifier
 
     def add_to_server(self, server: grpc.Server) -> None:
         searcher_pb2_grpc.add_SearcherServicer_to_server(self, server)
@@ -54,26 +75,58 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
         subfolder = request.subfolder.strip("/") or None
         if subfolder is not None and (".." in subfolder.split("/") or "\\" in subfolder):
             raise InvalidRequestError(f"subfolder must be a relative folder: {request.subfolder!r}")
-        vector = self._query_vector(request, context)
+        query = self._query(request, context)
         ensure_active(context)
         with SEARCH_STAGE.labels("ann").time():
             hits = self._store.search(
-                vector, limit, subfolder=subfolder, min_score=request.min_score or None
+                query.vectors, limit, subfolder=subfolder, min_score=request.min_score or None
             )
+        ranked = self._verified(hits, query, context)
         threshold = self._policy.match_threshold
         return searcher_pb2.SearchResponse(
-            matches=[
-                searcher_pb2.Match(
-                    path=h.path,
-                    score=h.score,
-                    match=h.score >= threshold,
-                    region=searcher_pb2.Region(x0=h.box[0], y0=h.box[1], x1=h.box[2], y1=h.box[3]),
-                )
-                for h in hits
-            ],
+            matches=[self._match(r, threshold) for r in ranked],
             match_threshold=threshold,
             model=self._encoder.name,
         )
+
+    def _match(self, ranked: _Ranked, threshold: float) -> searcher_pb2.Match:
+        box = ranked.outline or ranked.hit.box
+        return searcher_pb2.Match(
+            path=ranked.hit.path,
+            score=ranked.hit.score,
+            match=ranked.hit.score >= threshold or ranked.inliers >= self._policy.min_inliers,
+            region=searcher_pb2.Region(x0=box[0], y0=box[1], x1=box[2], y1=box[3]),
+            inliers=ranked.inliers,
+        )
+
+    def _verified(
+        self, hits: list[Hit], query: _Query, context: grpc.ServicerContext
+    ) -> list[_Ranked]:
+        """Verify the first candidates when the descriptor alone is not conclusive; verified
+        candidates move to the front (most inliers first), the rest keep their order."""
+        policy = self._policy
+        if (
+            self._verifier is None
+            or query.image is None
+            or not hits
+            or not policy.verify_floor <= hits[0].score < policy.match_threshold
+        ):
+            return [_Ranked(h) for h in hits]
+        ensure_active(context)
+        with SEARCH_STAGE.labels("verify").time():
+            keypoints = self._verifier.describe(query.image)
+            checked = []
+            for hit in hits[: policy.verify_top]:
+                result = self._verifier.verify(keypoints, hit.path)
+                checked.append(_Ranked(hit, result.inliers, result.box))
+        VERIFICATIONS.labels(
+            "confirmed" if any(r.inliers >= policy.min_inliers for r in checked) else "rejected"
+        ).inc()
+        confirmed = sorted(
+            (r for r in checked if r.inliers >= policy.min_inliers), key=lambda r: -r.inliers
+        )
+        rest = [r for r in checked if r.inliers < policy.min_inliers]
+        return confirmed + rest + [_Ranked(h) for h in hits[policy.verify_top :]]
 
     def _limit(self, requested: int) -> int:
         if requested > self._policy.max_limit:
@@ -82,19 +135,17 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
             )
         return requested or self._policy.default_limit
 
-    def _query_vector(
-        self, request: searcher_pb2.SearchRequest, context: grpc.ServicerContext
-    ) -> NDArray[np.float32]:
+    def _query(self, request: searcher_pb2.SearchRequest, context: grpc.ServicerContext) -> _Query:
         which = request.WhichOneof("query")
         if which is None:
             raise InvalidRequestError("set either `image` (encoded bytes) or `path`")
         if which == "path":
-            return self._vector_of_path(request.path)
+            return _Query(self._vector_of_path(request.path), None)
         with SEARCH_STAGE.labels("decode").time():
             image = self._encoder.decode(request.image)
         ensure_active(context)
         with SEARCH_STAGE.labels("embed").time(), INFERENCE.labels("1").time():
-            return self._encoder.encode_query(image)
+            return _Query(self._encoder.encode_query(image), image)
 
     def _vector_of_path(self, path: str) -> NDArray[np.float32]:
         if self._folder is None:

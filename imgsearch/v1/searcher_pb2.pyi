@@ -94,6 +94,7 @@ class Match(_message.Message):
     SCORE_FIELD_NUMBER: _builtins.int
     MATCH_FIELD_NUMBER: _builtins.int
     REGION_FIELD_NUMBER: _builtins.int
+    INLIERS_FIELD_NUMBER: _builtins.int
     path: _builtins.str
     """Path of the indexed image, relative to the watched folder, with '/' separators."""
     score: _builtins.float
@@ -101,6 +102,10 @@ class Match(_message.Message):
     match: _builtins.bool
     """The verdict: true when the query is judged to come from this image,
     false when it is merely similar.
+    """
+    inliers: _builtins.int
+    """Keypoints of the query that a geometric check mapped consistently onto this image
+    (0 when it was not checked: only done when the score alone is not conclusive).
     """
     @_builtins.property
     def region(self) -> Global___Region:
@@ -115,10 +120,11 @@ class Match(_message.Message):
         score: _builtins.float = ...,
         match: _builtins.bool = ...,
         region: Global___Region | None = ...,
+        inliers: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["region", b"region"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["match", b"match", "path", b"path", "region", b"region", "score", b"score"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["inliers", b"inliers", "match", b"match", "path", b"path", "region", b"region", "score", b"score"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

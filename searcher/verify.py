@@ -1,0 +1,176 @@
+"""Geometric verification: does the query really show (part of) this candidate image?
+
+Global and regional descriptors rank well but cannot tell a copy from a similar scene with
+confidence. SIFT keypoints matched with Lowe's ratio test and a homography fitted with
+MAGSAC count the query points that land consistently on the candidate: a copy, cropped,
+rescaled or recoloured, keeps dozens of inliers; a different photo of a similar scene
+keeps almost none. The mirrored query is tried too (SIFT is not mirror-invariant).
+Verification is only run when the descriptor score is not already conclusive, and only on
+the first few candidates, because it costs tens of milliseconds per candidate.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from imgsearch.errors import InvalidImageError
+from imgsearch.model.preprocess import DecodedImage, DecodeLimits, decode_image
+
+log = logging.getLogger(__name__)
+
+_RATIO = 0.8
+_MIN_MATCHES = 8  # fewer tentative matches cannot support a homography
+
+
+@dataclass(frozen=True, slots=True)
+class Keypoints:
+    points: NDArray[np.float32]  # [K, 2] in pixels of the described image
+    descriptors: NDArray[np.float32]  # [K, 128]
+    width: int
+    height: int
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    inliers: int
+    box: tuple[float, float, float, float] | None  # query outline in the candidate, 0..1
+
+
+class Verifier:
+    """SIFT + MAGSAC homography between a query and candidate files of the folder."""
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        max_side: int = 640,
+        features: int = 1000,
+        limits: DecodeLimits | None = None,
+        cache_size: int = 512,
+    ) -> None:
+        self._folder = folder
+        self._max_side = max_side
+        self._limits = limits or DecodeLimits()
+        self._sift = cv2.SIFT.create(nfeatures=features)
+        self._matcher = cv2.BFMatcher(cv2.NORM_L2)
+        self._cache: OrderedDict[tuple[str, int, int], Keypoints] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    def describe(self, image: DecodedImage) -> tuple[Keypoints, Keypoints]:
+        """Keypoints of a decoded query and of its mirror image."""
+        pixels = _shrink(image.pixels, self._max_side)
+        return self._keypoints(pixels), self._keypoints(pixels[:, ::-1])
+
+    def verify(self, query: tuple[Keypoints, Keypoints], relative_path: str) -> Verification:
+        """Inliers of the best homography from the query (or its mirror) into the candidate."""
+        candidate = self._candidate(relative_path)
+        if candidate is None:
+            return Verification(0, None)
+        direct = self._match(query[0], candidate)
+        mirrored = self._match(query[1], candidate)
+        return direct if direct.inliers >= mirrored.inliers else mirrored
+
+    def _candidate(self, relative_path: str) -> Keypoints | None:
+        path = self._folder / relative_path
+        try:
+            info = path.stat()
+            key = (relative_path, info.st_size, info.st_mtime_ns)
+            with self._lock:
+                if key in self._cache:
+                    self._cache.move_to_end(key)
+                    return self._cache[key]
+            image = decode_image(path.read_bytes(), self._max_side, self._limits)
+        except (OSError, InvalidImageError) as exc:
+            log.debug("cannot verify against path=%s error=%s", relative_path, exc)
+            return None
+        keypoints = self._keypoints(image.pixels)
+        with self._lock:
+            self._cache[key] = keypoints
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return keypoints
+
+    def _keypoints(self, rgb: NDArray[np.uint8]) -> Keypoints:
+        gray = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+        found, descriptors = self._sift.detectAndCompute(gray, None)
+        points: NDArray[np.float32] = np.asarray([k.pt for k in found], dtype=np.float32).reshape(
+            -1, 2
+        )
+        if descriptors is None:
+            descriptors = np.empty((0, 128), dtype=np.float32)
+        return Keypoints(
+            points, np.asarray(descriptors, dtype=np.float32), gray.shape[1], gray.shape[0]
+        )
+
+    def _match(self, query: Keypoints, candidate: Keypoints) -> Verification:
+        if len(query.points) < _MIN_MATCHES or len(candidate.points) < _MIN_MATCHES:
+            return Verification(0, None)
+        pairs = self._matcher.knnMatch(query.descriptors, candidate.descriptors, k=2)
+        good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < _RATIO * p[1].distance]
+        if len(good) < _MIN_MATCHES:
+            return Verification(0, None)
+        source = query.points[[m.queryIdx for m in good]]
+        target = candidate.points[[m.trainIdx for m in good]]
+        homography, mask = cv2.findHomography(source, target, cv2.USAC_MAGSAC, 5.0)
+        if (
+            homography is None
+            or mask is None
+            or not _plausible(np.asarray(homography, dtype=np.float64))
+        ):
+            return Verification(0, None)
+        outline = _outline(np.asarray(homography, dtype=np.float64), query, candidate)
+        if outline is None:
+            return Verification(0, None)
+        chosen = mask.ravel().astype(bool)
+        # Distinct points on both sides: repeated texture must not vote many times.
+        distinct = min(
+            len({m.queryIdx for m, keep in zip(good, chosen, strict=True) if keep}),
+            len({m.trainIdx for m, keep in zip(good, chosen, strict=True) if keep}),
+        )
+        return Verification(distinct, outline)
+
+
+def _plausible(homography: NDArray[np.float64]) -> bool:
+    """Rejects degenerate fits: collapsing, mirroring or strongly perspective mappings."""
+    h = np.asarray(homography, dtype=np.float64)
+    if abs(h[2, 2]) < 1e-9:
+        return False
+    h = h / h[2, 2]
+    det = float(np.linalg.det(h[:2, :2]))
+    return 0.002 < det < 500 and abs(h[2, 0]) < 0.002 and abs(h[2, 1]) < 0.002
+
+
+def _shrink(pixels: NDArray[np.uint8], max_side: int) -> NDArray[np.uint8]:
+    height, width = pixels.shape[:2]
+    scale = max_side / max(height, width)
+    if scale >= 1:
+        return pixels
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(cv2.resize(pixels, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
+
+
+def _outline(
+    homography: NDArray[np.float64], query: Keypoints, candidate: Keypoints
+) -> tuple[float, float, float, float] | None:
+    """Bounding box of the query's corners mapped into the candidate, as fractions."""
+    corners = np.array(
+        [[0, 0], [query.width, 0], [query.width, query.height], [0, query.height]],
+        dtype=np.float32,
+    ).reshape(-1, 1, 2)
+    mapped = cv2.perspectiveTransform(corners, homography).reshape(-1, 2)
+    if not np.all(np.isfinite(mapped)):
+        return None
+    x0, y0 = np.clip(mapped.min(axis=0) / (candidate.width, candidate.height), 0, 1)
+    x1, y1 = np.clip(mapped.max(axis=0) / (candidate.width, candidate.height), 0, 1)
+    if x1 - x0 < 0.01 or y1 - y0 < 0.01:
+        return None
+    return float(x0), float(y0), float(x1), float(y1)
