@@ -25,9 +25,7 @@ def strict(tmp_path: Path, sample_photos: list[Path], serve: Callable[..., Serve
     return served
 
 
-def test_small_crops_are_confirmed_and_located(
-    strict: Served, sample_photos: list[Path]
-) -> None:
+def test_small_crops_are_confirmed_and_located(strict: Served, sample_photos: list[Path]) -> None:
     confirmed = []
     for photo in sample_photos[:-1]:
         image = load(photo)
