@@ -23,7 +23,13 @@ else
   exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
+# The tests run their own prometheus on a loopback port with a temporary database: keep the
+# package from starting a system-wide daemon (policy-rc.d exit 101 = "do not start").
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "${policy}" ]; then
+  printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "${policy}" >/dev/null
+  "${sudo[@]}" chmod 755 "${policy}"
+  trap '"${sudo[@]}" rm -f "${policy}"' EXIT
+fi
 "${sudo[@]}" apt-get update -qq
-# --no-install-recommends: the prometheus package alone; no service is started by the tests'
-# use of it (each test runs its own prometheus on a temporary port and data folder).
 "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
