@@ -15,10 +15,7 @@ import json
 import os
 import random
 import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -32,6 +29,7 @@ from imgsearch.model import ImageEncoder
 from imgsearch.settings import BUNDLED_MODEL, BUNDLED_SAMPLES
 from imgsearch.store import VectorStore
 from tests.imaging import crop, encode, load, variants
+from tests.processes import free_port, start_serve
 
 
 @dataclass
@@ -50,12 +48,6 @@ class LoadResult:
     final_points: int
     rss_mb: list[tuple[float, float]] = field(default_factory=list)  # (seconds, MB)
     qps_series: list[tuple[float, float]] = field(default_factory=list)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _rss_mb(pid: int) -> float:
@@ -139,7 +131,8 @@ def _land_files(
     return added, deleted, rss
 
 
-def _stored_paths(data: Path) -> tuple[list[str], int]:
+def stored_paths(data: Path) -> tuple[list[str], int]:
+    """Indexed paths and image count of a stopped server's embedded store."""
     encoder = ImageEncoder(BUNDLED_MODEL)
     store = VectorStore.open(
         path=data / "qdrant",
@@ -160,23 +153,13 @@ def run_load(duration: float, clients: int, file_interval: float, work: Path) ->
     for photo in photos:
         (folder / photo.name).write_bytes(photo.read_bytes())
     stream = variants(photos, max(1, int(duration / file_interval) + 1), side=640)
-    address = f"127.0.0.1:{_free_port()}"
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "imgsearch.cli",
-            "serve",
-            str(folder),
-            "--listen",
-            address,
-            "--data",
-            str(data),
-            "--metrics-listen",
-            "",
-        ],
-        stderr=(work / "server.log").open("wb"),
-        env={**os.environ, "IMGSEARCH_MAX_CONCURRENT_RPCS": str(4 * clients)},
+    address = f"127.0.0.1:{free_port()}"
+    server = start_serve(
+        folder,
+        data,
+        address,
+        stderr=work / "server.log",
+        env={"IMGSEARCH_MAX_CONCURRENT_RPCS": str(4 * clients)},
     )
     try:
         _wait_until_idle(address, state="watching")
@@ -192,7 +175,7 @@ def run_load(duration: float, clients: int, file_interval: float, work: Path) ->
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
-    paths, points = _stored_paths(data)
+    paths, points = stored_paths(data)
     files = sorted(p.name for p in folder.iterdir())
     assert sorted(paths) == files, "index differs from the folder"
     durations = sorted(d for _, d in searches.latencies)

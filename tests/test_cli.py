@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,14 +15,9 @@ import pytest
 
 from tests.conftest import wait_until
 from tests.imaging import crop, encode, load
+from tests.processes import free_port
 
 IMGSEARCH = [sys.executable, "-m", "imgsearch.cli"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -34,7 +28,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def server(tmp_path: Path, photo_folder: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     env = {**os.environ, "IMGSEARCH_SETTLE_SECONDS": "0.2"}
     process = subprocess.Popen(
         [
@@ -46,7 +40,7 @@ def server(tmp_path: Path, photo_folder: Path) -> Iterator[tuple[str, subprocess
             "--data",
             str(tmp_path / "data"),
             "--metrics-listen",
-            f"127.0.0.1:{_free_port()}",
+            f"127.0.0.1:{free_port()}",
         ],
         stderr=subprocess.PIPE,
         text=True,

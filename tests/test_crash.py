@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -14,18 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from imgsearch.model import ImageEncoder
-from imgsearch.store import VectorStore
+from bench.load import stored_paths
 from tests.conftest import wait_until
 from tests.imaging import variants
+from tests.processes import free_port, start_serve
 
 COUNT = 240
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _status(address: str) -> dict[str, object] | None:
@@ -52,22 +44,9 @@ def _status(address: str) -> dict[str, object] | None:
 def _start(
     folder: Path, data: Path, address: str, metrics: int, log: Path
 ) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "imgsearch.cli",
-            "serve",
-            str(folder),
-            "--listen",
-            address,
-            "--data",
-            str(data),
-            "--metrics-listen",
-            f"127.0.0.1:{metrics}",
-        ],
-        stderr=log.open("wb"),
-        env={**os.environ, "IMGSEARCH_BATCH_SIZE": "8", "IMGSEARCH_RESCAN_INTERVAL": "0"},
+    env = {"IMGSEARCH_BATCH_SIZE": "8", "IMGSEARCH_RESCAN_INTERVAL": "0"}
+    return start_serve(
+        folder, data, address, metrics_listen=f"127.0.0.1:{metrics}", stderr=log, env=env
     )
 
 
@@ -79,7 +58,7 @@ def _metric(port: int, name: str, labels: str) -> float:
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGKILL, signal.SIGTERM], ids=["kill", "term"])
 def test_stopped_mid_run_then_restart(
-    stop_signal: signal.Signals, tmp_path: Path, sample_photos: list[Path], encoder: ImageEncoder
+    stop_signal: signal.Signals, tmp_path: Path, sample_photos: list[Path]
 ) -> None:
     """SIGKILL: nothing indexed is lost. SIGTERM: a clean exit after the current batch."""
     folder = tmp_path / "photos"
@@ -87,9 +66,9 @@ def test_stopped_mid_run_then_restart(
     for i, data in enumerate(variants(sample_photos, COUNT, side=400)):
         (folder / f"{i:03d}.jpg").write_bytes(data)
     data_dir = tmp_path / "data"
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
 
-    first = _start(folder, data_dir, address, _free_port(), tmp_path / "first.log")
+    first = _start(folder, data_dir, address, free_port(), tmp_path / "first.log")
     try:
 
         def midway() -> bool:
@@ -106,7 +85,7 @@ def test_stopped_mid_run_then_restart(
     status_at_kill = _status(address)
     assert status_at_kill is None  # really gone
 
-    metrics_port = _free_port()
+    metrics_port = free_port()
     second = _start(folder, data_dir, address, metrics_port, tmp_path / "second.log")
     try:
 
@@ -131,15 +110,6 @@ def test_stopped_mid_run_then_restart(
         second.send_signal(signal.SIGTERM)
         assert second.wait(timeout=60) == 0
 
-    store = VectorStore.open(
-        path=data_dir / "qdrant",
-        collection="images",
-        dimensions=encoder.dimensions,
-        model=encoder.name,
-    )
-    try:
-        paths = [s.path for s in store.indexed_files()]
-        assert sorted(paths) == sorted(p.name for p in folder.iterdir())
-        assert store.count() == COUNT
-    finally:
-        store.close()
+    paths, count = stored_paths(data_dir)
+    assert sorted(paths) == sorted(p.name for p in folder.iterdir())
+    assert count == COUNT

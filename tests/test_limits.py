@@ -12,14 +12,7 @@ import grpc
 from imgsearch.v1 import searcher_pb2
 from tests.conftest import Served
 from tests.imaging import encode, load
-
-
-def _code(call: Callable[[], object]) -> grpc.StatusCode:
-    try:
-        call()
-    except grpc.RpcError as exc:
-        return exc.code()  # type: ignore[no-any-return]
-    return grpc.StatusCode.OK
+from tests.processes import status_code
 
 
 def test_excess_concurrent_calls_get_resource_exhausted(
@@ -29,11 +22,11 @@ def test_excess_concurrent_calls_get_resource_exhausted(
     served.wait_idle()
     big = encode(load(sample_photos[0]).resize((3000, 2000)), quality=95)
     with ThreadPoolExecutor(max_workers=12) as pool:
-        codes = list(pool.map(lambda _: _code(lambda: served.client.search(big)), range(24)))
+        codes = list(pool.map(lambda _: status_code(lambda: served.client.search(big)), range(24)))
     assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
     assert grpc.StatusCode.OK in codes
     assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
-    assert _code(lambda: served.client.search(big)) == grpc.StatusCode.OK
+    assert status_code(lambda: served.client.search(big)) == grpc.StatusCode.OK
 
 
 def test_deadline_is_honoured(
@@ -43,8 +36,8 @@ def test_deadline_is_honoured(
     served.wait_idle()
     search = served.client._searcher.Search
     request = searcher_pb2.SearchRequest(image=sample_photos[0].read_bytes())
-    assert _code(lambda: search(request, timeout=0.001)) == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert _code(lambda: search(request, timeout=30)) == grpc.StatusCode.OK
+    assert status_code(lambda: search(request, timeout=0.001)) == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert status_code(lambda: search(request, timeout=30)) == grpc.StatusCode.OK
 
 
 def test_symlinks_out_of_the_folder_are_not_followed(
@@ -63,6 +56,6 @@ def test_symlinks_out_of_the_folder_are_not_followed(
     response = served.client.search(secret.read_bytes(), limit=50)
     assert all("secret" not in m.path and "linked" not in m.path for m in response.matches)
     for path in ("link.png", "linked_dir/secret.png", "../private/secret.png"):
-        code = _code(lambda path=path: served.client.search_path(path))  # type: ignore[misc]
+        code = status_code(lambda path=path: served.client.search_path(path))  # type: ignore[misc]
         assert code == grpc.StatusCode.INVALID_ARGUMENT, path
     shutil.rmtree(outside)

@@ -18,6 +18,7 @@ from pydantic import SecretStr
 
 from imgsearch.client import Client
 from tests.conftest import Served
+from tests.processes import status_code
 
 Key = ec.EllipticCurvePrivateKey
 
@@ -128,14 +129,6 @@ def test_mutual_tls(pki: dict[str, Path], photo_folder: Path, serve: Callable[..
         assert not _works(rogue, photo)
 
 
-def _code(call: Callable[[], object]) -> grpc.StatusCode:
-    try:
-        call()
-    except grpc.RpcError as exc:
-        return exc.code()  # type: ignore[no-any-return]
-    return grpc.StatusCode.OK
-
-
 def test_tokens_and_write_rpcs(photo_folder: Path, serve: Callable[..., Served]) -> None:
     served = serve(
         photo_folder, auth_token=SecretStr("reader-secret"), admin_token=SecretStr("admin-secret")
@@ -151,14 +144,14 @@ def test_tokens_and_write_rpcs(photo_folder: Path, serve: Callable[..., Served])
         Client(target, token="admin-secret") as admin,
     ):
         reader = served.client
-        assert _code(lambda: anonymous.search(photo)) == grpc.StatusCode.UNAUTHENTICATED
-        assert _code(anonymous.status) == grpc.StatusCode.UNAUTHENTICATED
-        assert _code(lambda: wrong.search(photo)) == grpc.StatusCode.UNAUTHENTICATED
-        assert _code(lambda: reader.search(photo)) == grpc.StatusCode.OK
-        assert _code(lambda: admin.search(photo)) == grpc.StatusCode.OK
-        assert _code(reader.rescan) == grpc.StatusCode.PERMISSION_DENIED
-        assert _code(anonymous.rescan) == grpc.StatusCode.UNAUTHENTICATED
-        assert _code(admin.rescan) == grpc.StatusCode.OK
+        assert status_code(lambda: anonymous.search(photo)) == grpc.StatusCode.UNAUTHENTICATED
+        assert status_code(anonymous.status) == grpc.StatusCode.UNAUTHENTICATED
+        assert status_code(lambda: wrong.search(photo)) == grpc.StatusCode.UNAUTHENTICATED
+        assert status_code(lambda: reader.search(photo)) == grpc.StatusCode.OK
+        assert status_code(lambda: admin.search(photo)) == grpc.StatusCode.OK
+        assert status_code(reader.rescan) == grpc.StatusCode.PERMISSION_DENIED
+        assert status_code(anonymous.rescan) == grpc.StatusCode.UNAUTHENTICATED
+        assert status_code(admin.rescan) == grpc.StatusCode.OK
     # health stays open for probes
     with grpc.insecure_channel(target) as channel:
         reply = health_pb2_grpc.HealthStub(channel).Check(
@@ -170,5 +163,5 @@ def test_tokens_and_write_rpcs(photo_folder: Path, serve: Callable[..., Served])
 def test_write_rpcs_can_be_disabled(photo_folder: Path, serve: Callable[..., Served]) -> None:
     served = serve(photo_folder, write_rpcs=False)
     served.wait_idle()
-    assert _code(served.client.rescan) == grpc.StatusCode.PERMISSION_DENIED
-    assert _code(served.client.status) == grpc.StatusCode.OK
+    assert status_code(served.client.rescan) == grpc.StatusCode.PERMISSION_DENIED
+    assert status_code(served.client.status) == grpc.StatusCode.OK

@@ -1,0 +1,48 @@
+"""Helpers for tests and benchmarks that run `imgsearch serve` as a real process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_serve(
+    folder: Path,
+    data: Path,
+    address: str,
+    *,
+    metrics_listen: str = "",
+    stderr: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """`imgsearch serve FOLDER` in a child process, its log going to `stderr`."""
+    command = [sys.executable, "-m", "imgsearch.cli", "serve", str(folder), "--listen", address]
+    command += ["--data", str(data), "--metrics-listen", metrics_listen]
+    return subprocess.Popen(
+        command,
+        stderr=stderr.open("wb") if stderr else subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def status_code(call: Callable[[], object]) -> grpc.StatusCode:
+    """The gRPC status a call ends with (OK when it returns)."""
+    try:
+        call()
+    except grpc.RpcError as exc:
+        code: grpc.StatusCode = exc.code()
+        return code
+    return grpc.StatusCode.OK
