@@ -115,6 +115,7 @@ def test_quick_run_writes_a_sane_table(tmp_path: Path) -> None:
             assert 0 <= ann["recall_at_10"] <= 1
             hnsw = served["hnsw"]
             assert hnsw["build_s"] >= 0
+            assert hnsw["indexed_vectors"] > 0
             assert 0 <= hnsw["ann"]["recall_at_10"] <= 1
             assert 0 < hnsw["ann"]["p50_ms"] <= hnsw["ann"]["p99_ms"]
     assert not math.isnan(results["environment"]["wall_s"])

@@ -198,7 +198,7 @@ def make_queries(photos: list[Path], per_photo: int = 4, seed: int = 11) -> list
 
     Queries are at most 1024 px on their longer side, like a screenshot or a shared copy.
     """
-    kinds = ("crop60", "crop45", "half", "jpeg30", "crop60_jpeg50")
+    kinds = ("crop60", "jpeg30", "crop45", "half", "crop60_jpeg50")
     queries = []
     for index, path in enumerate(photos):
         image = _load_source(path)

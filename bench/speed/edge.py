@@ -83,6 +83,8 @@ class EdgeStore:
         self.dimensions = dimensions
         self.model = model
         self.local = True
+        self._path = path
+        self._quantized = quantized
         config = edge_config(
             dimensions, quantized=quantized, indexing_threshold_kb=indexing_threshold_kb
         )
@@ -201,6 +203,10 @@ class EdgeStore:
         )
         return str((records[0].payload or {})["path"]) if records else None
 
+    def ping(self) -> None:
+        """The health watcher's liveness call (in-process: the shard always answers)."""
+        self._shard.info()
+
     def count(self) -> int:
         return int(self._shard.info().points_count)
 
@@ -208,7 +214,14 @@ class EdgeStore:
         return int(self._shard.info().indexed_vectors_count)
 
     def build_index(self) -> bool:
-        """Build the HNSW graph of every segment over the threshold (blocks until done)."""
+        """Build the HNSW graph of every segment (blocks until done).
+
+        The shard is opened with an indexing threshold nothing reaches, so that writes never
+        trigger a build; building means reopening it with a low threshold and optimising.
+        """
+        self._shard.close()
+        config = edge_config(self.dimensions, quantized=self._quantized, indexing_threshold_kb=1)
+        self._shard = qe.EdgeShard.load(str(self._path), config)
         return bool(self._shard.optimize())
 
     def flush(self) -> None:

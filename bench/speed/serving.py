@@ -143,13 +143,19 @@ def _fill(store: Any, inputs: Inputs, images: int, gt: ExactTopK | None) -> JSON
         count = min(per_chunk, synthetic - first)
         rows = synthetic_rows(inputs.model, count, points, seed=chunk, total=synthetic)
         for sub in range(0, count, 64):  # upsert calls of 64 images
+            last = min(count, sub + 64)
+            if isinstance(store, EdgeStore):  # bulk load: same ids, path/folders/region only
+                store.upsert_bulk(
+                    [_synthetic_path(first + i) for i in range(sub, last)], rows[sub:last]
+                )
+                continue
             items = [
                 compat.item(
                     FileState(_synthetic_path(first + i), 1000, 0, f"{first + i:064x}"), rows[i]
                 )
-                for i in range(sub, min(count, sub + 64))
+                for i in range(sub, last)
             ]
-            store.upsert(items)
+            store.upsert(items)  # the production VectorStore.upsert
         if gt is not None:
             gt.add(rows.reshape(-1, DIMENSIONS), (photos + first) * points)
     return {"fill_s": time.perf_counter() - start, "points": images * points}
