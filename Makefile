@@ -15,8 +15,8 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml requirements-export.txt tests/node/package-lock.json scripts/install_test_tools.sh
-	$(BIN)/pip install --quiet -e '.[test]' -r requirements-export.txt
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml requirements-export.txt bench/requirements.txt tests/node/package-lock.json scripts/install_test_tools.sh
+	$(BIN)/pip install --quiet -e '.[test]' -r requirements-export.txt -r bench/requirements.txt
 	bash scripts/install_test_tools.sh
 	cd tests/node && npm ci --no-audit --no-fund --silent
 	touch $@

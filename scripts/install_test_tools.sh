@@ -9,6 +9,8 @@ missing=()
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+# libmagic for AugLy's python-magic (the accuracy benchmark's query transforms)
+ldconfig -p 2>/dev/null | grep -q 'libmagic\.so\.1' || missing+=(libmagic1)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
