@@ -171,7 +171,8 @@ class Application:
         self._health.start()
 
     def _watch_store(self) -> None:
-        """Health follows the store: NOT_SERVING while Qdrant does not answer."""
+        """The services' health follows the store: NOT_SERVING while Qdrant does not answer
+        (readiness); the process itself stays SERVING (liveness)."""
         assert self._server is not None
         names = [s.service_name for s in self._services]
         serving = True
@@ -184,7 +185,7 @@ class Application:
                 if serving:
                     log.error("store unreachable, health NOT_SERVING error=%s", exc)
             if healthy != serving and not self._stopping.is_set():
-                self._server.set_serving(names, serving=healthy)
+                self._server.set_serving(names, serving=healthy, process=False)
                 if healthy:
                     log.warning("store reachable again, health SERVING")
                 serving = healthy

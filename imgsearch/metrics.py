@@ -45,6 +45,8 @@ STORE_REQUESTS = Histogram(
     "imgsearch_store_request_seconds", "Qdrant call latency.", ["op"], buckets=_LATENCY_BUCKETS
 )
 STORE_ERRORS = Counter("imgsearch_store_errors_total", "Failed Qdrant calls.", ["op"])
+for _op in ("query", "upsert", "delete", "scroll", "retrieve", "count", "ping"):
+    STORE_ERRORS.labels(_op)  # zero series from the start, so error panels show 0, not "no data"
 
 IMAGES_INDEXED = Gauge("imgsearch_images_indexed", "Images that are searchable.")
 IMAGES_PENDING = Gauge("imgsearch_images_pending", "Files waiting to be (re)indexed.")

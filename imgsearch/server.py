@@ -131,13 +131,15 @@ class RunningServer:
     port: int
     health: health.HealthServicer
 
-    def set_serving(self, names: Sequence[str], serving: bool) -> None:
+    def set_serving(self, names: Sequence[str], serving: bool, *, process: bool = True) -> None:
+        """Set the named services' health; `process` also sets the overall ("") status, which
+        only start-up and shutdown change, so a store outage never fails a liveness probe."""
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if serving
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
-        for name in ["", *names]:
+        for name in ["", *names] if process else names:
             self.health.set(name, status)
 
 

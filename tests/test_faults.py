@@ -35,10 +35,10 @@ class FaultyStore(VectorStore):
         return super()._call(what, failing)
 
 
-def _health(port: int) -> int:
+def _health(port: int, service: str = "imgsearch.v1.Searcher") -> int:
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        return int(stub.Check(health_pb2.HealthCheckRequest(), timeout=5).status)
+        return int(stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status)
 
 
 @pytest.mark.parametrize(
@@ -71,6 +71,8 @@ def test_store_outage_loses_nothing(
 
     store.fault = fault
     wait_until(lambda: _health(port) == health_pb2.HealthCheckResponse.NOT_SERVING, timeout=10)
+    assert _health(port, "imgsearch.v1.Embedder") == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert _health(port, "") == health_pb2.HealthCheckResponse.SERVING  # liveness: alive
     with pytest.raises(grpc.RpcError) as info:
         served.client.search(sample_photos[0].read_bytes())
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
