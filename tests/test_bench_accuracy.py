@@ -65,7 +65,8 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def raw(quick_run: Path) -> dict[str, Any]:
-    return json.loads((quick_run / "results.json").read_text())
+    data: dict[str, Any] = json.loads((quick_run / "results.json").read_text())
+    return data
 
 
 @pytest.mark.timeout(1800)

@@ -209,7 +209,7 @@ def build(spec: CorpusSpec, cache: Path, workers: int) -> Corpus:
     manifest = root / "corpus.json"
     if manifest.is_file():
         corpus = _load(root, manifest)
-        if _matches(corpus, spec):
+        if corpus is not None and _matches(corpus, spec):
             log(f"corpus: reusing {root} ({len(corpus.items)} images)")
             return corpus
     origins = [o for o in ORIGINS if o.in_quick or not spec.quick]
@@ -565,8 +565,14 @@ def _store(source: Path, target: Path, *, shrink: bool) -> tuple[Path, int, int]
 # ---- manifest -----------------------------------------------------------------------------
 
 
+def _code_version() -> str:
+    """Changes whenever this file does: a corpus built by other selection code is rebuilt."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
+
 def _dump(corpus: Corpus) -> dict[str, object]:
     return {
+        "code": _code_version(),
         "spec": asdict(corpus.spec),
         "packages": corpus.packages,
         "candidates": corpus.candidates,
@@ -574,8 +580,10 @@ def _dump(corpus: Corpus) -> dict[str, object]:
     }
 
 
-def _load(root: Path, manifest: Path) -> Corpus:
+def _load(root: Path, manifest: Path) -> Corpus | None:
     raw = json.loads(manifest.read_text())
+    if raw.get("code") != _code_version():
+        return None
     return Corpus(
         CorpusSpec(**raw["spec"]),
         root,
