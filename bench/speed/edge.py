@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 
 from bench.speed import compat
 from imgsearch import ids
+from imgsearch.errors import StoreUnavailableError
 from imgsearch.ids import parent_folders, point_id
 from imgsearch.store import VECTOR_NAME, FileState, Hit
 
@@ -204,8 +205,11 @@ class EdgeStore:
         return str((records[0].payload or {})["path"]) if records else None
 
     def ping(self) -> None:
-        """The health watcher's liveness call (in-process: the shard always answers)."""
-        self._shard.info()
+        """The health watcher's liveness call; unavailable while build_index reopens it."""
+        try:
+            self._shard.info()
+        except Exception as exc:  # qdrant-edge raises plain Exception
+            raise StoreUnavailableError(f"qdrant-edge shard: {exc}") from exc
 
     def count(self) -> int:
         return int(self._shard.info().points_count)
