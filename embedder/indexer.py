@@ -95,6 +95,7 @@ class Indexer:
         rescan_interval: float = 600.0,
         max_file_bytes: int = 256 * 1024 * 1024,
         mass_delete_fraction: float = 0.5,
+        regions: bool = False,
     ) -> None:
         self.root = root
         self._encoder = encoder
@@ -104,6 +105,7 @@ class Indexer:
         self._rescan_interval = rescan_interval
         self._max_file_bytes = max_file_bytes
         self._mass_delete_fraction = mass_delete_fraction
+        self._regions = regions
         self._held_deletions: list[str] = []
         self._allow_mass_delete = False
         self._store_failures = 0  # consecutive failed batches, for the retry backoff
@@ -507,7 +509,9 @@ class Indexer:
             return []
         try:
             with INFERENCE.labels("many").time():
-                described = self._encoder.describe([image for _, image in batch.embed])
+                described = self._encoder.describe(
+                    [image for _, image in batch.embed], regions=self._regions
+                )
         except ModelError as exc:
             log.error("model failed on a batch, files marked failed error=%s", exc)
             for state, _ in batch.embed:

@@ -47,8 +47,10 @@ def open_store(settings: Settings, encoder: ImageEncoder) -> VectorStore:
             collection=settings.collection,
             dimensions=encoder.dimensions,
             model=encoder.name,
+            grouped=settings.regions,
         )
     return VectorStore.open(
+        grouped=settings.regions,
         path=settings.embedded_store_path,
         collection=settings.collection,
         dimensions=encoder.dimensions,
@@ -114,6 +116,7 @@ class Application:
                 rescan_interval=settings.rescan_interval,
                 max_file_bytes=settings.max_file_bytes,
                 mass_delete_fraction=settings.mass_delete_fraction,
+                regions=settings.regions,
             )
             self._watcher = FolderWatcher(
                 self.folder, self.indexer, settings.watch_mode, settings.poll_interval

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
@@ -56,9 +56,19 @@ class VectorStore:
     """Upserts, deletes and searches image descriptors in one Qdrant collection."""
 
     def __init__(
-        self, client: QdrantClient, collection: str, dimensions: int, model: str, *, local: bool
+        self,
+        client: QdrantClient,
+        collection: str,
+        dimensions: int,
+        model: str,
+        *,
+        local: bool,
+        grouped: bool = False,
     ) -> None:
+        """`grouped`: images may have several points (regions), so searches group by path;
+        otherwise each image is one point and a plain nearest-neighbour query suffices."""
         self._client = client
+        self.grouped = grouped
         self.collection = collection
         self.dimensions = dimensions
         self.model = model
@@ -77,6 +87,7 @@ class VectorStore:
         url: str | None = None,
         path: Path | None = None,
         api_key: str | None = None,
+        grouped: bool = False,
     ) -> VectorStore:
         """Connect to a server at `url`, or open the embedded store at `path`."""
         if (url is None) == (path is None):
@@ -90,7 +101,7 @@ class VectorStore:
                 client = QdrantClient(path=str(path))
             except RuntimeError as exc:  # another process holds the embedded store's lock
                 raise StoreUnavailableError(f"embedded store {path} is busy: {exc}") from exc
-        store = cls(client, collection, dimensions, model, local=url is None)
+        store = cls(client, collection, dimensions, model, local=url is None, grouped=grouped)
         store.ensure_collection()
         return store
 
@@ -219,27 +230,30 @@ class VectorStore:
         """Best images for query vectors [Q, C]: each image scores its best (query, region) pair."""
         where = _in_folder(subfolder) if subfolder else None
 
-        def query_all() -> list[models.PointGroup]:
-            return [
-                group
-                for vector in np.atleast_2d(queries)
-                for group in self._client.query_points_groups(
-                    self.collection,
-                    query=vector.tolist(),
-                    using=VECTOR_NAME,
-                    group_by="path",
-                    group_size=1,
-                    limit=limit,
-                    query_filter=where,
-                    score_threshold=min_score,
-                    with_payload=["path", "box"],
-                ).groups
-            ]
+        def query_all() -> list[models.ScoredPoint]:
+            found: list[models.ScoredPoint] = []
+            for vector in np.atleast_2d(queries):
+                common: dict[str, Any] = {
+                    "query": vector.tolist(),
+                    "using": VECTOR_NAME,
+                    "limit": limit,
+                    "query_filter": where,
+                    "score_threshold": min_score,
+                    "with_payload": ["path", "box"],
+                }
+                if self.grouped:
+                    groups = self._client.query_points_groups(
+                        self.collection, group_by="path", group_size=1, **common
+                    ).groups
+                    found += [group.hits[0] for group in groups]
+                else:
+                    found += self._client.query_points(self.collection, **common).points
+            return found
 
         best: dict[str, Hit] = {}
-        for group in self._call("query", query_all):
-            payload = group.hits[0].payload or {}
-            hit = Hit(str(payload["path"]), float(group.hits[0].score), tuple(payload["box"]))
+        for point in self._call("query", query_all):
+            payload = point.payload or {}
+            hit = Hit(str(payload["path"]), float(point.score), tuple(payload["box"]))
             if hit.path not in best or hit.score > best[hit.path].score:
                 best[hit.path] = hit
         return sorted(best.values(), key=lambda h: -h.score)[:limit]

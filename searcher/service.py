@@ -24,7 +24,7 @@ from searcher.verify import Verifier
 class SearchPolicy:
     default_limit: int = 10
     max_limit: int = 100
-    match_threshold: float = 0.65
+    match_threshold: float = 0.92
     # Geometric verification of the first candidates when the best score is below the
     # threshold but above `verify_floor` (below it nothing looks alike at all).
     verify_top: int = 3

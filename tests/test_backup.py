@@ -14,7 +14,6 @@ from qdrant_client import QdrantClient, models
 
 from imgsearch.backup import BackupError, Target, backup_to_file, restore_from_file, verify
 from imgsearch.cli import main
-from imgsearch.model import REGIONS_PER_IMAGE
 from imgsearch.store import VECTOR_NAME
 from tests.conftest import Served
 from tests.imaging import crop, encode, load
@@ -48,7 +47,7 @@ def test_restored_index_serves_the_same_results_without_re_embedding(
     first.stop()
 
     assert main(["backup", "--data", str(tmp_path / "data"), str(backup_file)]) == 0
-    points = len(sample_photos) * REGIONS_PER_IMAGE  # each image: whole + region points
+    points = len(sample_photos)  # one point per image (regions are off by default)
     assert f"backed up {points} points of 'images'" in capsys.readouterr().out
     assert list(backup_file.parent.iterdir()) == [backup_file]  # no .partial left behind
     assert main(["restore", "--data", str(tmp_path / "restored"), str(backup_file)]) == 0

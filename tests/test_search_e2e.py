@@ -112,3 +112,19 @@ def test_health_and_reflection(indexed: tuple[Served, list[Path], list[Path]]) -
         (reply,) = list(stub.ServerReflectionInfo(iter([request]), timeout=5))
         names = {s.name for s in reply.list_services_response.service}
         assert {"imgsearch.v1.Searcher", "imgsearch.v1.Embedder", "grpc.health.v1.Health"} <= names
+
+
+def test_regional_index_locates_crops(
+    photo_folder: Path, sample_photos: list[Path], serve: Callable[..., Served]
+) -> None:
+    """With `regions` on, each image is 14 points; results still hold one entry per image and
+    a crop's best match is a region, not the whole image."""
+    served = serve(photo_folder, regions=True, verify_top=0)
+    served.wait_idle()
+    assert served.client.status().indexed == len(sample_photos)
+    photo = sample_photos[0]
+    response = served.client.search(encode(crop(load(photo), 0.25, (0.0, 0.0))), limit=5)
+    assert len({m.path for m in response.matches}) == len(response.matches)
+    top = response.matches[0]
+    assert top.path == photo.name
+    assert (top.region.x1 - top.region.x0) * (top.region.y1 - top.region.y0) < 0.6

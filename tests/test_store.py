@@ -33,7 +33,9 @@ def _set(seed: int, regions: int = 3) -> DescriptorSet:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[VectorStore]:
-    store = VectorStore.open(path=tmp_path / "q", collection="t", dimensions=DIM, model="m")
+    store = VectorStore.open(
+        path=tmp_path / "q", collection="t", dimensions=DIM, model="m", grouped=True
+    )
     yield store
     store.close()
 

@@ -97,9 +97,12 @@ class ImageEncoder:
             else np.empty((0, self.dimensions), dtype=np.float32)
         )
 
-    def describe(self, images: Sequence[DecodedImage]) -> list[DescriptorSet]:
-        """Whole-image and regional descriptors of each image, from one forward pass."""
-        return [DescriptorSet(vectors, boxes) for vectors, boxes in self._run(images, _regions)]
+    def describe(
+        self, images: Sequence[DecodedImage], *, regions: bool = True
+    ) -> list[DescriptorSet]:
+        """Whole-image (and regional) descriptors of each image, from one forward pass."""
+        pool = _regions if regions else _whole
+        return [DescriptorSet(vectors, boxes) for vectors, boxes in self._run(images, pool)]
 
     def _run(self, images: Sequence[DecodedImage], pool: _Pooling) -> list[_Pooled]:
         """Forward passes in batches of one padded size, so that an image's descriptors never
