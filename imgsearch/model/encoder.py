@@ -36,11 +36,6 @@ class DescriptorSet:
     vectors: NDArray[np.float32]  # [REGIONS_PER_IMAGE, C], L2-normalised rows
     boxes: NDArray[np.float32]  # [REGIONS_PER_IMAGE, 4]
 
-    @property
-    def whole(self) -> NDArray[np.float32]:
-        vector: NDArray[np.float32] = self.vectors[0]
-        return vector
-
 
 class ImageEncoder:
     """Decode + embed. One instance is shared by the embedder and the searcher."""
