@@ -26,6 +26,13 @@ class WatchMode(StrEnum):
     POLLING = "polling"
 
 
+class StoreEngine(StrEnum):
+    """The embedded vector engine used when no Qdrant server URL is given."""
+
+    EDGE = "edge"  # qdrant-edge-py: Qdrant's Rust engine in-process (HNSW, quantisation)
+    LOCAL = "local"  # qdrant-client local mode: pure Python, brute force, small folders only
+
+
 class LogFormat(StrEnum):
     TEXT = "text"
     JSON = "json"
@@ -41,6 +48,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=_default_data_dir, description="Embedded index dir.")
     qdrant_url: str | None = Field(None, description="Qdrant server URL; unset = embedded.")
     qdrant_api_key: str | None = None
+    engine: StoreEngine = Field(
+        StoreEngine.EDGE, description="Embedded engine when qdrant_url is unset: edge or local."
+    )
     collection: str = "images"
 
     # Serving.
@@ -84,6 +94,9 @@ class Settings(BaseSettings):
 
     # Indexing.
     batch_size: int = Field(16, ge=1, le=512)
+    embed_workers: int = Field(
+        2, ge=1, le=64, description="Parallel embedding workers (one onnxruntime thread each)."
+    )
     settle_seconds: float = Field(0.5, ge=0.0, description="Quiet time before a file is read.")
     watch_mode: WatchMode = WatchMode.AUTO
     poll_interval: float = Field(1.0, gt=0.0)
