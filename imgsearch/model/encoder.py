@@ -9,6 +9,7 @@ was cut from, so small crops are found; a query itself is described by its whole
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -135,13 +136,23 @@ _WHOLE_BOX = np.array([[0.0, 0.0, 1.0, 1.0]], dtype=np.float32)
 
 
 def _whole(feature_map: NDArray[np.float32]) -> _Pooled:
-    return _gem(feature_map)[None, :], _WHOLE_BOX
+    rows, cols = feature_map.shape[1:]
+    return _gem_windows(feature_map, ((0, rows, 0, cols),)), _WHOLE_BOX
 
 
 def _regions(feature_map: NDArray[np.float32]) -> _Pooled:
     """GeM of the whole map and of each window of REGION_SCALES (on the image's own cells)."""
-    rows, cols = feature_map.shape[1:]
-    vectors = [_gem(feature_map)]
+    windows, boxes = _region_windows(*feature_map.shape[1:])
+    return _gem_windows(feature_map, windows), boxes.copy()
+
+
+_Window = tuple[int, int, int, int]  # (top, bottom, left, right) cells, bottom/right exclusive
+
+
+@functools.lru_cache(maxsize=256)
+def _region_windows(rows: int, cols: int) -> tuple[tuple[_Window, ...], NDArray[np.float32]]:
+    """The whole map and the windows of REGION_SCALES on a rows x cols map, with their boxes."""
+    windows: list[_Window] = [(0, rows, 0, cols)]
     boxes = [_WHOLE_BOX[0]]
     for per_side, fraction in REGION_SCALES:
         height, width = max(1, round(rows * fraction)), max(1, round(cols * fraction))
@@ -149,22 +160,40 @@ def _regions(feature_map: NDArray[np.float32]) -> _Pooled:
             top = round(i * (rows - height) / (per_side - 1))
             for j in range(per_side):
                 left = round(j * (cols - width) / (per_side - 1))
-                vectors.append(_gem(feature_map[:, top : top + height, left : left + width]))
+                windows.append((top, top + height, left, left + width))
                 boxes.append(
                     np.array(
                         [left / cols, top / rows, (left + width) / cols, (top + height) / rows],
                         dtype=np.float32,
                     )
                 )
-    return np.stack(vectors), np.stack(boxes)
+    stacked = np.stack(boxes)
+    stacked.flags.writeable = False  # shared by every map of this shape
+    return tuple(windows), stacked
 
 
-def _gem(cells: NDArray[np.float32]) -> NDArray[np.float32]:
-    """Generalised-mean pooling of a [C, h, w] block of the feature map, L2-normalised."""
-    flat = np.clip(cells, _EPS, None).reshape(cells.shape[0], -1)
-    pooled = np.power(np.mean(np.power(flat, GEM_POWER), axis=1), 1 / GEM_POWER)
-    return _l2(pooled.astype(np.float32))
+def _gem_windows(
+    feature_map: NDArray[np.float32], windows: Sequence[_Window]
+) -> NDArray[np.float32]:
+    """Generalised-mean pooling of each window of a [C, h, w] feature map, L2-normalised rows.
 
-
-def _l2(vector: NDArray[np.float32]) -> NDArray[np.float32]:
-    return vector / max(float(np.linalg.norm(vector)), _EPS)
+    The clipped map is cubed once, channels last, so that each window's sum adds whole
+    contiguous channel vectors; sums are taken directly (no summed-area table: its
+    differences cancel catastrophically for near-zero windows beside large ones).
+    """
+    cells = np.ascontiguousarray(
+        np.maximum(feature_map, np.float32(_EPS)).transpose(1, 2, 0), dtype=np.float32
+    )
+    cubed = cells * cells * cells if GEM_POWER == 3 else np.power(cells, np.float32(GEM_POWER))
+    means = np.stack(
+        [
+            cubed[top:bottom, left:right].sum(axis=(0, 1))
+            / np.float32((bottom - top) * (right - left))
+            for top, bottom, left, right in windows
+        ]
+    )
+    root = np.cbrt(means) if GEM_POWER == 3 else np.power(means, np.float32(1 / GEM_POWER))
+    pooled: NDArray[np.float32] = root.astype(np.float32, copy=False)
+    norms = np.sqrt(np.einsum("rc,rc->r", pooled, pooled))
+    normalised: NDArray[np.float32] = pooled / np.maximum(norms, np.float32(_EPS))[:, None]
+    return normalised
