@@ -51,7 +51,8 @@ def open_store(settings: Settings, encoder: ImageEncoder) -> VectorStore:
         )
     return VectorStore.open(
         grouped=settings.regions,
-        path=settings.embedded_store_path,
+        path=settings.engine_store_path,
+        engine=settings.engine,
         collection=settings.collection,
         dimensions=encoder.dimensions,
         model=encoder.name,

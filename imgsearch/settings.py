@@ -130,7 +130,18 @@ class Settings(BaseSettings):
 
     @property
     def embedded_store_path(self) -> Path:
+        """qdrant-client local mode's folder (engine `local`)."""
         return self.data_dir / "qdrant"
+
+    @property
+    def edge_store_path(self) -> Path:
+        """qdrant-edge's folder (engine `edge`): its own, the two engines' files differ."""
+        return self.data_dir / "edge"
+
+    @property
+    def engine_store_path(self) -> Path:
+        """The folder of the embedded engine in use."""
+        return self.edge_store_path if self.engine is StoreEngine.EDGE else self.embedded_store_path
 
     @property
     def watched_folder(self) -> Path:

@@ -13,26 +13,41 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from imgsearch.model import ImageEncoder
-from imgsearch.store import VectorStore
+from imgsearch.settings import StoreEngine
+from imgsearch.store.edge import EdgeStore
+from imgsearch.store.qdrant import QdrantStore
 from tests.conftest import Served, wait_until
 
 _T = TypeVar("_T")
 
 
-class FaultyStore(VectorStore):
+def _failing(store: FaultyEdge | FaultyLocal, fn: Callable[[], _T]) -> Callable[[], _T]:
+    fault = store.fault
+
+    def failing() -> _T:
+        if fault is not None:
+            raise fault
+        return fn()
+
+    return failing
+
+
+class FaultyEdge(EdgeStore):
     """The real embedded store, whose calls fail with a chosen low-level error while `down`."""
 
     fault: Exception | None = None
 
     def _call(self, what: str, fn: Callable[[], _T]) -> _T:
-        fault = self.fault
+        return super()._call(what, _failing(self, fn))
 
-        def failing() -> _T:
-            if fault is not None:
-                raise fault
-            return fn()
 
-        return super()._call(what, failing)
+class FaultyLocal(QdrantStore):
+    """The same on qdrant-client (local mode here; a server fails the same way)."""
+
+    fault: Exception | None = None
+
+    def _call(self, what: str, fn: Callable[[], _T]) -> _T:
+        return super()._call(what, _failing(self, fn))
 
 
 def _health(port: int, service: str = "imgsearch.v1.Searcher") -> int:
@@ -42,14 +57,16 @@ def _health(port: int, service: str = "imgsearch.v1.Searcher") -> int:
 
 
 @pytest.mark.parametrize(
-    "fault",
+    ("engine", "fault"),
     [
-        ConnectionRefusedError(111, "Connection refused"),  # server down
-        sqlite3.OperationalError("database or disk is full"),  # --data volume full
+        (StoreEngine.LOCAL, ConnectionRefusedError(111, "Connection refused")),  # server down
+        (StoreEngine.LOCAL, sqlite3.OperationalError("database or disk is full")),  # full disk
+        (StoreEngine.EDGE, Exception("Service runtime error: No space left on device")),
     ],
-    ids=["unreachable", "disk-full"],
+    ids=["unreachable", "disk-full", "edge-disk-full"],
 )
 def test_store_outage_loses_nothing(
+    engine: StoreEngine,
     fault: Exception,
     tmp_path: Path,
     photo_folder: Path,
@@ -57,12 +74,21 @@ def test_store_outage_loses_nothing(
     encoder: ImageEncoder,
     serve: Callable[..., Served],
 ) -> None:
-    store = FaultyStore.open(
-        path=tmp_path / "data" / "qdrant",
-        collection="images",
-        dimensions=encoder.dimensions,
-        model=encoder.name,
-    )
+    store: FaultyEdge | FaultyLocal
+    if engine is StoreEngine.EDGE:
+        store = FaultyEdge.open_path(
+            tmp_path / "data" / "edge",
+            collection="images",
+            dimensions=encoder.dimensions,
+            model=encoder.name,
+        )
+    else:
+        store = FaultyLocal.connect(
+            path=tmp_path / "data" / "qdrant",
+            collection="images",
+            dimensions=encoder.dimensions,
+            model=encoder.name,
+        )
     served = serve(photo_folder, store=store, health_interval=0.2)
     served.wait_idle()
     indexed = served.client.status().indexed

@@ -1,15 +1,16 @@
-"""VectorStore: the one gateway to Qdrant, embedded (local mode) or a server, same calls."""
+"""QdrantStore: the store on qdrant-client, a Qdrant server or its local (embedded) mode.
+
+Local mode is brute force in Python (fine for thousands of images, slow beyond); it is the
+opt-in `local` engine. A server is the way to scale out (HNSW, replication, snapshots).
+"""
 
 from __future__ import annotations
 
 import logging
 import sqlite3
-import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self
 
 import grpc
 import numpy as np
@@ -19,41 +20,33 @@ from qdrant_client import grpc as qdrant_grpc
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from imgsearch.errors import StoreMismatchError, StoreUnavailableError
-from imgsearch.ids import parent_folders, point_id, region_point_id
-from imgsearch.metrics import STORE_ERRORS, STORE_REQUESTS
+from imgsearch.ids import point_id
 from imgsearch.model.encoder import DescriptorSet
+from imgsearch.store import (
+    VECTOR_NAME,
+    FileState,
+    Hit,
+    VectorStore,
+    assemble,
+    best_per_path,
+    point_rows,
+)
 
 log = logging.getLogger(__name__)
 
-VECTOR_NAME = "global"
 _SCROLL_PAGE = 1024
-_T = TypeVar("_T")
+# What qdrant-client raises when the server or the local files fail (not caller bugs).
+_STORE_ERRORS = (
+    UnexpectedResponse,
+    ResponseHandlingException,
+    grpc.RpcError,
+    OSError,
+    sqlite3.Error,  # local mode: disk full, I/O error, locked database
+)
 
 
-@dataclass(frozen=True, slots=True)
-class FileState:
-    """What identifies the version of a file that was indexed."""
-
-    path: str  # relative to the watched folder, '/' separators
-    size: int
-    mtime_ns: int
-    sha256: str
-
-
-@dataclass(frozen=True, slots=True)
-class Hit:
-    path: str
-    score: float
-    box: tuple[float, ...] = (
-        0.0,
-        0.0,
-        1.0,
-        1.0,
-    )  # region of the image that matched (x0, y0, x1, y1)
-
-
-class VectorStore:
-    """Upserts, deletes and searches image descriptors in one Qdrant collection."""
+class QdrantStore(VectorStore):
+    """The collection on a Qdrant server, or in qdrant-client's local mode."""
 
     def __init__(
         self,
@@ -65,20 +58,11 @@ class VectorStore:
         local: bool,
         grouped: bool = False,
     ) -> None:
-        """`grouped`: images may have several points (regions), so searches group by path;
-        otherwise each image is one point and a plain nearest-neighbour query suffices."""
+        super().__init__(collection, dimensions, model, local=local, grouped=grouped)
         self._client = client
-        self.grouped = grouped
-        self.collection = collection
-        self.dimensions = dimensions
-        self.model = model
-        self.local = local
-        # Local mode keeps numpy arrays and a sqlite file that are not safe to mutate from
-        # several threads at once; the server serialises on its side.
-        self._lock: AbstractContextManager[object] = threading.RLock() if local else nullcontext()
 
     @classmethod
-    def open(
+    def connect(
         cls,
         *,
         dimensions: int,
@@ -88,8 +72,8 @@ class VectorStore:
         path: Path | None = None,
         api_key: str | None = None,
         grouped: bool = False,
-    ) -> VectorStore:
-        """Connect to a server at `url`, or open the embedded store at `path`."""
+    ) -> Self:
+        """Connect to a server at `url`, or open a local-mode store at `path`."""
         if (url is None) == (path is None):
             raise ValueError("give exactly one of url (server) or path (embedded)")
         if url is not None:
@@ -105,19 +89,8 @@ class VectorStore:
         store.ensure_collection()
         return store
 
-    def _call(self, what: str, fn: Callable[[], _T]) -> _T:
-        try:
-            with self._lock, STORE_REQUESTS.labels(what).time():
-                return fn()
-        except (
-            UnexpectedResponse,
-            ResponseHandlingException,
-            grpc.RpcError,
-            OSError,
-            sqlite3.Error,  # embedded store: disk full, I/O error, locked database
-        ) as exc:
-            STORE_ERRORS.labels(what).inc()
-            raise StoreUnavailableError(f"qdrant {what} failed: {exc}") from exc
+    def _is_store_error(self, exc: Exception) -> bool:
+        return isinstance(exc, _STORE_ERRORS)
 
     def ensure_collection(self) -> None:
         """Create the collection, or check that an existing one fits this model."""
@@ -165,33 +138,12 @@ class VectorStore:
     def upsert(self, items: Sequence[tuple[FileState, DescriptorSet]]) -> None:
         """Write each file's region points, then its whole-image point (which carries the file
         state and so marks the file as indexed: a crash in between leaves it to be redone)."""
-        if not items:
+        points = [
+            models.PointStruct(id=pid, vector={VECTOR_NAME: vector.tolist()}, payload=payload)
+            for pid, vector, payload in point_rows(items, self.model)
+        ]
+        if not points:
             return
-        points = []
-        for state, descriptors in items:
-            folders = parent_folders(state.path)
-            rows = [*range(1, len(descriptors.vectors)), 0]
-            for region in rows:
-                payload: dict[str, object] = {
-                    "path": state.path,
-                    "folders": folders,
-                    "region": region,
-                    "box": [round(float(v), 4) for v in descriptors.boxes[region]],
-                }
-                if region == 0:
-                    payload |= {
-                        "size": state.size,
-                        "mtime_ns": state.mtime_ns,
-                        "sha256": state.sha256,
-                        "model": self.model,
-                    }
-                points.append(
-                    models.PointStruct(
-                        id=region_point_id(state.path, region),
-                        vector={VECTOR_NAME: descriptors.vectors[region].tolist()},
-                        payload=payload,
-                    )
-                )
         self._call(
             "upsert",
             lambda: self._client.upsert(self.collection, points=points, wait=True),
@@ -250,13 +202,11 @@ class VectorStore:
                     found += self._client.query_points(self.collection, **common).points
             return found
 
-        best: dict[str, Hit] = {}
+        hits = []
         for point in self._call("query", query_all):
             payload = point.payload or {}
-            hit = Hit(str(payload["path"]), float(point.score), tuple(payload["box"]))
-            if hit.path not in best or hit.score > best[hit.path].score:
-                best[hit.path] = hit
-        return sorted(best.values(), key=lambda h: -h.score)[:limit]
+            hits.append(Hit(str(payload["path"]), float(point.score), tuple(payload["box"])))
+        return best_per_path(hits, limit)
 
     def vector_of(self, path: str) -> NDArray[np.float32] | None:
         """The stored whole-image descriptor of an indexed path, if any."""
@@ -270,23 +220,8 @@ class VectorStore:
 
     def descriptors_of(self, paths: Sequence[str]) -> dict[str, DescriptorSet]:
         """Stored descriptor sets of fully indexed paths (others are left out)."""
-        rows: dict[str, dict[int, tuple[NDArray[np.float32], list[float]]]] = {}
-        for point in self._scroll(_paths_filter(list(paths)), ["path", "region", "box"], True):
-            payload = point.payload or {}
-            rows.setdefault(str(payload["path"]), {})[int(payload["region"])] = (
-                _vector(point),
-                list(payload["box"]),
-            )
-        out = {}
-        for path, regions in rows.items():
-            if 0 not in regions:
-                continue  # interrupted write: not indexed
-            order = sorted(regions)
-            out[path] = DescriptorSet(
-                np.stack([regions[r][0] for r in order]),
-                np.asarray([regions[r][1] for r in order], dtype=np.float32),
-            )
-        return out
+        points = self._scroll(_paths_filter(list(paths)), ["path", "region", "box"], True)
+        return assemble((point.payload or {}, _vector(point)) for point in points)
 
     def indexed_among(self, paths: Sequence[str]) -> set[str]:
         """Which of these paths are in the index (searchable) right now."""
