@@ -135,7 +135,7 @@ def stored_paths(data: Path) -> tuple[list[str], int]:
     """Indexed paths and image count of a stopped server's embedded store."""
     encoder = ImageEncoder(BUNDLED_MODEL)
     store = VectorStore.open(
-        path=data / "qdrant",
+        path=data / "edge",  # the default embedded engine's folder (Settings.edge_store_path)
         collection="images",
         dimensions=encoder.dimensions,
         model=encoder.name,

@@ -34,7 +34,9 @@ from qdrant_client import grpc as qdrant_grpc
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from imgsearch.errors import ImgsearchError, StoreMismatchError, StoreUnavailableError
-from imgsearch.store import VECTOR_NAME, VectorStore
+from imgsearch.settings import StoreEngine
+from imgsearch.store import VECTOR_NAME, RawPoint, VectorStore
+from imgsearch.store.edge import EdgeStore
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +52,12 @@ class BackupError(ImgsearchError):
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where a collection lives: an embedded store folder (`path`) or a server (`url`)."""
+    """Where a collection lives: an embedded store folder (`path`, of `engine`) or a server."""
 
     path: Path | None = None
     url: str | None = None
     api_key: str | None = None
+    engine: StoreEngine = StoreEngine.EDGE  # of the embedded store at `path`
 
     def __post_init__(self) -> None:
         if (self.path is None) == (self.url is None):
@@ -64,8 +67,15 @@ class Target:
     def local(self) -> bool:
         return self.path is not None
 
+    @property
+    def edge(self) -> bool:
+        """An embedded qdrant-edge store: read and written through EdgeStore, not a client."""
+        return self.path is not None and self.engine is StoreEngine.EDGE
+
     def __str__(self) -> str:
-        return f"embedded store {self.path}" if self.path is not None else f"server {self.url}"
+        if self.path is not None:
+            return f"embedded store {self.path} ({self.engine} engine)"
+        return f"server {self.url}"
 
     def connect(self, *, create: bool) -> QdrantClient:
         """Open the store; an embedded one must exist unless `create` (restore)."""
@@ -81,6 +91,30 @@ class Target:
             raise BackupError(
                 f"{self} is in use by another process (stop the service first): {exc}"
             ) from exc
+
+    def open_edge(self, collection: str, *, dimensions: int | None) -> EdgeStore:
+        """Open the qdrant-edge shard of `collection`: an existing one (`dimensions` None,
+        a backup) or one of that size, created if missing (a restore)."""
+        assert self.path is not None
+        try:
+            if dimensions is None:
+                if not self.path.is_dir():
+                    raise BackupError(f"no embedded store at {self.path}")
+                store = EdgeStore.open_existing(self.path, collection=collection)
+                if store is None:
+                    raise BackupError(f"collection {collection!r} does not exist")
+                return store
+            return EdgeStore.open_path(
+                self.path, collection=collection, dimensions=dimensions, model="(restore)"
+            )
+        except StoreMismatchError as exc:
+            raise BackupError(f"collection {collection!r} does not fit the backup: {exc}") from exc
+        except StoreUnavailableError as exc:
+            if "busy" in str(exc):
+                raise BackupError(
+                    f"{self} is in use by another process (stop the service first): {exc}"
+                ) from exc
+            raise BackupError(f"cannot open {self}: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +139,12 @@ class Header:
 
 def backup_to_file(target: Target, collection: str, out: Path) -> int:
     """Write every point of `collection` to `out`; returns the number of points."""
+    if target.edge:
+        store = target.open_edge(collection, dimensions=None)
+        try:
+            return backup_edge(store, out)
+        finally:
+            store.close()
     with _client(target, create=False) as client:
         return backup(client, collection, out)
 
@@ -112,6 +152,14 @@ def backup_to_file(target: Target, collection: str, out: Path) -> int:
 def restore_from_file(target: Target, collection: str, source: Path, *, merge: bool = False) -> int:
     """Load the backup `source` into `collection` (created if missing); returns the count."""
     header, expected = verify(source)
+    if target.edge:
+        if header.distance != models.Distance.COSINE.value:
+            raise BackupError(f"imgsearch collections use cosine distance, not {header.distance}")
+        store = target.open_edge(collection, dimensions=header.size)
+        try:
+            return restore_edge(store, source, header, expected, merge=merge)
+        finally:
+            store.close()
     _ensure_collection(target, collection, header)
     with _client(target, create=True) as client:
         return restore(client, collection, source, header, expected, merge=merge)
@@ -131,34 +179,63 @@ def backup(client: QdrantClient, collection: str, out: Path, *, page_size: int =
             name: str(schema.data_type.value) for name, schema in info.payload_schema.items()
         },
     )
+
+    def records() -> Iterator[dict[str, Any]]:
+        offset: models.ExtendedPointId | qdrant_grpc.PointId | None = None
+        while True:
+            page, offset = _store_call(
+                lambda offset=offset: client.scroll(  # type: ignore[misc]
+                    collection,
+                    limit=page_size,
+                    offset=offset,
+                    with_payload=True,
+                    with_vectors=[VECTOR_NAME],
+                )
+            )
+            for record in page:
+                yield _point_json(record, params.size)
+            if offset is None:
+                return
+
+    return _write_backup(out, header, records())
+
+
+def backup_edge(store: EdgeStore, out: Path, *, page_size: int = _PAGE) -> int:
+    """The same file from a qdrant-edge shard."""
+    header = Header(
+        collection=store.collection,
+        size=store.dimensions,
+        distance=models.Distance.COSINE.value,
+        payload_indexes=_edge_call(store.payload_indexes),
+    )
+
+    def records() -> Iterator[dict[str, Any]]:
+        try:
+            for point in store.raw_points(page_size):
+                yield _raw_json(point, store.dimensions)
+        except StoreUnavailableError as exc:
+            raise BackupError(f"qdrant-edge call failed: {exc}") from exc
+
+    return _write_backup(out, header, records())
+
+
+def _write_backup(out: Path, header: Header, records: Iterator[dict[str, Any]]) -> int:
+    """Stream header, points and trailer into `out`; the file appears only when complete."""
     partial = out.with_name(f"{out.stem}.partial{out.suffix}")  # same suffix: same compression
     count = 0
     try:
         with _open(partial, "w") as stream:
             _write_line(stream, header.to_json())
-            offset: models.ExtendedPointId | qdrant_grpc.PointId | None = None
-            while True:
-                page, offset = _store_call(
-                    lambda offset=offset: client.scroll(  # type: ignore[misc]
-                        collection,
-                        limit=page_size,
-                        offset=offset,
-                        with_payload=True,
-                        with_vectors=[VECTOR_NAME],
-                    )
-                )
-                for record in page:
-                    _write_line(stream, _point_json(record, params.size))
-                count += len(page)
-                if offset is None:
-                    break
+            for record in records:
+                _write_line(stream, record)
+                count += 1
             _write_line(stream, {"end": True, "points": count})
         with partial.open("rb") as written:  # on disk before it takes the final name
             os.fsync(written.fileno())
         partial.replace(out)
     finally:
         partial.unlink(missing_ok=True)
-    log.info("backup done collection=%s points=%d file=%s", collection, count, out)
+    log.info("backup done collection=%s points=%d file=%s", header.collection, count, out)
     return count
 
 
@@ -177,7 +254,7 @@ def verify(source: Path) -> tuple[Header, int]:
                 if next(stream, None) is not None:
                     raise BackupError(f"{source}: data after the trailer line")
                 return header, count
-            _point_struct(source, number, item, header.size)
+            _raw_point(source, number, item, header.size)
             count += 1
     raise BackupError(f"{source}: truncated: no trailer line after {count} points")
 
@@ -200,6 +277,55 @@ def restore(
             f" the backup {header.size}-d {header.distance}"
         )
     existing = _store_call(lambda: client.count(collection, exact=True).count)
+
+    def write(batch: list[RawPoint]) -> None:
+        points = [
+            models.PointStruct(id=p.id, vector={VECTOR_NAME: p.vector}, payload=p.payload)
+            for p in batch
+        ]
+        _store_call(lambda: client.upsert(collection, points=points, wait=True))
+
+    return _restore_points(
+        collection, source, header, expected, existing, write, merge=merge, batch_size=batch_size
+    )
+
+
+def restore_edge(
+    store: EdgeStore,
+    source: Path,
+    header: Header,
+    expected: int,
+    *,
+    merge: bool = False,
+    batch_size: int = _PAGE,
+) -> int:
+    """The same into a qdrant-edge shard (opened with the backup's vector size)."""
+    existing = _edge_call(store.point_count)
+    return _restore_points(
+        store.collection,
+        source,
+        header,
+        expected,
+        existing,
+        lambda batch: _edge_call(lambda: store.write_raw(batch)),
+        merge=merge,
+        batch_size=batch_size,
+    )
+
+
+def _restore_points(
+    collection: str,
+    source: Path,
+    header: Header,
+    expected: int,
+    existing: int,
+    write: Callable[[list[RawPoint]], None],
+    *,
+    merge: bool,
+    batch_size: int,
+) -> int:
+    """Write the points of a verified backup in batches, into an empty collection unless
+    `merge`; the count must come out as the trailer says."""
     if existing and not merge:
         raise BackupError(
             f"collection {collection!r} already holds {existing} points: restore into an "
@@ -208,16 +334,19 @@ def restore(
     done = 0
     with _open(source, "r") as stream:
         next(stream)  # header, already checked
-        batch: list[models.PointStruct] = []
+        batch: list[RawPoint] = []
         for number, line in enumerate(stream, start=2):
             item = _parse(source, number, line)
             if item.get("end") is True:
                 break
-            batch.append(_point_struct(source, number, item, header.size))
+            batch.append(_raw_point(source, number, item, header.size))
             if len(batch) >= batch_size:
-                done += _upsert(client, collection, batch)
+                write(batch)
+                done += len(batch)
                 batch = []
-        done += _upsert(client, collection, batch)
+        if batch:
+            write(batch)
+            done += len(batch)
     if done != expected:
         raise BackupError(f"{source}: restored {done} points, expected {expected}")
     log.info("restore done collection=%s points=%d file=%s", collection, done, source)
@@ -263,6 +392,7 @@ def _ensure_collection(target: Target, collection: str, header: Header) -> None:
             url=target.url,
             path=target.path,
             api_key=target.api_key,
+            engine=target.engine,
         )
     except StoreMismatchError as exc:
         raise BackupError(f"collection {collection!r} does not fit the backup: {exc}") from exc
@@ -271,10 +401,11 @@ def _ensure_collection(target: Target, collection: str, header: Header) -> None:
     store.close()
 
 
-def _upsert(client: QdrantClient, collection: str, batch: list[models.PointStruct]) -> int:
-    if batch:
-        _store_call(lambda: client.upsert(collection, points=batch, wait=True))
-    return len(batch)
+def _edge_call(fn: Callable[[], _T]) -> _T:
+    try:
+        return fn()
+    except StoreUnavailableError as exc:
+        raise BackupError(f"qdrant-edge call failed: {exc}") from exc
 
 
 @contextmanager
@@ -313,6 +444,17 @@ def _point_json(record: models.Record, size: int) -> dict[str, Any]:
     }
 
 
+def _raw_json(point: RawPoint, size: int) -> dict[str, Any]:
+    vector = np.asarray(point.vector, dtype="<f4")
+    if vector.shape != (size,):
+        raise BackupError(f"point {point.id} has a vector of shape {vector.shape}")
+    return {
+        "id": point.id,
+        "vector": base64.b64encode(vector.tobytes()).decode("ascii"),
+        "payload": point.payload,
+    }
+
+
 def _read_header(source: Path, line: str) -> Header:
     item = _parse(source, 1, line) if line else {}
     if item.get("format") != FORMAT:
@@ -339,7 +481,7 @@ def _parse(source: Path, number: int, line: str) -> dict[str, Any]:
     return item
 
 
-def _point_struct(source: Path, number: int, item: dict[str, Any], size: int) -> models.PointStruct:
+def _raw_point(source: Path, number: int, item: dict[str, Any], size: int) -> RawPoint:
     point_id = item.get("id")
     if not isinstance(point_id, str | int) or isinstance(point_id, bool):
         raise BackupError(f"{source}:{number}: bad point id {point_id!r}")
@@ -353,4 +495,4 @@ def _point_struct(source: Path, number: int, item: dict[str, Any], size: int) ->
     if not isinstance(payload, dict):
         raise BackupError(f"{source}:{number}: payload is not an object")
     vector = np.frombuffer(raw, dtype="<f4")
-    return models.PointStruct(id=point_id, vector={VECTOR_NAME: vector.tolist()}, payload=payload)
+    return RawPoint(point_id, vector.tolist(), payload)

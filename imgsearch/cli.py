@@ -151,7 +151,7 @@ def _run_backup(args: argparse.Namespace) -> int:
     target = (
         Target(url=settings.qdrant_url, api_key=settings.qdrant_api_key)
         if settings.qdrant_url and not args.data
-        else Target(path=settings.embedded_store_path)
+        else Target(path=settings.engine_store_path, engine=settings.engine)
     )
     if args.command == "backup":
         count = backup_to_file(target, settings.collection, args.file)

@@ -14,7 +14,9 @@ from qdrant_client import QdrantClient, models
 
 from imgsearch.backup import BackupError, Target, backup_to_file, restore_from_file, verify
 from imgsearch.cli import main
-from imgsearch.store import VECTOR_NAME
+from imgsearch.settings import StoreEngine
+from imgsearch.store import VECTOR_NAME, RawPoint
+from imgsearch.store.edge import EdgeStore
 from tests.conftest import Served
 from tests.imaging import crop, encode, load
 
@@ -71,7 +73,9 @@ def _unit(rng: np.random.Generator) -> list[float]:
     return (vector / np.linalg.norm(vector)).tolist()  # type: ignore[no-any-return]
 
 
-def _fill(path: Path, count: int) -> dict[str, tuple[list[float], dict[str, object]]]:
+def _fill(
+    path: Path, count: int, engine: StoreEngine = StoreEngine.LOCAL
+) -> dict[str, tuple[list[float], dict[str, object]]]:
     """An embedded store with `count` points of random vectors and varied payloads."""
     rng = np.random.default_rng(7)
     points = {
@@ -81,6 +85,11 @@ def _fill(path: Path, count: int) -> dict[str, tuple[list[float], dict[str, obje
         )
         for i in range(count)
     }
+    if engine is StoreEngine.EDGE:
+        store = EdgeStore.open_path(path, collection="images", dimensions=DIM, model="m")
+        store.write_raw([RawPoint(pid, v, p) for pid, (v, p) in points.items()])
+        store.close()
+        return points
     client = QdrantClient(path=str(path))
     client.create_collection(
         "images",
@@ -99,7 +108,15 @@ def _fill(path: Path, count: int) -> dict[str, tuple[list[float], dict[str, obje
     return points
 
 
-def _read_all(path: Path) -> dict[str, tuple[list[float], dict[str, object]]]:
+def _read_all(
+    path: Path, engine: StoreEngine = StoreEngine.LOCAL
+) -> dict[str, tuple[list[float], dict[str, object]]]:
+    if engine is StoreEngine.EDGE:
+        store = EdgeStore.open_existing(path, collection="images")
+        assert store is not None
+        found = {str(p.id): (p.vector, p.payload) for p in store.raw_points()}
+        store.close()
+        return found
     client = QdrantClient(path=str(path))
     records, _ = client.scroll("images", limit=10_000, with_vectors=True)
     client.close()
@@ -109,16 +126,35 @@ def _read_all(path: Path) -> dict[str, tuple[list[float], dict[str, object]]]:
     }
 
 
-@pytest.mark.parametrize("name", ["points.jsonl", "points.jsonl.gz"])
-def test_round_trip_is_exact_and_damaged_files_are_refused(tmp_path: Path, name: str) -> None:
-    original = _fill(tmp_path / "source", 300)  # more than one scroll page
+@pytest.mark.parametrize(
+    ("name", "source", "copy"),
+    [
+        ("points.jsonl", StoreEngine.LOCAL, StoreEngine.LOCAL),
+        ("points.jsonl.gz", StoreEngine.LOCAL, StoreEngine.EDGE),  # moving to the edge engine
+        ("points.jsonl.gz", StoreEngine.EDGE, StoreEngine.EDGE),
+        ("points.jsonl", StoreEngine.EDGE, StoreEngine.LOCAL),
+    ],
+    ids=["local", "local-to-edge", "edge", "edge-to-local"],
+)
+def test_round_trip_is_exact_and_damaged_files_are_refused(
+    tmp_path: Path, name: str, source: StoreEngine, copy: StoreEngine
+) -> None:
+    original = _fill(tmp_path / "source", 300, source)  # more than one scroll page
     out = tmp_path / name
-    assert backup_to_file(Target(path=tmp_path / "source"), "images", out) == 300
+    assert backup_to_file(Target(path=tmp_path / "source", engine=source), "images", out) == 300
     header, count = verify(out)
     assert (header.size, header.distance, count) == (DIM, "Cosine", 300)
+    if source is StoreEngine.EDGE:
+        assert header.payload_indexes == {
+            "region": "integer",
+            "folders": "keyword",
+            "sha256": "keyword",
+            "path": "keyword",
+        }
 
-    assert restore_from_file(Target(path=tmp_path / "copy"), "images", out) == 300
-    copied = _read_all(tmp_path / "copy")
+    into = Target(path=tmp_path / "copy", engine=copy)
+    assert restore_from_file(into, "images", out) == 300
+    copied = _read_all(tmp_path / "copy", copy)
     assert copied.keys() == original.keys()
     for pid, (vector, payload) in original.items():
         np.testing.assert_allclose(copied[pid][0], vector, atol=1e-6)
@@ -126,9 +162,9 @@ def test_round_trip_is_exact_and_damaged_files_are_refused(tmp_path: Path, name:
 
     # A second restore over the now full collection needs --merge, which changes nothing.
     with pytest.raises(BackupError, match="already holds 300 points"):
-        restore_from_file(Target(path=tmp_path / "copy"), "images", out)
-    assert restore_from_file(Target(path=tmp_path / "copy"), "images", out, merge=True) == 300
-    assert len(_read_all(tmp_path / "copy")) == 300
+        restore_from_file(into, "images", out)
+    assert restore_from_file(into, "images", out, merge=True) == 300
+    assert len(_read_all(tmp_path / "copy", copy)) == 300
 
     # A cut-off file is refused before anything is written.
     opener = gzip.open if name.endswith(".gz") else open
@@ -138,7 +174,7 @@ def test_round_trip_is_exact_and_damaged_files_are_refused(tmp_path: Path, name:
     with opener(truncated, "wt") as stream:
         stream.writelines(lines[:-1])
     with pytest.raises(BackupError, match="truncated: no trailer line after 300 points"):
-        restore_from_file(Target(path=tmp_path / "empty"), "images", truncated)
+        restore_from_file(Target(path=tmp_path / "empty", engine=copy), "images", truncated)
     assert not (tmp_path / "empty").exists()
 
     # So are a damaged vector and a backup made with another vector size.
@@ -154,20 +190,30 @@ def test_round_trip_is_exact_and_damaged_files_are_refused(tmp_path: Path, name:
         verify(other)
 
 
-def test_restore_refuses_a_collection_of_another_size(tmp_path: Path) -> None:
-    _fill(tmp_path / "source", 3)
+@pytest.mark.parametrize("engine", [StoreEngine.LOCAL, StoreEngine.EDGE], ids=str)
+def test_restore_refuses_a_collection_of_another_size(tmp_path: Path, engine: StoreEngine) -> None:
+    _fill(tmp_path / "source", 3, engine)
     out = tmp_path / "b.jsonl"
-    backup_to_file(Target(path=tmp_path / "source"), "images", out)
-    client = QdrantClient(path=str(tmp_path / "other"))
-    client.create_collection(
-        "images",
-        vectors_config={VECTOR_NAME: models.VectorParams(size=8, distance=models.Distance.COSINE)},
-    )
-    client.close()
+    backup_to_file(Target(path=tmp_path / "source", engine=engine), "images", out)
+    if engine is StoreEngine.EDGE:
+        EdgeStore.open_path(
+            tmp_path / "other", collection="images", dimensions=8, model="m"
+        ).close()
+    else:
+        client = QdrantClient(path=str(tmp_path / "other"))
+        client.create_collection(
+            "images",
+            vectors_config={
+                VECTOR_NAME: models.VectorParams(size=8, distance=models.Distance.COSINE)
+            },
+        )
+        client.close()
     with pytest.raises(BackupError, match=r"does not fit the backup: .* size 8, but .* makes 48"):
-        restore_from_file(Target(path=tmp_path / "other"), "images", out)
+        restore_from_file(Target(path=tmp_path / "other", engine=engine), "images", out)
     with pytest.raises(BackupError, match="no embedded store"):
-        backup_to_file(Target(path=tmp_path / "nowhere"), "images", out)
+        backup_to_file(Target(path=tmp_path / "nowhere", engine=engine), "images", out)
     with pytest.raises(BackupError, match="collection 'photos' does not exist"):
-        backup_to_file(Target(path=tmp_path / "source"), "photos", tmp_path / "c.jsonl")
+        backup_to_file(
+            Target(path=tmp_path / "source", engine=engine), "photos", tmp_path / "c.jsonl"
+        )
     assert not (tmp_path / "c.jsonl").exists()

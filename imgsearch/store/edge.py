@@ -143,6 +143,18 @@ class EdgeStore(VectorStore):
             raise
         return cls(shard, lock_fd, collection, dimensions, model, grouped=grouped)
 
+    @classmethod
+    def open_existing(cls, path: Path, *, collection: str) -> Self | None:
+        """Open the shard of `collection` under `path` with the vector size it was made with
+        (backups: no model at hand), or None if there is none."""
+        directory = path / collection
+        if not (directory / _CONFIG_FILE).is_file():
+            return None
+        size = _stored_size(directory)
+        if not isinstance(size, int):
+            raise StoreUnavailableError(f"embedded store {directory} has {size}")
+        return cls.open_path(path, collection=collection, dimensions=size, model="(backup)")
+
     def _is_store_error(self, exc: Exception) -> bool:
         # qdrant-edge raises plain Exception for every engine failure (I/O, closed shard);
         # TypeError, ValueError and the like are bugs in the caller and stay as they are.
@@ -284,7 +296,10 @@ class EdgeStore(VectorStore):
     def payload_indexes(self) -> dict[str, str]:
         """Indexed payload fields and their types, named as Qdrant's REST API does."""
         schema = self._call("info", self._shard.info).payload_schema
-        return {name: info.data_type.name.lower() for name, info in schema.items()}
+        # PyO3 enums have no .name: str() gives "PayloadSchemaType.Keyword".
+        return {
+            name: str(info.data_type).rpartition(".")[2].lower() for name, info in schema.items()
+        }
 
     def raw_points(self, page_size: int = _SCROLL_PAGE) -> Iterator[RawPoint]:
         """Every point with its vector and whole payload, page by page."""
