@@ -2,9 +2,14 @@
 
 Events and scans only put relative paths on a queue with a due time (debounce); one worker
 thread looks at each due path, decides what changed by comparing (size, mtime) and content
-hash with what was indexed, embeds in batches and writes to the store. Every decision is made
+hash with what was indexed, and writes each batch to the store. Every decision is made
 from the file system and the index, never from the event itself, so lost or repeated events
 cannot make the index wrong: the next scan repairs what an event missed.
+
+Only the decoding and embedding of the files a batch needs is handed to a small pool of
+embedding threads (onnxruntime and Pillow release the GIL; each thread runs the model with one
+onnxruntime thread); the worker thread waits for the whole batch before writing it, so every
+decision, write and mirror update still happens in that one thread, in order.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import stat
 import threading
 import time
 from collections import OrderedDict, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +36,7 @@ from imgsearch.metrics import (
     RECONCILE_CHANGES,
     RECONCILE_RUNS,
 )
-from imgsearch.model import DecodedImage, DescriptorSet, ImageEncoder
+from imgsearch.model import DescriptorSet, ImageEncoder
 from imgsearch.paths import has_image_suffix, is_candidate, relative_to_root
 from imgsearch.store import FileState, VectorStore
 
@@ -72,7 +78,8 @@ class IndexStatus:
 class _Batch:
     """What one pass over a batch of due paths decided to do."""
 
-    embed: list[tuple[FileState, DecodedImage]] = field(default_factory=list)
+    # Files being decoded and embedded by the embedding threads, in the order they were read.
+    embed: list[tuple[FileState, Future[DescriptorSet]]] = field(default_factory=list)
     # Same content as a file already in `embed`: gets that file's vector (embedded once).
     twins: list[FileState] = field(default_factory=list)
     reuse: list[tuple[FileState, DescriptorSet]] = field(default_factory=list)
@@ -96,7 +103,10 @@ class Indexer:
         max_file_bytes: int = 256 * 1024 * 1024,
         mass_delete_fraction: float = 0.5,
         regions: bool = False,
+        embed_workers: int = 1,
     ) -> None:
+        """`embed_workers` threads decode and embed in parallel: give `encoder` one
+        onnxruntime thread per worker's share of the cores."""
         self.root = root
         self._encoder = encoder
         self._store = store
@@ -133,6 +143,9 @@ class Indexer:
         self._done_times: deque[tuple[float, int]] = deque()
         self._last_progress_log = 0.0
         self._thread = threading.Thread(target=self._run, name="indexer", daemon=True)
+        self._embedders = ThreadPoolExecutor(max(1, embed_workers), thread_name_prefix="embed")
+        # Files read but not yet embedded hold their bytes: at most two per embedding thread.
+        self._embed_slots = threading.BoundedSemaphore(2 * max(1, embed_workers))
 
     # ---- called from other threads -------------------------------------------------------
 
@@ -227,6 +240,12 @@ class Indexer:
     # ---- the worker ------------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._index_until_stopped()
+        finally:
+            self._embedders.shutdown(wait=True, cancel_futures=True)
+
+    def _index_until_stopped(self) -> None:
         indexed = self._load_index()
         if indexed is None:
             return
@@ -374,7 +393,8 @@ class Indexer:
                 for relative in batch.delete:
                     self.schedule(relative, delay=_FOLDER_RETRY)
                 batch.delete = []
-            ready = batch.reuse + self._embed(batch)
+            embedded = self._embed(batch)
+            ready = batch.reuse + embedded
             self._store.upsert(ready)
             self._remember_deleted(batch.delete)
             self._store.delete_paths(batch.delete)
@@ -389,12 +409,14 @@ class Indexer:
             )
             for relative in paths:
                 self.schedule(relative, delay=delay)
+            self._abandon(batch)
             return
         except Exception:
             # A bug must not stop the watcher: log it, try these files again later.
             log.exception("unexpected error, batch re-queued files=%d", len(paths))
             for relative in paths:
                 self.schedule(relative, delay=_STORE_RETRY_MAX)
+            self._abandon(batch)
             return
         self._store_failures = 0
         self._apply(batch, ready)
@@ -469,17 +491,46 @@ class Indexer:
         if any(queued.sha256 == state.sha256 for queued, _ in batch.embed):
             batch.twins.append(state)
             return
+        batch.embed.append((state, self._submit(data)))
+
+    def _submit(self, data: bytes) -> Future[DescriptorSet]:
+        """Decode and embed one file in an embedding thread (waits for a free slot)."""
+        self._embed_slots.acquire()
         try:
-            batch.embed.append((state, self._encoder.decode(data)))
-        except InvalidImageError as exc:
-            if not has_image_suffix(relative) and "not a recognised image format" in str(exc):
-                self._ignored[relative] = version  # a sidecar or document, not an image
-                log.debug("ignoring non-image file path=%s", relative)
-            elif time.time() - version[1] / 1e9 < _RECENT_WRITE:
-                # Possibly a writer that pauses between chunks: look again before failing it.
-                self.schedule(relative, delay=_RECENT_WRITE / 4)
-            else:
-                batch.failed[relative] = Failure(str(exc), *version)
+            future = self._embedders.submit(self._describe, data)
+        except BaseException:
+            self._embed_slots.release()
+            raise
+        future.add_done_callback(lambda _: self._embed_slots.release())
+        return future
+
+    def _describe(self, data: bytes) -> DescriptorSet:
+        """Runs in an embedding thread: touches the encoder only, never the index or mirrors."""
+        image = self._encoder.decode(data)
+        with INFERENCE.labels("many").time():
+            (descriptors,) = self._encoder.describe([image], regions=self._regions)
+        return descriptors
+
+    def _not_embedded(self, state: FileState, exc: Exception, batch: _Batch) -> None:
+        """Record why a file could not be embedded: ignored, retried soon, or failed."""
+        relative, version = state.path, (state.size, state.mtime_ns)
+        if isinstance(exc, ModelError):
+            log.error("model failed on a file, marked failed path=%s error=%s", relative, exc)
+            batch.failed[relative] = Failure(str(exc), *version)
+        elif not has_image_suffix(relative) and "not a recognised image format" in str(exc):
+            self._ignored[relative] = version  # a sidecar or document, not an image
+            log.debug("ignoring non-image file path=%s", relative)
+        elif time.time() - version[1] / 1e9 < _RECENT_WRITE:
+            # Possibly a writer that pauses between chunks: look again before failing it.
+            self.schedule(relative, delay=_RECENT_WRITE / 4)
+        else:
+            batch.failed[relative] = Failure(str(exc), *version)
+
+    @staticmethod
+    def _abandon(batch: _Batch) -> None:
+        """The batch is re-queued: drop its embeddings not started yet."""
+        for _, future in batch.embed:
+            future.cancel()
 
     def _stored_for_content(
         self, state: FileState, known: FileState | None
@@ -505,21 +556,24 @@ class Indexer:
             self._recently_deleted.popitem(last=False)
 
     def _embed(self, batch: _Batch) -> list[tuple[FileState, DescriptorSet]]:
-        if not batch.embed:
-            return []
-        try:
-            with INFERENCE.labels("many").time():
-                described = self._encoder.describe(
-                    [image for _, image in batch.embed], regions=self._regions
-                )
-        except ModelError as exc:
-            log.error("model failed on a batch, files marked failed error=%s", exc)
-            for state, _ in batch.embed:
-                batch.failed[state.path] = Failure(str(exc), state.size, state.mtime_ns)
-            return []
-        embedded = [(state, described[i]) for i, (state, _) in enumerate(batch.embed)]
-        by_content = {state.sha256: descriptors for state, descriptors in embedded}
-        batch.reuse.extend((twin, by_content[twin.sha256]) for twin in batch.twins)
+        """Wait for the batch's embeddings; twins get their content's vectors (or its error)."""
+        embedded: list[tuple[FileState, DescriptorSet]] = []
+        outcome: dict[str, DescriptorSet | Exception] = {}  # by sha256
+        for state, future in batch.embed:
+            try:
+                descriptors = future.result()
+            except (InvalidImageError, ModelError) as exc:
+                outcome[state.sha256] = exc
+                self._not_embedded(state, exc, batch)
+                continue
+            outcome[state.sha256] = descriptors
+            embedded.append((state, descriptors))
+        for twin in batch.twins:
+            result = outcome[twin.sha256]
+            if isinstance(result, Exception):
+                self._not_embedded(twin, result, batch)
+            else:
+                batch.reuse.append((twin, result))
         return embedded
 
     def _apply(self, batch: _Batch, written: list[tuple[FileState, DescriptorSet]]) -> None:

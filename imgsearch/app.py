@@ -28,11 +28,11 @@ from searcher.verify import Verifier
 log = logging.getLogger(__name__)
 
 
-def open_encoder(settings: Settings) -> ImageEncoder:
+def open_encoder(settings: Settings, threads: int | None = None) -> ImageEncoder:
     return ImageEncoder(
         settings.model_path,
         image_size=settings.image_size,
-        threads=settings.inference_threads,
+        threads=threads or settings.inference_threads,
         limits=DecodeLimits(max_pixels=settings.max_pixels, min_side=settings.min_side),
         max_batch=settings.batch_size,
         query_sizes=settings.query_sizes,
@@ -108,9 +108,14 @@ class Application:
         services: list[ServiceRegistration] = []
         if with_embedder:
             self.folder = prepare_folder(settings)
+            # The indexing workers share the inference threads (one each by default); the
+            # query encoder keeps them all for latency.
+            index_threads = max(1, settings.inference_threads // settings.embed_workers)
             self.indexer = Indexer(
                 self.folder,
-                self.encoder,
+                self.encoder
+                if index_threads == settings.inference_threads
+                else open_encoder(settings, threads=index_threads),
                 self.store,
                 batch_size=settings.batch_size,
                 settle_seconds=settings.settle_seconds,
@@ -118,6 +123,7 @@ class Application:
                 max_file_bytes=settings.max_file_bytes,
                 mass_delete_fraction=settings.mass_delete_fraction,
                 regions=settings.regions,
+                embed_workers=settings.embed_workers,
             )
             self._watcher = FolderWatcher(
                 self.folder, self.indexer, settings.watch_mode, settings.poll_interval

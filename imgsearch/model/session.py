@@ -53,9 +53,12 @@ class OnnxBackbone:
         if not path.is_file():
             raise ModelError(f"model file not found: {path}")
         options = ort.SessionOptions()
-        # One op at a time, parallel inside ops: the best use of few cores for conv nets.
+        # One op at a time, parallel inside ops: the best use of few cores for conv nets. With
+        # threads=1 a run uses only its calling thread, so several threads (the indexer's
+        # embedding workers) can each run the one session side by side.
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
             self._session = ort.InferenceSession(
