@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -187,3 +188,37 @@ def test_closed_store_is_unavailable(tmp_path: Path) -> None:
     store.close()  # twice is fine
     with pytest.raises(StoreUnavailableError):
         store.ping()
+
+
+def test_indexing_and_searching_from_threads(store: VectorStore) -> None:
+    """`imgsearch serve`: the embedder writes while the searcher reads, through one store."""
+    errors: list[BaseException] = []
+
+    def write(start: int) -> None:
+        try:
+            for i in range(start, start + 100, 20):
+                store.upsert(
+                    [(_state(f"w/{j}.jpg", j), _set(j, regions=2)) for j in range(i, i + 20)]
+                )
+                store.delete_paths([f"w/{i}.jpg"])
+        except BaseException as exc:
+            errors.append(exc)
+
+    def read() -> None:
+        try:
+            for i in range(30):
+                store.search(_unit(i), 5, subfolder="w")
+                store.indexed_among([f"w/{i}.jpg"])
+                store.count()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(s,)) for s in (0, 100)]
+    threads += [threading.Thread(target=read) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == []
+    assert store.count() == 200 - 10
+    assert {s.path for s in store.indexed_files()} == {f"w/{j}.jpg" for j in range(200) if j % 20}
