@@ -3,8 +3,9 @@
 It offers the VectorStore calls that the searcher and the indexer make (upsert, search,
 vector_of, count, close, and the content-hash lookup) with the same point ids and payload
 (one point per descriptor row), so the production SearcherService can serve from it
-unchanged. Benchmark code only: production keeps imgsearch.store.VectorStore until this is
-adopted. qdrant-edge has no group-by, so search groups the nearest points by path itself.
+unchanged. Benchmark code only: it became the production imgsearch.store.edge.EdgeStore
+(the default embedded engine) and stays here for the knobs the benchmark turns (quantisation
+off, blocking HNSW builds). qdrant-edge has no group-by, so search groups points by path.
 """
 
 from __future__ import annotations
