@@ -311,7 +311,7 @@ def test_kubernetes_topology(encoder: ImageEncoder) -> None:
     script = job["command"][2]
     assert '\\"global\\"' in script and "Cosine" in script
     indexed = set(re.findall(r"(\w+):(?:keyword|integer)", script))
-    store_source = (ROOT / "imgsearch" / "store.py").read_text()
+    store_source = (ROOT / "imgsearch" / "store" / "qdrant.py").read_text()  # the server store
     filtered = set(re.findall(r'FieldCondition\(key="(\w+)"', store_source))
     assert filtered <= indexed, "every payload field the store filters by needs an index"
 
