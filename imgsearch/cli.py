@@ -166,18 +166,18 @@ def _print_search(response: searcher_pb2.SearchResponse) -> None:
     if not response.matches:
         print("no images indexed yet")
         return
-    print(f"{'rank':>4}  {'score':>6}  {'verdict':<7}  path")
+    print(f"{'rank':>4}  {'score':>6}  {'margin':>6}  {'verdict':<7}  path")
     for rank, match in enumerate(response.matches, 1):
         verdict = "SOURCE" if match.match else "similar"
-        print(f"{rank:>4}  {match.score:6.3f}  {verdict:<7}  {match.path}")
+        print(f"{rank:>4}  {match.score:6.3f}  {match.margin:6.3f}  {verdict:<7}  {match.path}")
     sources = [m.path for m in response.matches if m.match]
     if sources:
         print(f"\nverdict: source found: {', '.join(sources)}")
     else:
-        best = response.matches[0].score
+        best = response.matches[0].margin
         print(
             f"\nverdict: no source in the index "
-            f"(best score {best:.3f} < threshold {response.match_threshold:.3f})"
+            f"(best margin {best:.3f} < threshold {response.match_threshold:.3f})"
         )
 
 

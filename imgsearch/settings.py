@@ -81,7 +81,13 @@ class Settings(BaseSettings):
     min_side: int = Field(16, ge=1, description="Smallest width or height accepted.")
     inference_threads: int = Field(2, ge=1)
     # Calibrated on bench/accuracy: at most 1 false match per 1,000 no-source queries.
-    match_threshold: float = Field(0.92, ge=-1.0, le=1.0)
+    match_threshold: float = Field(
+        0.53,
+        ge=-2.0,
+        le=2.0,
+        description="Margin (score minus half the mean of the 10 best scores) that means "
+        "'the source' without a geometric check.",
+    )
     regions: bool = Field(
         False,
         description="Also index 13 regional vectors per image (better small crops; 14x the "

@@ -53,3 +53,21 @@ def variants(photos: list[Path], count: int, side: int = 200) -> list[bytes]:
         out.append(encode(Image.blend(piece, tint, 0.15), quality=85))
     assert len(set(out)) == count
     return out
+
+
+def on_screen(
+    image: Image.Image,
+    canvas: tuple[int, int] = (1366, 768),
+    share: float = 0.35,
+    at: tuple[float, float] = (0.6, 0.55),
+    colours: tuple[tuple[int, int, int], tuple[int, int, int]] = ((236, 240, 244), (40, 60, 90)),
+) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """The photo shown small on a two-tone page (a screenshot); also its pixel box on it."""
+    page = Image.new("RGB", canvas, colours[0])
+    page.paste(Image.new("RGB", (canvas[0], canvas[1] // 7), colours[1]), (0, 0))
+    scale = share * canvas[0] / image.width
+    size = (round(image.width * scale), round(image.height * scale))
+    left = round((canvas[0] - size[0]) * at[0])
+    top = round((canvas[1] - size[1]) * at[1])
+    page.paste(image.resize(size, Image.Resampling.BILINEAR), (left, top))
+    return page, (left, top, left + size[0], top + size[1])

@@ -71,7 +71,9 @@ def test_search_and_status_commands(
     result = _cli("search", str(query), "--server", address, "--limit", "3")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert re.match(rf"\s+1\s+0\.\d{{3}}\s+SOURCE\s+{re.escape(source.name)}$", lines[1]), lines
+    assert re.match(
+        rf"\s+1\s+0\.\d{{3}}\s+-?\d\.\d{{3}}\s+SOURCE\s+{re.escape(source.name)}$", lines[1]
+    ), lines
     assert f"verdict: source found: {source.name}" in result.stdout
 
     status = _cli("status", "--server", address)

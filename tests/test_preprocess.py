@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from imgsearch.errors import ImageTooLargeError, InvalidImageError
-from imgsearch.model.preprocess import DecodeLimits, decode_image
+from imgsearch.model.preprocess import DecodeLimits, content_box, decode_image
 from imgsearch.settings import BUNDLED_SAMPLES
-from tests.imaging import encode, load
+from tests.imaging import encode, load, on_screen
 
 LIMITS = DecodeLimits()
 
@@ -79,3 +79,38 @@ def test_limits() -> None:
         decode_image(encode(Image.new("RGB", (300, 300))), 128, DecodeLimits(max_pixels=80_000))
     with pytest.raises(InvalidImageError, match="smaller than 16"):
         decode_image(encode(Image.new("RGB", (200, 8))), 128, LIMITS)
+
+
+def test_content_box_finds_a_photo_on_a_page(sample_photos: list[Path]) -> None:
+    for photo in sample_photos[:4]:
+        page, (left, top, right, bottom) = on_screen(load(photo))
+        decoded = decode_image(encode(page), 384, DecodeLimits())
+        box = content_box(decoded)
+        assert box is not None, photo.name
+        width, height = page.size
+        expected = (left / width, top / height, right / width, bottom / height)
+        # The decoded page is 384 px wide: a cell is 1/384 of the side; allow a few.
+        assert np.allclose(box, expected, atol=4 / 384), (photo.name, box, expected)
+
+
+def test_content_box_leaves_photos_without_borders_alone(sample_photos: list[Path]) -> None:
+    for photo in sample_photos:
+        decoded = decode_image(photo.read_bytes(), 384, DecodeLimits())
+        assert content_box(decoded) is None, photo.name
+
+
+def test_decoding_a_box_matches_decoding_the_cropped_file(sample_photos: list[Path]) -> None:
+    image = load(sample_photos[0])
+    box = (0.25, 0.1, 0.75, 0.6)
+    pixels = (
+        round(box[0] * image.width),
+        round(box[1] * image.height),
+        round(box[2] * image.width),
+        round(box[3] * image.height),
+    )
+    data = encode(image, "PNG")
+    part = decode_image(data, 384, DecodeLimits(), box)
+    whole = decode_image(encode(image.crop(pixels), "PNG"), 384, DecodeLimits())
+    assert part.pixels.shape == whole.pixels.shape
+    assert max(part.pixels.shape[:2]) == 384  # the box gets the full input size
+    assert np.abs(part.pixels.astype(int) - whole.pixels.astype(int)).mean() < 1.0

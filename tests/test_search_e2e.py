@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tests.conftest import Served
-from tests.imaging import crop, encode, load, recompress, rescale
+from tests.imaging import crop, encode, load, on_screen, recompress, rescale
 
 ANCHORS = [(0.0, 0.0), (1.0, 0.0), (0.5, 0.5), (0.0, 1.0), (1.0, 1.0)]
 HELD_OUT = 2  # photos kept out of the index: queries that have no source
@@ -40,6 +40,7 @@ def _queries(photo: Path, index: int) -> dict[str, bytes]:
         "rescale0.5": encode(rescale(image, 0.5)),
         "jpeg30": encode(image, quality=30),
         "crop60+jpeg30": encode(recompress(crop(image, 0.6, ANCHORS[-1 - index % 5]), 30)),
+        "screenshot": encode(on_screen(image, at=ANCHORS[index % len(ANCHORS)])[0]),
     }
 
 
@@ -70,6 +71,11 @@ def test_paths_are_relative_and_ranked(indexed: tuple[Served, list[Path], list[P
     scores = [m.score for m in response.matches]
     assert scores == sorted(scores, reverse=True)
     assert response.matches[0].score > 0.99  # the file itself
+    # Every indexed image is in the response, so the background is their mean score.
+    background = 0.5 * sum(scores) / len(scores)
+    margins = [m.margin for m in response.matches]
+    assert margins == pytest.approx([s - background for s in scores], abs=1e-5)
+    assert response.matches[0].match and not any(m.match for m in response.matches[1:])
     assert response.model == "efficientnet-lite0"
 
 

@@ -300,7 +300,9 @@ class Production:
     def search(self, query: bytes, k: int) -> list[Candidate]:
         assert self._client is not None, "index() first"
         response = self._client.search(query, limit=k)
-        return [Candidate(m.path, float(m.score), bool(m.match)) for m in response.matches]
+        # The margin is what the product's verdict judges, so it is the confidence to rank
+        # and calibrate by across queries (within one query it orders like the score).
+        return [Candidate(m.path, float(m.margin), bool(m.match)) for m in response.matches]
 
     def describe(self) -> dict[str, object]:
         return dict(self._described)

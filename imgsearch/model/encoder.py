@@ -19,7 +19,14 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from imgsearch.model.preprocess import DecodedImage, DecodeLimits, decode_image, rescaled
+from imgsearch.model.preprocess import (
+    Box,
+    DecodedImage,
+    DecodeLimits,
+    content_box,
+    decode_image,
+    rescaled,
+)
 from imgsearch.model.session import ModelInfo, OnnxBackbone
 
 GEM_POWER = 3.0
@@ -70,19 +77,29 @@ class ImageEncoder:
     def name(self) -> str:
         return self._backbone.info.arch
 
-    def decode(self, data: bytes) -> DecodedImage:
-        """Decode with this encoder's input size and limits (raises InvalidImageError)."""
-        return decode_image(data, self.image_size, self.limits)
+    def decode(self, data: bytes, box: Box | None = None) -> DecodedImage:
+        """Decode with this encoder's input size and limits (raises InvalidImageError);
+        with `box`, just that part of the image."""
+        return decode_image(data, self.image_size, self.limits, box)
+
+    def decode_framed(self, data: bytes, image: DecodedImage) -> DecodedImage | None:
+        """The query's content inside flat borders (see `content_box`), decoded again from the
+        file at full input size, or None when the query has no such borders."""
+        box = content_box(image)
+        return None if box is None else self.decode(data, box)
 
     def encode_bytes(self, data: bytes) -> NDArray[np.float32]:
         """Descriptor of one encoded image file."""
         vector: NDArray[np.float32] = self.encode([self.decode(data)])[0]
         return vector
 
-    def encode_query(self, image: DecodedImage) -> NDArray[np.float32]:
-        """Query descriptors [1 + len(query_sizes), C]: the image at each query scale."""
+    def encode_query(
+        self, image: DecodedImage, framed: DecodedImage | None = None
+    ) -> NDArray[np.float32]:
+        """Query descriptors [V, C]: the image at each query scale, plus its content without
+        flat borders when `framed` (from `decode_framed`) is given."""
         scaled = [image, *(rescaled(image, side) for side in self.query_sizes)]
-        return self.encode(scaled)
+        return self.encode(scaled if framed is None else [*scaled, framed])
 
     def encode(self, images: Sequence[DecodedImage]) -> NDArray[np.float32]:
         """Whole-image descriptors [N, C] of decoded images, L2-normalised, in input order."""

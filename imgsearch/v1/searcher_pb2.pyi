@@ -64,7 +64,9 @@ class SearchResponse(_message.Message):
     MATCH_THRESHOLD_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     match_threshold: _builtins.float
-    """The score at or above which a match is called the source (`Match.match`)."""
+    """The margin (`Match.margin`) at or above which a match is called the source
+    (`Match.match`) without a geometric check.
+    """
     model: _builtins.str
     """Model that embedded the query, e.g. "efficientnet-lite0"."""
     @_builtins.property
@@ -95,6 +97,7 @@ class Match(_message.Message):
     MATCH_FIELD_NUMBER: _builtins.int
     REGION_FIELD_NUMBER: _builtins.int
     INLIERS_FIELD_NUMBER: _builtins.int
+    MARGIN_FIELD_NUMBER: _builtins.int
     path: _builtins.str
     """Path of the indexed image, relative to the watched folder, with '/' separators."""
     score: _builtins.float
@@ -106,6 +109,12 @@ class Match(_message.Message):
     inliers: _builtins.int
     """Keypoints of the query that a geometric check mapped consistently onto this image
     (0 when it was not checked: only done when the score alone is not conclusive).
+    """
+    margin: _builtins.float
+    """How far this image stands out for this query: `score` minus half the mean score of the
+    query's 10 most similar indexed images. A query that resembles everything (a texture, a
+    flat sky) has no margin even when its scores are high; the verdict compares this, not
+    `score`, with `match_threshold`.
     """
     @_builtins.property
     def region(self) -> Global___Region:
@@ -121,10 +130,11 @@ class Match(_message.Message):
         match: _builtins.bool = ...,
         region: Global___Region | None = ...,
         inliers: _builtins.int = ...,
+        margin: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["region", b"region"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["inliers", b"inliers", "match", b"match", "path", b"path", "region", b"region", "score", b"score"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["inliers", b"inliers", "margin", b"margin", "match", b"match", "path", b"path", "region", b"region", "score", b"score"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
