@@ -87,7 +87,7 @@ def test_upsert_search_delete(store: VectorStore) -> None:
     np.testing.assert_allclose(stored.boxes, _set(2).boxes, atol=1e-4)
     assert store.descriptors_with_sha256("sha9") is None
     assert set(store.descriptors_of(["a.jpg", "x/b.jpg", "nope.jpg"])) == {"a.jpg", "x/b.jpg"}
-    store.delete_folder("x")
+    store.delete_paths(["x/b.jpg", "x/y/c.jpg"])
     assert {s.path for s in store.indexed_files()} == {"a.jpg"}
     store.delete_paths(["a.jpg"])
     assert store.count() == 0

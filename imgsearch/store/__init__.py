@@ -163,10 +163,6 @@ class VectorStore(ABC):
         """Delete every point (whole image and regions) of these files."""
 
     @abstractmethod
-    def delete_folder(self, folder: str) -> None:
-        """Delete every image inside `folder` (relative), at any depth."""
-
-    @abstractmethod
     def search(
         self,
         queries: NDArray[np.float32],

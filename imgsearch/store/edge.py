@@ -179,9 +179,6 @@ class EdgeStore(VectorStore):
             where = _match_any("path", paths[start : start + _SCROLL_PAGE])
             self._update("delete", qe.UpdateOperation.delete_points_by_filter(where))
 
-    def delete_folder(self, folder: str) -> None:
-        self._update("delete", qe.UpdateOperation.delete_points_by_filter(_in_folder(folder)))
-
     def search(
         self,
         queries: NDArray[np.float32],

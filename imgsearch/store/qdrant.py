@@ -163,14 +163,6 @@ class QdrantStore(VectorStore):
                 ),
             )
 
-    def delete_folder(self, folder: str) -> None:
-        """Delete every image inside `folder` (relative), at any depth."""
-        selector = models.FilterSelector(filter=_in_folder(folder))
-        self._call(
-            "delete",
-            lambda: self._client.delete(self.collection, points_selector=selector, wait=True),
-        )
-
     def search(
         self,
         queries: NDArray[np.float32],
