@@ -185,13 +185,32 @@ class VectorStore(ABC):
     def indexed_among(self, paths: Sequence[str]) -> set[str]:
         """Which of these paths are in the index (searchable) right now."""
 
-    @abstractmethod
     def descriptors_with_sha256(self, sha256: str) -> DescriptorSet | None:
-        """The descriptors of any indexed file with this content, to avoid embedding it twice."""
+        """The descriptors of any indexed file with this content, to avoid embedding it twice
+        (only when that file was embedded by this store's model)."""
+        payload = self._payload_with_sha256(sha256)
+        if payload is None or payload.get("model") != self.model:
+            return None
+        path = str(payload["path"])
+        return self.descriptors_of([path]).get(path)
 
-    @abstractmethod
     def indexed_files(self) -> Iterator[FileState]:
         """Every indexed file with the version that was embedded (paged, no vectors)."""
+        for payload in self._whole_image_payloads(["path", "size", "mtime_ns", "sha256"]):
+            yield FileState(
+                str(payload["path"]),
+                int(payload["size"]),
+                int(payload["mtime_ns"]),
+                str(payload["sha256"]),
+            )
+
+    @abstractmethod
+    def _payload_with_sha256(self, sha256: str) -> dict[str, Any] | None:
+        """The model and path payload of one whole-image point with this sha256, if any."""
+
+    @abstractmethod
+    def _whole_image_payloads(self, fields: list[str]) -> Iterator[dict[str, Any]]:
+        """These payload fields of every whole-image point (region 0), paged."""
 
     @abstractmethod
     def ping(self) -> None:

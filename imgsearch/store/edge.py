@@ -243,7 +243,7 @@ class EdgeStore(VectorStore):
         )
         return {str((r.payload or {})["path"]) for r in records}
 
-    def descriptors_with_sha256(self, sha256: str) -> DescriptorSet | None:
+    def _payload_with_sha256(self, sha256: str) -> dict[str, Any] | None:
         request = qe.ScrollRequest(
             limit=1,
             filter=_match("sha256", sha256),
@@ -251,20 +251,11 @@ class EdgeStore(VectorStore):
             with_vector=False,
         )
         records, _ = self._call("scroll", lambda: self._shard.scroll(request))
-        if not records or (records[0].payload or {}).get("model") != self.model:
-            return None
-        path = str((records[0].payload or {})["path"])
-        return self.descriptors_of([path]).get(path)
+        return dict(records[0].payload or {}) if records else None
 
-    def indexed_files(self) -> Iterator[FileState]:
-        for record in self._scroll(_WHOLE_IMAGES, ["path", "size", "mtime_ns", "sha256"], False):
-            payload = record.payload or {}
-            yield FileState(
-                str(payload["path"]),
-                int(payload["size"]),
-                int(payload["mtime_ns"]),
-                str(payload["sha256"]),
-            )
+    def _whole_image_payloads(self, fields: list[str]) -> Iterator[dict[str, Any]]:
+        for record in self._scroll(_WHOLE_IMAGES, fields, False):
+            yield dict(record.payload or {})
 
     def ping(self) -> None:
         self._call("ping", self._shard.info)

@@ -230,8 +230,7 @@ class QdrantStore(VectorStore):
         )
         return {str((r.payload or {})["path"]) for r in records}
 
-    def descriptors_with_sha256(self, sha256: str) -> DescriptorSet | None:
-        """The descriptors of any indexed file with this content, to avoid embedding it twice."""
+    def _payload_with_sha256(self, sha256: str) -> dict[str, Any] | None:
         points, _ = self._call(
             "scroll",
             lambda: self._client.scroll(
@@ -246,21 +245,11 @@ class QdrantStore(VectorStore):
                 with_vectors=False,
             ),
         )
-        if not points or (points[0].payload or {}).get("model") != self.model:
-            return None
-        path = str((points[0].payload or {})["path"])
-        return self.descriptors_of([path]).get(path)
+        return dict(points[0].payload or {}) if points else None
 
-    def indexed_files(self) -> Iterator[FileState]:
-        """Every indexed file with the version that was embedded (paged, no vectors)."""
-        for point in self._scroll(_WHOLE_IMAGES, ["path", "size", "mtime_ns", "sha256"], False):
-            payload = point.payload or {}
-            yield FileState(
-                str(payload["path"]),
-                int(payload["size"]),
-                int(payload["mtime_ns"]),
-                str(payload["sha256"]),
-            )
+    def _whole_image_payloads(self, fields: list[str]) -> Iterator[dict[str, Any]]:
+        for point in self._scroll(_WHOLE_IMAGES, fields, False):
+            yield dict(point.payload or {})
 
     def _scroll(
         self, where: models.Filter, payload: list[str], with_vectors: bool
