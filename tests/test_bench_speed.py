@@ -74,6 +74,12 @@ def test_quick_run_writes_a_sane_table(tmp_path: Path) -> None:
 
     indexing = results["indexing"]
     production = indexing["production"]
+    # "production" is what the service runs by default: qdrant-edge, 2 embedding workers,
+    # one whole-image vector per file.
+    assert production["config"]["engine"] == "edge"
+    assert production["config"]["embed_workers"] == 2
+    assert production["config"]["regions"] is False
+    assert indexing["indexer_e2e"]["settings"]["engine"] == "edge"
     assert production["rate"] > 0
     assert production["images"] == indexing["images"] > 0
     assert set(production["stages_ms"]) >= {"decode", "model", "preprocess", "upsert"}
@@ -81,6 +87,7 @@ def test_quick_run_writes_a_sane_table(tmp_path: Path) -> None:
     assert indexing["indexer_e2e"]["images"] == indexing["images"]
     assert indexing["indexer_e2e"]["rate"] > 0
     assert indexing["limit"]["rate"] > 0
+    assert indexing["limit_sequential"]["rate"] > 0
     assert indexing["limit"]["production_fraction"] > 0
     for pipeline in indexing["pipelines"]:
         assert pipeline["rate"] > 0, pipeline
@@ -97,6 +104,8 @@ def test_quick_run_writes_a_sane_table(tmp_path: Path) -> None:
         assert 0 <= variant["top1_agreement_with_production"] <= 1
     production_variant = results["accuracy"]["variants"][0]
     assert production_variant["top1_agreement_with_production"] == 1.0
+    assert production_variant["regions"] is False
+    assert any(v["regions"] for v in results["accuracy"]["variants"])
 
     engines = {run["engine"] for run in results["serving"]}
     assert engines == {"local", "edge"}
@@ -111,9 +120,11 @@ def test_quick_run_writes_a_sane_table(tmp_path: Path) -> None:
         assert 0 < ann["p50_ms"] <= ann["p99_ms"]
         assert served["memory_served"]["rss_mb"] > 0
         assert served["restart"]["open_s"] >= 0
+        assert served["points"] == served["images"]  # production: one point per image
         if served["engine"] == "edge":
             assert 0 <= ann["recall_at_10"] <= 1
-            hnsw = served["hnsw"]
+            assert ann["recall_at_10"] >= 0.9  # int8 scan with rescoring: close to exact
+            hnsw = served["hnsw"]  # the offline-built graph, the compared alternative
             assert hnsw["build_s"] >= 0
             assert hnsw["indexed_vectors"] > 0
             assert 0 <= hnsw["ann"]["recall_at_10"] <= 1

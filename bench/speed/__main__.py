@@ -52,7 +52,14 @@ def _environment() -> JSON:
         "pillow": version("pillow"),
         "commit": commit + ("+uncommitted service changes" if dirty else ""),
         "points_per_image": compat.POINTS_PER_IMAGE,
-        "regional_descriptors": compat.REGIONAL,
+        "production": {
+            "engine": compat.PRODUCTION_ENGINE,
+            "embed_workers": compat.PRODUCTION_WORKERS,
+            "inference_threads": compat.PRODUCTION_THREADS,
+            "regions": compat.PRODUCTION_REGIONS,
+            "image_size": compat.PRODUCTION_SIDE,
+            "query_sizes": compat.QUERY_SIZES,
+        },
         "load_start": loadavg(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
@@ -60,37 +67,31 @@ def _environment() -> JSON:
 
 def _hnsw_overdue(cap: float) -> Callable[[JSON], str | None]:
     def check(partial: JSON) -> str | None:
-        started = (partial.get("hnsw") or {}).get("started")
-        if started and "build_s" not in partial["hnsw"] and time.time() - started > cap:
+        started = partial.get("started")
+        if started and "build_s" not in partial and time.time() - started > cap:
             return f"HNSW build did not finish within the {cap:.0f} s cap (stopped)"
         return None
 
     return check
 
 
-def _serving_plan(quick: bool, hnsw_cap: float) -> list[JSON]:
-    """(engine, images, options) of each isolated run, smallest first."""
-    points = compat.POINTS_PER_IMAGE
+def _serving_plan(quick: bool) -> list[JSON]:
+    """Isolated runs, smallest first. Production = edge engine, regions off (1 point/image);
+    qdrant-client local mode and regions on are the compared alternatives, at 1k only."""
     if quick:
         return [
             {"engine": "local", "images": 150, "restart": True},
             {"engine": "edge", "images": 150, "restart": True, "hnsw": True},
         ]
-    plan: list[JSON] = [
-        # Local mode grows linearly (brute force, Python work per point): two sizes give the
-        # slope; 10k images of 14 points would take ~40 s per query and minutes to fill.
+    return [
         {"engine": "local", "images": 1_000, "restart": True},
-        {"engine": "local", "images": 2_000 if points > 1 else 10_000, "restart": True},
         {"engine": "edge", "images": 1_000, "restart": True},
-        {"engine": "edge", "images": 10_000, "restart": True, "hnsw": True},
+        {"engine": "edge", "images": 1_000, "regions": True, "restart": True},
+        {"engine": "edge", "images": 10_000, "restart": True},
+        {"engine": "edge", "images": 100_000, "restart": True, "hnsw": True},
+        # The scale point: a million vectors (= images, one point each), store only.
+        {"engine": "edge", "images": 1_000_000, "restart": True, "grpc": False},
     ]
-    # The scale point: a million vectors. With regional descriptors that is ~71k images;
-    # 100k images (1.4M vectors, ~10 min to fill here) are extrapolated from 10k and this.
-    million = -(-1_000_000 // points)
-    plan.append(
-        {"engine": "edge", "images": million, "restart": True, "hnsw": True, "cap": hnsw_cap}
-    )
-    return plan
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="CI smoke run (small, fast)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/speed"))
     parser.add_argument("--images", type=int, help="indexing images (default 160, quick 16)")
-    parser.add_argument("--hnsw-cap", type=float, default=180.0, help="seconds for a 1M build")
+    parser.add_argument(
+        "--hnsw-cap", type=float, default=300.0, help="seconds for the offline HNSW build"
+    )
     parser.add_argument(
         "--sections",
         default="indexing,accuracy,serving",
@@ -113,13 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     sections = set(args.sections.split(","))
     started = time.perf_counter()
     results: JSON = {"quick": quick, "environment": _environment()}
-    log(f"bench.speed {'quick' if quick else 'full'} run, {compat.POINTS_PER_IMAGE} points/image")
+    log(
+        f"bench.speed {'quick' if quick else 'full'} run, production {_environment()['production']}"
+    )
 
     sources = corpus.bundled_photos() + ([] if quick else corpus.debian_photos())
     images = args.images or (16 if quick else 160)
     files = corpus.make_jpegs(sources, images, "quick" if quick else "full")
     results["corpus"] = {"sources": len(sources), "jpegs": len(files)}
-    encoders = Encoders(model_files(fp16=not quick))
+    encoders = Encoders(model_files(fp16=False))
     base = Path(tempfile.mkdtemp(prefix="imgsearch-speed-"))
     shm = Path("/dev/shm")  # noqa: S108 - tmpfs on purpose, see _serving
     fast_dir = Path(tempfile.mkdtemp(prefix="imgsearch-speed-", dir=shm if shm.is_dir() else None))
@@ -129,11 +134,10 @@ def main(argv: list[str] | None = None) -> int:
                 files, base / "indexing", encoders, rounds=1 if quick else 3, quick=quick
             )
         if "accuracy" in sections or "serving" in sections:
-            variants = [("fp32", 384), ("fp32", 256)]
+            side = compat.PRODUCTION_SIDE
+            variants = [("fp32", side, False), ("fp32", side, True)]
             if not quick:
-                variants = [(p, s) for p in ("fp32",) for s in (384, 320, 256, 224)]
-                variants += [(p, s) for p in ("int8",) for s in (384, 256)]
-                variants += [("fp16", 384)]
+                variants += [("fp32", 320, False), ("fp32", 256, False), ("int8", side, False)]
             variants = [v for v in variants if v[0] in encoders.files]
             photos = accuracy.index_photos(sources, "quick" if quick else "full")
             results["accuracy"], inputs = accuracy.run(
@@ -165,11 +169,12 @@ def _write(results: JSON, out: Path, *, with_json: bool) -> str:
 
 def _serving(base: Path, fast_dir: Path, quick: bool, hnsw_cap: float) -> list[JSON]:
     runs = []
-    for step in _serving_plan(quick, hnsw_cap):
+    for step in _serving_plan(quick):
         engine, images = step["engine"], step["images"]
         # Local mode commits every point to sqlite: its files go to tmpfs so that filling
         # 100k+ points takes minutes, not hours (search and memory are not affected).
-        data_dir = (fast_dir if engine == "local" else base) / f"{engine}-{images}"
+        tag = "-regions" if step.get("regions") else ""
+        data_dir = (fast_dir if engine == "local" else base) / f"{engine}-{images}{tag}"
         config: JSON = {
             "engine": engine,
             "images": images,
@@ -179,14 +184,14 @@ def _serving(base: Path, fast_dir: Path, quick: bool, hnsw_cap: float) -> list[J
             "phase_budget_s": 10 if quick else 30,
             "ground_truth": engine == "edge",
             "recall_queries": 8 if quick else 40,
-            "hnsw": step.get("hnsw", False),
-            "partial": str(base / f"partial-{engine}-{images}.json"),
+            "regions": step.get("regions", False),
+            "grpc": step.get("grpc", True),
+            "partial": str(base / f"partial-{engine}-{images}{tag}.json"),
         }
-        log(f"serving: {engine} store, {images} images ({images * compat.POINTS_PER_IMAGE} points)")
-        cap = step.get("cap", 900.0)
-        result = run_isolated(
-            serving.measure_size, config, timeout=3600, stop_when=_hnsw_overdue(cap)
-        )
+        regions = step.get("regions", False)
+        points = images * compat.points_per_image(regions)
+        log(f"serving: {engine} store, {images} images ({points} points, regions {regions})")
+        result = run_isolated(serving.measure_size, config, timeout=3600)
         result.setdefault("engine", engine)
         result.setdefault("images", images)
         if "error" in result:
@@ -194,6 +199,12 @@ def _serving(base: Path, fast_dir: Path, quick: bool, hnsw_cap: float) -> list[J
         if step.get("restart") and data_dir.exists():
             log(f"serving: restart of the {engine} store at {images} images")
             result["restart"] = run_isolated(serving.measure_restart, config, timeout=1800)
+        if step.get("hnsw") and data_dir.exists() and "error" not in result:
+            log(f"serving: offline HNSW build of the {engine} store at {images} images")
+            hnsw = run_isolated(
+                serving.measure_hnsw, config, timeout=3600, stop_when=_hnsw_overdue(hnsw_cap)
+            )
+            result["hnsw"] = {**(hnsw.pop("partial", None) or {}), **hnsw}
         runs.append(result)
         shutil.rmtree(data_dir, ignore_errors=True)
     return runs

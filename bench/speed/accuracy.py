@@ -3,8 +3,9 @@
 Index: the source photos (bundled samples + Debian photos, at most 2048 px). Queries: crops,
 a half-size copy and quality-30 JPEGs of each (bench/speed/corpus.py). Every variant indexes
 and queries with its own model and input size, scoring like the production searcher (best
-pair of query scale and indexed region). The same pass produces the real descriptors the
-serving section searches for (bench/speed/serving.py Inputs).
+pair of query view and indexed region; production indexes one whole-image vector, "regions"
+adds the 13 regional rows). The same pass produces the real descriptors the serving section
+searches for (bench/speed/serving.py Inputs).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from imgsearch.model import ImageEncoder
 from imgsearch.model.preprocess import DecodeLimits, decode_image
 
 F32 = NDArray[np.float32]
-PRODUCTION_VARIANT = ("fp32", 384)
+PRODUCTION_VARIANT = ("fp32", compat.PRODUCTION_SIDE, compat.PRODUCTION_REGIONS)
+Variant = tuple[str, int, bool]  # precision, input side, regions
 
 
 def index_photos(sources: list[Path], tag: str) -> list[Path]:
@@ -48,20 +50,19 @@ def index_photos(sources: list[Path], tag: str) -> list[Path]:
     return out
 
 
-def _describe(encoder: ImageEncoder, datas: list[bytes], side: int) -> F32:
+def _describe(encoder: ImageEncoder, datas: list[bytes], side: int, regions: bool) -> F32:
     limits = DecodeLimits()
     rows = []
     for start in range(0, len(datas), 16):
         images = [decode_image(d, side, limits) for d in datas[start : start + 16]]
-        rows += [compat.rows(d) for d in compat.describe(encoder, images)]
+        rows += [compat.rows(d) for d in compat.describe(encoder, images, regions=regions)]
     return np.stack(rows)
 
 
 def _query_vectors(encoder: ImageEncoder, queries: list[Query], side: int) -> F32:
-    limits = DecodeLimits()
-    return np.stack(
-        [compat.query_vectors(encoder, decode_image(q.data, side, limits)) for q in queries]
-    )
+    """What the searcher embeds (at the production side: with the framed view)."""
+    own = None if side == compat.PRODUCTION_SIDE else side
+    return np.stack([compat.query_vectors(encoder, q.data, own) for q in queries])
 
 
 def _scores(index_rows: F32, query_vectors: F32) -> F32:
@@ -77,7 +78,7 @@ def run(
     photos: list[Path],
     encoders: Encoders,
     per_photo: int,
-    variants: list[tuple[str, int]],
+    variants: list[Variant],
     queries_dir: Path,
 ) -> tuple[JSON, Inputs]:
     datas = [p.read_bytes() for p in photos]
@@ -92,21 +93,25 @@ def run(
     truth = np.array([q.source for q in queries])
     log(f"accuracy: {len(photos)} photos, {len(queries)} queries, {len(variants)} variants")
     results: list[JSON] = []
-    kept: dict[tuple[str, int], tuple[F32, F32, NDArray[np.int64]]] = {}
-    for precision, side in variants:
+    kept: dict[Variant, tuple[F32, F32, NDArray[np.int64]]] = {}
+    query_cache: dict[tuple[str, int], F32] = {}
+    for precision, side, regions in variants:
         encoder = encoders.get(precision, 2)[0]
-        index_rows = _describe(encoder, datas, side)
-        query_vectors = _query_vectors(encoder, queries, side)
+        index_rows = _describe(encoder, datas, side, regions)
+        if (precision, side) not in query_cache:
+            query_cache[(precision, side)] = _query_vectors(encoder, queries, side)
+        query_vectors = query_cache[(precision, side)]
         scores = _scores(index_rows, query_vectors)
         top1 = scores.argmax(axis=1)
         true_score = scores[np.arange(len(queries)), truth]
         masked = scores.copy()
         masked[np.arange(len(queries)), truth] = -np.inf
-        kept[(precision, side)] = (index_rows, query_vectors, top1)
+        kept[(precision, side, regions)] = (index_rows, query_vectors, top1)
         results.append(
             {
                 "precision": precision,
                 "side": side,
+                "regions": regions,
                 "rank1": float(np.mean(top1 == truth)),
                 "margin_mean": float(np.mean(true_score - masked.max(axis=1))),
                 "true_score_mean": float(np.mean(true_score)),
@@ -114,9 +119,9 @@ def run(
         )
     base_rows, base_queries, base_top1 = kept[PRODUCTION_VARIANT]
     for entry in results:
-        rows, query_vectors, top1 = kept[(entry["precision"], entry["side"])]
+        rows, query_vectors, top1 = kept[(entry["precision"], entry["side"], entry["regions"])]
         entry["top1_agreement_with_production"] = float(np.mean(top1 == base_top1))
-        fp32 = kept.get(("fp32", entry["side"]))
+        fp32 = kept.get(("fp32", entry["side"], entry["regions"]))
         if fp32 is not None and entry["precision"] != "fp32":
             # Same images, same size: fp32 and this precision's vectors, row by row.
             cos = np.concatenate(
@@ -131,6 +136,7 @@ def run(
     by_kind: dict[str, list[bool]] = {}
     for q, hit in zip(queries, base_top1 == truth, strict=True):
         by_kind.setdefault(q.kind, []).append(bool(hit))
+    regional = kept.get(("fp32", compat.PRODUCTION_SIDE, True))
     real = np.concatenate([base_rows.reshape(-1, base_rows.shape[-1]), base_queries[:, 0]])
     model = DescriptorModel.fit(real).calibrated(base_rows[:, 0])
     section: JSON = {
@@ -145,6 +151,7 @@ def run(
     inputs = Inputs(
         photo_paths=[f"photos/{p.name}" for p in photos],
         photo_rows=base_rows,
+        photo_regions=regional[0] if regional is not None else base_rows,
         photo_sha256=[hashlib.sha256(d).hexdigest() for d in datas],
         query_files=query_files,
         query_sources=[f"photos/{photos[q.source].name}" for q in queries],

@@ -1,64 +1,62 @@
-"""The production descriptor API as this checkout has it, in one place.
+"""The production descriptor API and defaults, in one place.
 
-The service is moving from one whole-image vector per file to a descriptor *set* per file
-(whole image + regions, `ImageEncoder.describe`, one Qdrant point per row) with multi-scale
-queries (`ImageEncoder.encode_query`). The benchmark measures whichever the checkout has:
-these helpers call the production functions and say how many points a file costs.
+Production (imgsearch.settings defaults) indexes one whole-image vector per file
+(`regions=False`); regional descriptors (whole image + 13 regions, one Qdrant point per row)
+are opt-in and measured here as an alternative. Queries are embedded at the input size and
+each `query_sizes` scale, plus a "framed" view when the query has flat borders
+(`ImageEncoder.encode_query`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from imgsearch import model as production_model
 from imgsearch.model import DecodedImage, ImageEncoder
+from imgsearch.model.encoder import REGION_SCALES, REGIONS_PER_IMAGE, DescriptorSet
+from imgsearch.settings import Settings
 from imgsearch.store import FileState
 
 F32 = NDArray[np.float32]
 
-REGIONAL = hasattr(ImageEncoder, "describe")
-POINTS_PER_IMAGE: int = int(getattr(production_model, "REGIONS_PER_IMAGE", 1)) if REGIONAL else 1
+_DEFAULTS = Settings()
+PRODUCTION_REGIONS: bool = _DEFAULTS.regions
+PRODUCTION_ENGINE: str = _DEFAULTS.engine.value
+PRODUCTION_WORKERS: int = _DEFAULTS.embed_workers
+PRODUCTION_THREADS: int = _DEFAULTS.inference_threads
+PRODUCTION_SIDE: int = _DEFAULTS.image_size
+QUERY_SIZES: list[int] = list(_DEFAULTS.query_sizes)
+QUERY_VIEWS = 2 + len(QUERY_SIZES)  # input size, each query size, the framed view (padded)
 
 
-def describe(encoder: ImageEncoder, images: Sequence[DecodedImage]) -> list[Any]:
-    """What the indexer stores per image: a DescriptorSet, or one vector on older checkouts."""
-    if REGIONAL:
-        return list(encoder.describe(images))
-    return list(encoder.encode(images))
+def points_per_image(regions: bool) -> int:
+    return REGIONS_PER_IMAGE if regions else 1
 
 
-def whole(descriptors: Any) -> F32:  # noqa: ANN401 - DescriptorSet or vector, per checkout
-    """The whole-image vector of what describe() returned."""
-    if REGIONAL:
-        vector: F32 = descriptors.vectors[0]
-        return vector
-    return np.asarray(descriptors, dtype=np.float32)
+POINTS_PER_IMAGE: int = points_per_image(PRODUCTION_REGIONS)
 
 
-def rows(descriptors: Any) -> F32:  # noqa: ANN401
-    """All vectors [R, C] of what describe() returned (R = POINTS_PER_IMAGE)."""
-    if REGIONAL:
-        vectors: F32 = descriptors.vectors
-        return vectors
-    return np.asarray(descriptors, dtype=np.float32)[None, :]
+def describe(
+    encoder: ImageEncoder, images: Sequence[DecodedImage], *, regions: bool = PRODUCTION_REGIONS
+) -> list[DescriptorSet]:
+    """What the indexer stores per image."""
+    return encoder.describe(images, regions=regions)
 
 
-def item(state: FileState, vectors: F32) -> tuple[FileState, Any]:
+def rows(descriptors: DescriptorSet) -> F32:
+    """All vectors [R, C] of a descriptor set (R = points per image)."""
+    vectors: F32 = descriptors.vectors
+    return vectors
+
+
+def item(state: FileState, vectors: F32) -> tuple[FileState, DescriptorSet]:
     """An upsert item for VectorStore from vectors [R, C] (row 0 = whole image)."""
-    if REGIONAL:
-        from imgsearch.model import DescriptorSet  # type: ignore[attr-defined,unused-ignore]
-
-        return state, DescriptorSet(vectors, _boxes(len(vectors)))
-    return state, vectors[0]
+    return state, DescriptorSet(vectors, _boxes(len(vectors)))
 
 
 def _boxes(count: int) -> F32:
-    from imgsearch.model.encoder import REGION_SCALES  # type: ignore[attr-defined,unused-ignore]
-
     boxes = [(0.0, 0.0, 1.0, 1.0)]
     for per_side, fraction in REGION_SCALES:
         for i in range(per_side):
@@ -69,14 +67,25 @@ def _boxes(count: int) -> F32:
     return np.asarray(boxes[:count], dtype=np.float32)
 
 
-def query_vectors(encoder: ImageEncoder, image: DecodedImage) -> F32:
-    """The vectors a query is searched with [Q, C] (Q = 1 + extra query scales)."""
-    if hasattr(encoder, "encode_query"):
-        vectors: F32 = encoder.encode_query(image)
-        return vectors
-    return encoder.encode([image])
+def query_vectors(encoder: ImageEncoder, data: bytes, side: int | None = None) -> F32:
+    """The vectors the searcher embeds a query file into, padded to [QUERY_VIEWS, C]: a query
+    without flat borders has no framed view, its row repeats row 0 (max scoring ignores it)."""
+    image = encoder.decode(data) if side is None else _decode(encoder, data, side)
+    framed = encoder.decode_framed(data, image) if side is None else None
+    vectors: F32 = encoder.encode_query(image, framed)
+    if len(vectors) < QUERY_VIEWS:
+        pad = np.repeat(vectors[:1], QUERY_VIEWS - len(vectors), axis=0)
+        vectors = np.concatenate([vectors, pad])
+    return vectors
+
+
+def _decode(encoder: ImageEncoder, data: bytes, side: int) -> DecodedImage:
+    from imgsearch.model.preprocess import decode_image
+
+    return decode_image(data, side, encoder.limits)
 
 
 def store_query(vectors: F32) -> F32:
-    """The argument VectorStore.search takes for these query vectors."""
-    return vectors if REGIONAL else vectors[0]
+    """The argument VectorStore.search takes for these query vectors (padding removed)."""
+    unique = np.unique(vectors, axis=0)
+    return unique if len(unique) < len(vectors) else vectors

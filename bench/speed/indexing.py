@@ -1,4 +1,8 @@
-"""Indexing throughput: the production path split by stage, its limit, and candidate speed-ups.
+"""Indexing throughput: the production path split by stage, its limit, and alternatives.
+
+Production (imgsearch defaults): the indexer reads and hashes each file, `embed_workers` (2)
+threads decode and describe one image at a time with one onnxruntime thread each, regions
+off (one whole-image vector), and each batch of 16 is upserted into the qdrant-edge store.
 
 Every alternative runs on the same images, interleaved round by round with the others (A, B,
 C, A, B, C, ...), so a burst of load from other work on the machine hits them all alike; the
@@ -29,16 +33,18 @@ from PIL import Image, ImageOps
 
 from bench.speed import compat
 from bench.speed.common import JSON, Stopwatch, log
-from bench.speed.edge import EdgeStore
-from bench.speed.models import Encoders, canvas_groups
+from bench.speed.models import Encoders, ModelClock, canvas_groups
 from imgsearch.app import Application
 from imgsearch.model import DecodedImage, ImageEncoder
 from imgsearch.model.preprocess import DecodeLimits, decode_image
-from imgsearch.settings import Settings, WatchMode
+from imgsearch.settings import Settings, StoreEngine, WatchMode
 from imgsearch.store import FileState, VectorStore
 
 F32 = NDArray[np.float32]
-PRODUCTION = ("fp32", 384, 2, 16)  # precision, input side, onnxruntime threads, batch
+# Model configs: precision, input side, onnxruntime threads, batch. The indexer's workers run
+# 1 thread each on one image at a time; the 2-thread batch-16 config is the old sequential one.
+PRODUCTION = ("fp32", compat.PRODUCTION_SIDE, 1, 1)
+SEQUENTIAL = ("fp32", compat.PRODUCTION_SIDE, compat.PRODUCTION_THREADS, 16)
 STAGES = ("read_hash", "decode", "preprocess", "model", "upsert")
 
 
@@ -92,8 +98,9 @@ def sequential(
     encoders: Encoders,
     config: tuple[str, int, int, int],
     store: Store | None,
+    regions: bool = compat.PRODUCTION_REGIONS,
 ) -> tuple[Run, list[Any]]:
-    """What the indexer does: per batch read + hash, decode, encode, upsert, one after another."""
+    """The old indexer: per batch read + hash, decode, encode, upsert, one after another."""
     precision, side, threads, batch = config
     encoder, clock = encoders.get(precision, threads)
     encoder.max_batch = batch
@@ -108,7 +115,7 @@ def sequential(
             images = [decode_image(data, side, limits) for data, _ in loaded]
         before = clock.seconds
         with watch.time("encode"):
-            out = compat.describe(encoder, images)
+            out = compat.describe(encoder, images, regions=regions)
         watch.totals["model"] = watch.totals.get("model", 0.0) + clock.seconds - before
         if store is not None:
             with watch.time("upsert"):
@@ -122,17 +129,17 @@ def sequential(
     return run, vectors
 
 
-_WORKER: tuple[ImageEncoder, int] | None = None
+_WORKER: tuple[ImageEncoder, int, bool] | None = None
 _WORKER_LOCAL = threading.local()
 
 
-def _init_process(model: str, side: int, threads: int) -> None:
+def _init_process(model: str, side: int, threads: int, regions: bool) -> None:
     global _WORKER  # noqa: PLW0603 - one encoder per worker process
-    _WORKER = (ImageEncoder(Path(model), image_size=side, threads=threads), side)
+    _WORKER = (ImageEncoder(Path(model), image_size=side, threads=threads), side, regions)
 
 
 def _embed_chunk(
-    paths: Sequence[Path], encoder: ImageEncoder, side: int
+    paths: Sequence[Path], encoder: ImageEncoder, side: int, regions: bool
 ) -> tuple[list[FileState], list[Any], dict[str, float]]:
     watch = Stopwatch()
     with watch.time("read_hash"):
@@ -140,7 +147,7 @@ def _embed_chunk(
     with watch.time("decode"):
         images = [decode_image(data, side, encoder.limits) for data, _ in loaded]
     with watch.time("encode"):
-        vectors = compat.describe(encoder, images)
+        vectors = compat.describe(encoder, images, regions=regions)
     return [state for _, state in loaded], vectors, watch.totals
 
 
@@ -150,34 +157,98 @@ def _process_task(paths: list[Path]) -> tuple[list[FileState], list[Any], dict[s
 
 
 class WorkerPool:
-    """Two workers that each read, decode and embed whole batches (onnxruntime 1 thread)."""
+    """Workers (threads or processes, onnxruntime 1 thread each) that embed for one thread
+    that upserts: whole batches per task, or (`run_per_image`, production) one image per task
+    after the calling thread has read and hashed it, as the service's Indexer does."""
 
-    def __init__(self, kind: str, model: Path, side: int, workers: int = 2) -> None:
+    def __init__(
+        self,
+        kind: str,
+        model: Path,
+        side: int,
+        workers: int = compat.PRODUCTION_WORKERS,
+        regions: bool = compat.PRODUCTION_REGIONS,
+    ) -> None:
         self.kind = kind
         self.side = side
+        self.regions = regions
+        self.workers = workers
         self._executor: ProcessPoolExecutor | ThreadPoolExecutor
         if kind == "processes":
             self._executor = ProcessPoolExecutor(
                 workers,
                 mp_context=get_context("spawn"),
                 initializer=_init_process,
-                initargs=(str(model), side, 1),
+                initargs=(str(model), side, 1, regions),
             )
         else:
             self._model = model
             self._executor = ThreadPoolExecutor(workers)
 
-    def _thread_encoder(self) -> ImageEncoder:
-        encoder: ImageEncoder | None = getattr(_WORKER_LOCAL, "encoder", None)
-        if encoder is None or encoder.info.path != self._model:
+    def _thread_encoder(self) -> tuple[ImageEncoder, ModelClock]:
+        key = (self._model, self.side)
+        made: dict[tuple[Path, int], tuple[ImageEncoder, ModelClock]] = getattr(
+            _WORKER_LOCAL, "encoders", {}
+        )
+        _WORKER_LOCAL.encoders = made
+        if key not in made:
             encoder = ImageEncoder(self._model, image_size=self.side, threads=1)
-            _WORKER_LOCAL.encoder = encoder
-        return encoder
+            made[key] = (encoder, ModelClock(encoder))
+        return made[key]
 
     def _thread_task(
         self, paths: list[Path]
     ) -> tuple[list[FileState], list[Any], dict[str, float]]:
-        return _embed_chunk(paths, self._thread_encoder(), self.side)
+        return _embed_chunk(paths, self._thread_encoder()[0], self.side, self.regions)
+
+    def _describe_one(self, data: bytes) -> tuple[Any, dict[str, float]]:
+        """The indexer's embedding-thread task: decode one file, describe it."""
+        encoder, clock = self._thread_encoder()
+        start = time.perf_counter()
+        image = decode_image(data, self.side, encoder.limits)
+        decoded = time.perf_counter()
+        before = clock.seconds
+        (descriptors,) = compat.describe(encoder, [image], regions=self.regions)
+        model = clock.seconds - before
+        encode = time.perf_counter() - decoded
+        return descriptors, {
+            "decode": decoded - start,
+            "model": model,
+            "preprocess": encode - model,
+        }
+
+    def run_per_image(
+        self, files: Sequence[Path], batch: int, store: Store | None
+    ) -> tuple[Run, list[Any]]:
+        """Production: per batch, read + hash here, embed each file in a worker thread,
+        then upsert the batch here."""
+        assert self.kind == "threads"
+        start = time.perf_counter()
+        stages: dict[str, float] = {}
+        vectors: list[Any] = []
+
+        def add(name: str, seconds: float) -> None:
+            stages[name] = stages.get(name, 0.0) + seconds
+
+        for chunk in _batches(files, batch):
+            t = time.perf_counter()
+            loaded = [_read(p) for p in chunk]
+            add("read_hash", time.perf_counter() - t)
+            futures = [self._executor.submit(self._describe_one, data) for data, _ in loaded]
+            out = []
+            for future in futures:
+                descriptors, times = future.result()
+                out.append(descriptors)
+                for name, seconds in times.items():
+                    add(name, seconds)
+            if store is not None:
+                t = time.perf_counter()
+                store.upsert([(state, d) for (_, state), d in zip(loaded, out, strict=True)])
+                add("upsert", time.perf_counter() - t)
+            vectors.extend(out)
+        run = Run()
+        run.add(len(files), time.perf_counter() - start, stages)
+        return run, vectors
 
     def submit(
         self, paths: list[Path]
@@ -205,9 +276,33 @@ class WorkerPool:
         run.add(len(files), time.perf_counter() - start, stages)
         return run, vectors
 
+    def limit(self, datas: Sequence[bytes]) -> JSON:
+        """Production's own limit: decode alone in `workers` threads, then describe alone
+        (one image per call, 1 onnxruntime thread each) in the pool's threads."""
+        assert self.kind == "threads"
+        limits = DecodeLimits()
+        with ThreadPoolExecutor(self.workers) as executor:
+            start = time.perf_counter()
+            decoded = list(executor.map(lambda d: decode_image(d, self.side, limits), datas))
+            decode_s = time.perf_counter() - start
+
+        def describe(image: DecodedImage) -> None:
+            compat.describe(self._thread_encoder()[0], [image], regions=self.regions)
+
+        start = time.perf_counter()
+        list(self._executor.map(describe, decoded))
+        encode_s = time.perf_counter() - start
+        return {
+            "decode_ms": 1e3 * decode_s / len(datas),  # wall per image, workers in parallel
+            "encode_ms": 1e3 * encode_s / len(datas),
+            "rate": len(datas) / (decode_s + encode_s),
+        }
+
     def warm_up(self, files: Sequence[Path], batch: int) -> None:
         for future in [self.submit(list(files[:batch])) for _ in range(2)]:
             future.result()
+        if self.kind == "threads":
+            self.run_per_image(files[:4], 4, None)
 
     def close(self) -> None:
         self._executor.shutdown()
@@ -344,14 +439,19 @@ def model_candidates(
 # ---- the sections -----------------------------------------------------------------------------
 
 
-def _local_store(folder: Path) -> VectorStore:
+def open_store(folder: Path, engine: str = compat.PRODUCTION_ENGINE, *, regions: bool) -> Store:
     return VectorStore.open(
-        path=folder, collection="images", dimensions=1280, model="efficientnet-lite0"
+        path=folder,
+        engine=StoreEngine(engine),
+        grouped=regions,
+        collection="images",
+        dimensions=1280,
+        model="efficientnet-lite0",
     )
 
 
 def indexer_end_to_end(files: Sequence[Path], workdir: Path) -> JSON:
-    """The real service (Application, both services) indexing a folder of these files."""
+    """The real service (Application, both services, default settings) indexing a folder."""
     folder = workdir / "indexer-folder"
     folder.mkdir()
     for path in files:
@@ -391,6 +491,11 @@ def indexer_end_to_end(files: Sequence[Path], workdir: Path) -> JSON:
         "seconds": done - ready,
         "startup_s": ready - start,
         "rate": status.indexed / (done - ready) if done > ready else 0.0,
+        "settings": {
+            "engine": settings.engine.value,
+            "embed_workers": settings.embed_workers,
+            "regions": settings.regions,
+        },
     }
 
 
@@ -405,24 +510,37 @@ def run(files: list[Path], workdir: Path, encoders: Encoders, *, rounds: int, qu
     out["megapixels_range"] = [min(sizes) / 1e6, max(sizes) / 1e6]
     out["bytes_mean"] = statistics.fmean(p.stat().st_size for p in files)
     datas = [p.read_bytes() for p in files]
-    encoders.get("fp32", 2)[0].encode([decode_image(datas[0], 384, DecodeLimits())])  # warm
+    side = compat.PRODUCTION_SIDE
+    encoders.get("fp32", 2)[0].encode([decode_image(datas[0], side, DecodeLimits())])  # warm
 
-    # 1. Production path (sequential, local-mode store on disk) vs the service's own indexer.
+    # 1. Production path (2 embedding threads, edge store, regions off) and the service's own
+    #    indexer end to end.
     log(f"indexing: production path on {len(files)} images")
-    store = _local_store(workdir / "prod-store")
-    production, _ = sequential(files, encoders, PRODUCTION, store)
+    pool = WorkerPool("threads", encoders.files["fp32"], side)
+    pool.warm_up(files, 16)
+    store = open_store(workdir / "prod-store", regions=compat.PRODUCTION_REGIONS)
+    production, _ = pool.run_per_image(files, 16, store)
     store.close()
+    log("indexing: limit (decode alone, then embed alone, in the same 2 worker threads)")
+    parallel_limit = pool.limit(datas)
+    pool.close()
     out["production"] = production.summary()
-    out["production"]["config"] = dict(
-        zip(("precision", "side", "threads", "batch"), PRODUCTION, strict=True)
-    )
+    out["production"]["config"] = {
+        "precision": "fp32",
+        "side": side,
+        "embed_workers": compat.PRODUCTION_WORKERS,
+        "threads_per_worker": 1,
+        "engine": compat.PRODUCTION_ENGINE,
+        "regions": compat.PRODUCTION_REGIONS,
+    }
     log("indexing: the service's Indexer end to end")
     out["indexer_e2e"] = indexer_end_to_end(files, workdir)
 
-    # 2. The limit: decode alone, then the model alone, on the same images.
+    # 2. The limits: production's (above), and decode alone + the model alone in one thread
+    #    with 2 onnxruntime threads, batch 16 (the old indexer's), on the same images.
     encoder, clock = encoders.get("fp32", 2)
     start = time.perf_counter()
-    decoded = [decode_image(d, 384, encoder.limits) for d in datas]
+    decoded = [decode_image(d, side, encoder.limits) for d in datas]
     decode_s = time.perf_counter() - start
     before = clock.seconds
     start = time.perf_counter()
@@ -430,27 +548,29 @@ def run(files: list[Path], workdir: Path, encoders: Encoders, *, rounds: int, qu
     compat.describe(encoder, decoded)
     model_s = clock.seconds - before
     encode_s = time.perf_counter() - start
-    limit_rate = len(files) / (decode_s + model_s)
     out["limit"] = {
+        **parallel_limit,
+        "production_fraction": out["production"]["rate"] / parallel_limit["rate"],
+    }
+    out["limit_sequential"] = {
         "decode_ms": 1e3 * decode_s / len(files),
         "model_ms": 1e3 * model_s / len(files),
         "encode_ms": 1e3 * encode_s / len(files),
-        "rate": limit_rate,
-        "production_fraction": out["production"]["rate"] / limit_rate,
+        "rate": len(files) / (decode_s + model_s),
     }
     del decoded
 
     # 3. Candidates, stage by stage.
     log("indexing: decode candidates (JPEG draft scale)")
-    subset = datas[: (8 if quick else 96)]
-    out["decode_candidates"] = decode_candidates(subset, encoders, 384, rounds)
+    subset = datas[: (8 if quick else 64)]
+    out["decode_candidates"] = decode_candidates(subset, encoders, side, rounds)
     log("indexing: model candidates (precision, input side, threads, batch)")
     out["model_candidates"] = model_candidates(
-        datas[: (8 if quick else 64)], encoders, _model_configs(encoders, quick), rounds
+        datas[: (8 if quick else 48)], encoders, _model_configs(encoders, quick), rounds
     )
 
     # 4. Whole pipelines (read + hash + decode + encode + upsert), interleaved.
-    log("indexing: pipelines (sequential vs 2 threads vs 2 processes; stores)")
+    log("indexing: pipelines (production vs stores, regions, workers, models)")
     out["pipelines"] = _pipelines(files, workdir, encoders, rounds, quick)
     return out
 
@@ -458,18 +578,11 @@ def run(files: list[Path], workdir: Path, encoders: Encoders, *, rounds: int, qu
 def _model_configs(encoders: Encoders, quick: bool) -> list[tuple[str, int, int, int]]:
     precisions = list(encoders.files)
     if quick:
-        return [PRODUCTION, ("fp32", 224, 2, 16)] + (
-            [("int8", 384, 2, 16)] if "int8" in precisions else []
-        )
-    configs: list[tuple[str, int, int, int]] = []
-    for precision in [p for p in ("fp32", "int8") if p in precisions]:
-        for side in (384, 320, 256, 224):
-            configs.append((precision, side, 2, 16))
-        configs += [(precision, side, 1, 16) for side in (384, 256)]
-    configs += [("fp32", 384, 2, b) for b in (1, 4, 32)]
-    configs += [("fp32", 384, 1, b) for b in (1, 4)]
-    if "fp16" in precisions:
-        configs.append(("fp16", 384, 2, 16))
+        return [PRODUCTION, SEQUENTIAL, ("fp32", 224, 1, 1)]
+    configs: list[tuple[str, int, int, int]] = [PRODUCTION, SEQUENTIAL, ("fp32", 384, 1, 16)]
+    configs += [("fp32", side, 1, 1) for side in (320, 256, 224)]
+    if "int8" in precisions:
+        configs += [("int8", side, 1, 1) for side in (384, 256)]
     return configs
 
 
@@ -480,52 +593,58 @@ def _pipelines(
     pools: dict[str, WorkerPool] = {}
     stores: dict[str, Store] = {}
     tmp = Path(tempfile.mkdtemp(dir=workdir))
+    side = compat.PRODUCTION_SIDE
 
-    def local(name: str) -> Store:
-        if name not in stores:
-            stores[name] = _local_store(tmp / name)
-        return stores[name]
+    def store(name: str, engine: str = "edge", regions: bool = False) -> Callable[[], Store]:
+        def make() -> Store:
+            if name not in stores:
+                stores[name] = open_store(tmp / name, engine, regions=regions)
+            return stores[name]
 
-    def edge(name: str) -> Store:
-        if name not in stores:
-            stores[name] = EdgeStore(tmp / name, 1280, "efficientnet-lite0")
-        return stores[name]
+        return make
 
-    def pool(kind: str, precision: str, side: int) -> WorkerPool:
-        key = f"{kind}-{precision}-{side}"
+    def pool(kind: str, precision: str, size: int, regions: bool) -> WorkerPool:
+        key = f"{kind}-{precision}-{size}-{regions}"
         if key not in pools:
-            pools[key] = WorkerPool(kind, encoders.files[precision], side)
+            pools[key] = WorkerPool(kind, encoders.files[precision], size, regions=regions)
             pools[key].warm_up(files, 16)
         return pools[key]
 
-    def seq(
-        precision: str, side: int, threads: int, store: Callable[[], Store] | None
+    def per_image(
+        precision: str, size: int, target: Callable[[], Store] | None, regions: bool = False
     ) -> Callable[[Sequence[Path]], Run]:
-        return lambda part: sequential(
-            part, encoders, (precision, side, threads, 16), store() if store else None
+        return lambda part: pool("threads", precision, size, regions).run_per_image(
+            part, 16, target() if target else None
         )[0]
 
-    def pooled(
-        kind: str, precision: str, side: int, store: Callable[[], Store] | None
+    def batched(
+        kind: str, precision: str, size: int, target: Callable[[], Store] | None
     ) -> Callable[[Sequence[Path]], Run]:
-        return lambda part: pool(kind, precision, side).run(part, 16, store() if store else None)[0]
+        return lambda part: pool(kind, precision, size, False).run(
+            part, 16, target() if target else None
+        )[0]
+
+    def seq(target: Callable[[], Store]) -> Callable[[Sequence[Path]], Run]:
+        return lambda part: sequential(part, encoders, SEQUENTIAL, target())[0]
 
     candidates: dict[str, Callable[[Sequence[Path]], Run]] = {
-        "production: sequential, 2 threads, fp32 384, local store": seq(
-            "fp32", 384, 2, lambda: local("prod")
+        f"production: 2 threads x 1 image, fp32 {side}, edge store, regions off": per_image(
+            "fp32", side, store("prod")
         ),
-        "sequential, 2 threads, fp32 384, no store": seq("fp32", 384, 2, None),
-        "2 threads x 1, fp32 384, no store": pooled("threads", "fp32", 384, None),
-        "2 processes x 1, fp32 384, no store": pooled("processes", "fp32", 384, None),
-        "2 processes x 1, fp32 384, edge store": pooled(
-            "processes", "fp32", 384, lambda: edge("edge-384")
+        "same, no store": per_image("fp32", side, None),
+        "same, local-mode store (old engine)": per_image("fp32", side, store("local", "local")),
+        "same, regions on (14 points/image)": per_image(
+            "fp32", side, store("regions", regions=True), regions=True
         ),
-        f"2 processes x 1, {fast[0]} {fast[1]}, edge store": pooled(
-            "processes", *fast, lambda: edge("edge-fast")
+        "old indexer: sequential, 2 threads, batch 16, edge store": seq(store("seq")),
+        "2 processes x batch 16, fp32, edge store": batched(
+            "processes", "fp32", side, store("processes")
         ),
+        f"2 threads x 1 image, {fast[0]} {fast[1]}, edge store": per_image(*fast, store("fast")),
     }
     if quick:
-        keep = list(candidates)[:1] + list(candidates)[3:4]
+        names = list(candidates)
+        keep = [names[0], names[4]]
         candidates = {k: candidates[k] for k in keep}
     for name in candidates:  # warm sessions and pools outside the timed rounds
         candidates[name](files[:2])

@@ -28,11 +28,12 @@ def _fmt(value: float | None, unit: str = "", digits: int = 1) -> str:
     return f"{value:,.{digits}f}{unit}"
 
 
-def _runs(results: JSON, engine: str) -> list[JSON]:
-    """Serving runs of one engine, by size, with partial results of stopped runs merged in."""
+def _runs(results: JSON, engine: str, *, regions: bool = False) -> list[JSON]:
+    """Serving runs of one engine (and descriptor layout), by size, with partial results of
+    stopped runs merged in."""
     out = []
     for run in results.get("serving") or []:
-        if run.get("engine") != engine:
+        if run.get("engine") != engine or bool(run.get("regions")) != regions:
             continue
         merged = {**(run.get("partial") or {}), **run}
         merged.pop("partial", None)
@@ -74,23 +75,39 @@ def _search_cause(run: JSON | None) -> str:
     return "mean per query: " + ", ".join(f"{k} {v:.1f} ms" for k, v in stages.items())
 
 
-def target_rows(results: JSON) -> list[tuple[str, str, str, str, str]]:
-    rows: list[tuple[str, str, str, str, str]] = []
+Row = tuple[str, str, str, str, str]
+
+
+def target_rows(results: JSON) -> list[Row]:
+    rows: list[Row] = []
     idx = results.get("indexing") or {}
     prod = idx.get("production") or {}
     limit = idx.get("limit") or {}
     if prod:
         rows.append(
             (
-                "Indexing, production path (sequential, fp32 384, local store)",
+                "Indexing, production path (2 embedding threads x 1 onnxruntime thread, "
+                "fp32 384, qdrant-edge, regions off)",
                 _fmt(prod.get("rate"), " img/s"),
                 ">= 100 img/s",
                 _met(prod.get("rate"), 100, at_most=False),
-                "per image: "
+                "per image, summed over the 2 workers: "
                 + _stage_cause(prod.get("stages_ms") or {})
-                + f"; limit (decode alone + model alone) {_fmt(limit.get('rate'), ' img/s')}, "
-                f"production reaches {_fmt(100 * (limit.get('production_fraction') or 0), '%', 0)}"
-                " of it",
+                + f"; limit (decode alone, then embed alone, both in the 2 workers) "
+                f"{_fmt(limit.get('rate'), ' img/s')}: production reaches "
+                f"{_fmt(100 * (limit.get('production_fraction') or 0), '%', 0)} of it",
+            )
+        )
+    e2e = idx.get("indexer_e2e") or {}
+    if e2e:
+        rows.append(
+            (
+                "Indexing, the service's Indexer end to end (default settings)",
+                _fmt(e2e.get("rate"), " img/s"),
+                ">= 100 img/s",
+                _met(e2e.get("rate"), 100, at_most=False),
+                f"{e2e.get('images')} files in {_fmt(e2e.get('seconds'), ' s')} (polling watcher, "
+                "dedupe lookups, batches of 16)",
             )
         )
     pipelines = [p for p in idx.get("pipelines") or [] if not p["name"].startswith("production")]
@@ -98,155 +115,106 @@ def target_rows(results: JSON) -> list[tuple[str, str, str, str, str]]:
         best = max(pipelines, key=lambda p: p["rate"])
         rows.append(
             (
-                f"Indexing, best candidate ({best['name']})",
+                f"Indexing, fastest alternative ({best['name']})",
                 _fmt(best["rate"], " img/s"),
                 ">= 100 img/s",
                 _met(best["rate"], 100, at_most=False),
-                f"{best['ratio_vs_production']:.1f}x production in the same rounds; per image "
-                "(summed over workers): " + _stage_cause(best.get("stages_ms") or {}),
+                f"{best['ratio_vs_production']:.2f}x production in the same rounds",
             )
         )
-    local, edge = _runs(results, "local"), _runs(results, "edge")
-    for name, runs in (("embedded default (qdrant-client local)", local), ("qdrant-edge", edge)):
-        run = _at(runs, 10_000) or (runs[-1] if results.get("quick") and runs else None)
-        size = f"{run['images']:,}" if run else "10,000"
-        p50 = _get(run, "grpc_1_client", "p50_ms")
-        p99 = _get(run, "grpc_1_client", "p99_ms")
-        cause = _search_cause(run)
-        note = f"4 clients: {_fmt(_get(run, 'grpc_4_clients', 'throughput_qps'), ' queries/s')}"
-        if run is None and runs:  # too slow to measure there: scale the brute-force part
-            largest = runs[-1]
-            factor = 10_000 / largest["images"]
-            ann = _get(largest, "ann", "p50_ms") or 0.0
-            p50 = _get(largest, "grpc_1_client", "p50_ms")
-            p99 = _get(largest, "grpc_1_client", "p99_ms")
-            p50 = p50 and p50 + ann * (factor - 1)
-            p99 = p99 and p99 + ann * (factor - 1)
-            size = "10,000 (extrapolated)"
-            cause = (
-                f"measured at {largest['images']:,} images, store search (brute force, "
-                f"{_fmt(ann, ' ms')} there) scaled x{factor:.0f} with the points; at "
-                f"{largest['images']:,}: " + _search_cause(largest)
-            )
-            note = cause
-
+    edge = _runs(results, "edge")
+    local = _runs(results, "local")
+    served = [r for r in edge if _get(r, "grpc_1_client") is not None]
+    quick = bool(results.get("quick"))
+    for run in served:
+        size = f"{run['images']:,}"
+        one = run.get("grpc_1_client") or {}
+        four = run.get("grpc_4_clients") or {}
         rows.append(
             (
-                f"Search p50 via gRPC at {size} images, {name}",
-                _fmt(p50, " ms"),
-                "<= 30 ms",
-                _met(p50, 30, at_most=True),
-                cause,
+                f"Search via gRPC at {size} images, production (qdrant-edge): p50 / p99",
+                f"{_fmt(one.get('p50_ms'), ' ms')} / {_fmt(one.get('p99_ms'), ' ms')}",
+                "<= 30 / 100 ms",
+                f"p50 {_met(one.get('p50_ms'), 30, at_most=True)}, "
+                f"p99 {_met(one.get('p99_ms'), 100, at_most=True)}",
+                _search_cause(run)
+                + f"; 4 clients: {_fmt(four.get('throughput_qps'), ' queries/s')}, "
+                f"p50 {_fmt(four.get('p50_ms'), ' ms')}",
             )
         )
-        hnsw = _get(run, "hnsw", "grpc_1_client")
-        if hnsw:
-            rows.append(
-                (
-                    f"Search p50 via gRPC at {size} images, {name} with its HNSW graph",
-                    _fmt(hnsw["p50_ms"], " ms"),
-                    "<= 30 ms",
-                    _met(hnsw["p50_ms"], 30, at_most=True),
-                    "mean per query: "
-                    + ", ".join(f"{k} {v:.1f} ms" for k, v in hnsw["stage_mean_ms"].items())
-                    + f"; p99 {_fmt(hnsw['p99_ms'], ' ms')}",
-                )
-            )
+    if not any(r["images"] == 100_000 for r in served) and served and not quick:
         rows.append(
             (
-                f"Search p99 via gRPC at {size} images, {name}",
-                _fmt(p99, " ms"),
-                "<= 100 ms",
-                _met(p99, 100, at_most=True),
-                note,
+                "Search via gRPC at 100,000 images, production",
+                "not measured",
+                "<= 30 / 100 ms",
+                "n/a",
+                "the 100k run did not finish",
             )
         )
-        if len(runs) >= 2:
-            small, large = runs[0], runs[-1]
-            a = _get(small, "ann", "p50_ms")
-            b = _get(large, "ann", "p50_ms")
-            growth = b / a if a and b else None
-            factor = large["images"] / small["images"]
-            rows.append(
-                (
-                    f"ANN cost growth {small['images']:,} -> {large['images']:,} images, {name}",
-                    _fmt(growth, "x", 1),
-                    f"sub-linear (< {factor:.0f}x)",
-                    "n/a" if growth is None else _met(growth, factor * 0.5, at_most=True),
-                    f"ANN p50 {_fmt(a, ' ms')} -> {_fmt(b, ' ms')} (no index: brute force)",
-                )
+    for run in local:
+        one = run.get("grpc_1_client") or {}
+        rows.append(
+            (
+                f"Search via gRPC at {run['images']:,} images, qdrant-client local mode "
+                "(old engine): p50 / p99",
+                f"{_fmt(one.get('p50_ms'), ' ms')} / {_fmt(one.get('p99_ms'), ' ms')}",
+                "<= 30 / 100 ms",
+                f"p50 {_met(one.get('p50_ms'), 30, at_most=True)}",
+                _search_cause(run),
             )
-            indexed = [r for r in runs if _get(r, "hnsw", "ann", "p50_ms") is not None]
-            if len(indexed) >= 2:
-                a = _get(indexed[0], "hnsw", "ann", "p50_ms")
-                b = _get(indexed[-1], "hnsw", "ann", "p50_ms")
-                factor = indexed[-1]["images"] / indexed[0]["images"]
-                rows.append(
-                    (
-                        f"ANN cost growth {indexed[0]['images']:,} -> "
-                        f"{indexed[-1]['images']:,} images, {name} with HNSW",
-                        _fmt(b / a if a and b else None, "x", 1),
-                        f"sub-linear (< {factor:.0f}x)",
-                        _met(b / a if a and b else None, factor * 0.5, at_most=True),
-                        f"ANN p50 {_fmt(a, ' ms')} -> {_fmt(b, ' ms')}",
-                    )
-                )
-    rows += _scale_rows(results, local, edge)
+        )
+    if len(served) >= 2:
+        small, large = served[0], served[-1]
+        a, b = _get(small, "ann", "p50_ms"), _get(large, "ann", "p50_ms")
+        factor = large["images"] / small["images"]
+        rows.append(
+            (
+                f"Store search growth {small['images']:,} -> {large['images']:,} images",
+                _fmt(b / a if a and b else None, "x", 1),
+                f"sub-linear (< {factor:.0f}x)",
+                _met(b / a if a and b else None, factor * 0.5, at_most=True),
+                f"ann p50 {_fmt(a, ' ms')} -> {_fmt(b, ' ms')}: no graph, a scan of the int8 "
+                "vectors, linear in the points",
+            )
+        )
+    rows += _scale_rows(results, edge)
     return rows
 
 
-def _scale_rows(
-    results: JSON, local: list[JSON], edge: list[JSON]
-) -> list[tuple[str, str, str, str, str]]:
-    rows: list[tuple[str, str, str, str, str]] = []
-    points = _get(results, "environment", "points_per_image") or 1
+def _scale_rows(results: JSON, edge: list[JSON]) -> list[Row]:
+    rows: list[Row] = []
     million = next((r for r in edge if r.get("points", 0) >= 1_000_000), None)
     if million is not None:
-        label = f"{million['points']:,} vectors ({million['images']:,} images), qdrant-edge"
-        plain = _get(million, "ann", "p50_ms")
-        hnsw = _get(million, "hnsw", "ann", "p50_ms")
-        built = _get(million, "hnsw", "build_s")
+        label = f"{million['points']:,} vectors, production EdgeStore (no graph)"
+        ann = million.get("ann") or {}
         rows.append(
             (
-                f"Search p50 at {label}, no HNSW",
-                _fmt(plain, " ms"),
+                f"Store search at {label}: p50 / p99",
+                f"{_fmt(ann.get('p50_ms'), ' ms')} / {_fmt(ann.get('p99_ms'), ' ms')}",
                 "<= 50 ms",
-                _met(plain, 50, at_most=True),
-                "brute force over every point, for each query scale the nearest "
-                f"{10 * points} points (limit 10 x {points} points per image); "
-                f"fill {_fmt(million.get('fill_s'), ' s', 0)}",
+                _met(ann.get("p50_ms"), 50, at_most=True),
+                "2 query views (3 with a framed view), each a scan of 1M int8 vectors + "
+                "rescoring; one "
+                f"vector: p50 {_fmt(_get(ann, 'one_vector', 'p50_ms'), ' ms')}; filled in "
+                f"{_fmt(million.get('fill_s'), ' s', 0)} through VectorStore.upsert "
+                f"({_fmt(million.get('fill_upsert_s'), ' s', 0)} in upserts)",
             )
         )
         rows.append(
             (
-                f"Search p50 at {label}, HNSW",
-                _fmt(hnsw, " ms"),
-                "<= 50 ms",
-                _met(hnsw, 50, at_most=True),
-                f"HNSW build {_fmt(built, ' s', 0)}"
-                if built
-                else f"{million.get('error') or 'HNSW build not run'}; "
-                + _build_estimate(edge, million["points"]),
+                f"Recall@10 vs exact at {label}",
+                _fmt(ann.get("recall_at_10"), "", 3),
+                ">= 0.99",
+                _met(ann.get("recall_at_10"), 0.99, at_most=False),
+                f"{ann.get('recall_queries')} real query descriptors among synthetic "
+                "look-alikes, production search parameters vs exact numpy",
             )
         )
-        for key, what in (("ann", "no HNSW"), ("hnsw", "HNSW")):
-            recall = _get(million, key, "recall_at_10") if key == "ann" else None
-            if key == "hnsw":
-                recall = _get(million, "hnsw", "ann", "recall_at_10")
-            rows.append(
-                (
-                    f"Recall@10 vs exact at {label}, {what}",
-                    _fmt(recall, "", 3),
-                    ">= 0.99",
-                    _met(recall, 0.99, at_most=False),
-                    "top-10 points for real degraded-query descriptors among synthetic "
-                    "look-alikes, vs exact numpy search",
-                )
-            )
-        for key, what in (("memory_served", "after filling and serving"),
+        for key, what in (("memory_served", "after filling and searching"),
                           ("restart", "after a restart and 5 searches")):  # fmt: skip
             mem = (
-                _get(million, key)
+                million.get(key)
                 if key == "memory_served"
                 else _get(million, key, "memory_searched")
             )
@@ -257,59 +225,66 @@ def _scale_rows(
                     _fmt(rss and rss / _MB_PER_GB, " GB", 2),
                     "<= 2 GB",
                     _met(rss and rss / _MB_PER_GB, 2, at_most=True),
-                    f"anonymous {_fmt(_get(mem, 'anon_mb'), ' MB', 0)}, "
-                    f"mmapped files {_fmt(_get(mem, 'file_mb'), ' MB', 0)} (page cache the "
-                    "kernel can evict, at the price of disk reads)",
+                    f"anonymous {_fmt(_get(mem, 'anon_mb'), ' MB', 0)} (int8 copy pinned: "
+                    f"~{million['points'] * 1280 / 2**20:,.0f} MB), mmapped files "
+                    f"{_fmt(_get(mem, 'file_mb'), ' MB', 0)} (page cache the kernel can evict)",
                 )
             )
-    if local:
-        target_images = 1_000_000 // points
-        largest = local[-1]
-        ann = _get(largest, "ann", "p50_ms")
-        ann = ann and ann * target_images / largest["images"]  # brute force: per point
-        rss = _extrapolate(local, ("memory_served", "rss_mb"), target_images)
+    hnsw = next((r for r in edge if _get(r, "hnsw", "build_s") is not None), None)
+    if hnsw is not None:
+        h = hnsw["hnsw"]
         rows.append(
             (
-                f"1M vectors ({target_images:,} images), embedded default, extrapolated",
-                f"ANN p50 ~{_fmt(ann and ann / 1e3, ' s')}, RSS ~{_fmt(rss and rss / 1024, ' GB')}",
-                "<= 50 ms, <= 2 GB",
-                "**not met**" if ann and ann > 50 else "n/a",
-                f"store search scaled with the points from {largest['images']:,} images; "
-                "memory linear through the two sizes measured",
+                f"Alternative: HNSW graph built offline at {hnsw['points']:,} vectors: store "
+                "search p50",
+                _fmt(_get(h, "ann", "p50_ms"), " ms"),
+                "<= 50 ms",
+                _met(_get(h, "ann", "p50_ms"), 50, at_most=True),
+                f"recall@10 {_fmt(_get(h, 'ann', 'recall_at_10'), '', 3)}; build "
+                f"{_fmt(h.get('build_s'), ' s', 0)} (optimize(), holds the GIL: off the serving "
+                "process)" + _build_estimate(hnsw, 1_000_000),
             )
         )
-    for name, runs in (("embedded default", local), ("qdrant-edge", edge)):
-        run = _at(runs, 100_000)
-        rss = _get(run, "memory_served", "rss_mb")
-        how = "measured"
-        if rss is None:
-            rss = _extrapolate(runs, ("memory_served", "rss_mb"), 100_000)
-            how = "extrapolated (linear)"
-        restart = _get(run, "restart", "memory_searched", "rss_mb") or _extrapolate(
-            runs, ("restart", "memory_searched", "rss_mb"), 100_000
-        )
+    else:
+        stopped = next((r for r in edge if r.get("hnsw")), None)
+        if stopped is not None:
+            rows.append(
+                (
+                    f"Alternative: HNSW graph built offline at {stopped['points']:,} vectors",
+                    "not measured",
+                    "<= 50 ms",
+                    "n/a",
+                    str(_get(stopped, "hnsw", "error")),
+                )
+            )
+    for images in (10_000, 100_000):
+        run = _at(edge, images)
+        if run is None:
+            continue
+        mem = run.get("memory_served") or {}
+        restart = _get(run, "restart", "memory_searched") or {}
+        rss = mem.get("rss_mb")
         rows.append(
             (
-                f"Service RSS at 100,000 images, {name}",
+                f"Service RSS at {images:,} images, production (searcher serving)",
                 _fmt(rss and rss / _MB_PER_GB, " GB", 2),
                 "<= 1 GB",
                 _met(rss and rss / _MB_PER_GB, 1, at_most=True),
-                f"{how}; after a restart and 5 searches "
-                f"{_fmt(restart and restart / _MB_PER_GB, ' GB', 2)}",
+                f"anonymous {_fmt(mem.get('anon_mb'), ' MB', 0)}, mmapped "
+                f"{_fmt(mem.get('file_mb'), ' MB', 0)}; store alone after a restart and 5 "
+                f"searches {_fmt(restart.get('rss_mb'), ' MB', 0)}",
             )
         )
     return rows
 
 
-def _build_estimate(edge: list[JSON], points: int) -> str:
-    """HNSW build time at `points`, from the largest finished build, as n log n."""
-    built = [r for r in edge if _get(r, "hnsw", "build_s") is not None and r["points"] > 1000]
-    if not built:
-        return "no finished build to extrapolate from"
-    ref = built[-1]
-    n, t = ref["points"], ref["hnsw"]["build_s"]
+def _build_estimate(run: JSON, points: int) -> str:
+    """HNSW build time at `points`, from a finished build, as n log n."""
+    n, t = run["points"], run["hnsw"]["build_s"]
+    if n < 1000:
+        return ""
     estimate = t * (points / n) * (math.log(points) / math.log(n))
-    return f"estimated ~{estimate / 60:.0f} min from {t:.0f} s at {n:,} points (n log n)"
+    return f"; at {points:,} vectors ~{estimate / 60:.0f} min (n log n estimate)"
 
 
 def markdown(results: JSON) -> str:
@@ -322,8 +297,9 @@ def markdown(results: JSON) -> str:
         f"{env.get('commit')}. Load average (1/5/15 min) at start {env.get('load_start')}, "
         f"at end {env.get('load_end')}: the machine is shared, so absolute numbers are noisy; "
         "alternatives were measured side by side in the same rounds and the ratios are the "
-        f"result. Descriptor layout of this checkout: {env.get('points_per_image')} point(s) "
-        f"per image. onnxruntime {env.get('onnxruntime')}, qdrant-client "
+        f"result. Production defaults measured: {env.get('production')} "
+        f"({env.get('points_per_image')} point per image). "
+        f"onnxruntime {env.get('onnxruntime')}, qdrant-client "
         f"{env.get('qdrant_client')}, qdrant-edge-py {env.get('qdrant_edge')}. "
         f"Wall time {_fmt(env.get('wall_s'), ' s', 0)}.",
         "",
@@ -366,9 +342,17 @@ def _indexing_details(idx: JSON) -> list[str]:
     )
     limit = idx["limit"]
     lines.append(
-        f"| limit: decode alone + model alone | {limit['rate']:.1f} | | "
-        f"{limit['decode_ms']:.1f} | | {limit['model_ms']:.1f} | |"
+        f"| limit: decode alone, then embed alone, 2 workers (wall per image; embed in the "
+        f"model column) | {limit['rate']:.1f} | | {limit['decode_ms']:.1f} | | "
+        f"{limit['encode_ms']:.1f} | |"
     )
+    single = idx.get("limit_sequential")
+    if single:
+        lines.append(
+            f"| limit, one thread (2 onnxruntime threads, batch 16) | {single['rate']:.1f} | | "
+            f"{single['decode_ms']:.1f} | {single['encode_ms'] - single['model_ms']:.1f} | "
+            f"{single['model_ms']:.1f} | |"
+        )
     lines += [
         "",
         "Pipelines, interleaved on the same images (stage times are summed over workers, so "
@@ -398,8 +382,7 @@ def _indexing_details(idx: JSON) -> list[str]:
         for d in idx.get("decode_candidates") or []
     ]
     models = idx.get("model_candidates") or []
-    base = next((m for m in models if (m["precision"], m["side"], m["threads"], m["batch"]) ==
-                 ("fp32", 384, 2, 16)), None)  # fmt: skip
+    base = models[0] if models else None  # production: 1 thread, one image per call
     lines += [
         "",
         "Model (onnxruntime time per image; encode adds batch assembly and GeM pooling):",
@@ -429,9 +412,9 @@ def _accuracy_details(acc: JSON) -> list[str]:
         "photo at quality 30, all at most 1024 px); each variant indexes and queries with its "
         "own model and size.",
         "",
-        "| model | side | rank-1 | margin | top-1 = production "
+        "| model | side | regions | rank-1 | margin | top-1 = production "
         "| cosine vs fp32 (mean / 1% / min) |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|",
     ]
     for v in acc["variants"]:
         cosine = (
@@ -441,7 +424,8 @@ def _accuracy_details(acc: JSON) -> list[str]:
             else ""
         )
         lines.append(
-            f"| {v['precision']} | {v['side']} | {v['rank1']:.3f} | {v['margin_mean']:.3f} | "
+            f"| {v['precision']} | {v['side']} | {'on' if v.get('regions') else 'off'} | "
+            f"{v['rank1']:.3f} | {v['margin_mean']:.3f} | "
             f"{v['top1_agreement_with_production']:.3f} | {cosine} |"
         )
     real, synthetic = acc.get("real_profile") or {}, acc.get("synthetic_profile") or {}
@@ -458,7 +442,7 @@ def _accuracy_details(acc: JSON) -> list[str]:
 def _serving_details(results: JSON) -> list[str]:
     runs = sorted(
         [{**(r.get("partial") or {}), **r} for r in results.get("serving") or []],
-        key=lambda r: (r["engine"], r["images"]),
+        key=lambda r: (r["engine"], bool(r.get("regions")), r["images"]),
     )
     if not runs:
         return []
@@ -479,7 +463,8 @@ def _serving_details(results: JSON) -> list[str]:
         mem = r.get("memory_served") or {}
         restart = r.get("restart") or {}
         lines.append(
-            f"| {r['engine']} | {r['images']:,} | {_fmt(r.get('points'), '', 0)} | "
+            f"| {r['engine']}{' + regions' if r.get('regions') else ''} | {r['images']:,} | "
+            f"{_fmt(r.get('points'), '', 0)} | "
             f"{_fmt(r.get('fill_s'), '', 0)} | "
             f"{_fmt(_get(r, 'grpc_1_client', 'p50_ms'))} / "
             f"{_fmt(_get(r, 'grpc_1_client', 'p99_ms'))} | "
@@ -500,10 +485,12 @@ def _serving_details(results: JSON) -> list[str]:
     if hnsw_runs:
         lines += [
             "",
-            "qdrant-edge with its HNSW graph (m 16, ef_construct 100) built by optimize():",
+            "Alternative: the HNSW graph (m 16, ef_construct 100) built by optimize() in a "
+            "process that serves nothing (production never builds one), searched with the "
+            "production parameters (hnsw_ef 256, int8 rescored, 2-3 query views):",
             "",
-            "| images | points | build s | ann p50 / p99 ms | recall@10 | ef 256: p50 ms, "
-            "recall@10 | gRPC p50 / p99 ms | RSS MB |",
+            "| images | points | build s | ann p50 / p99 ms | recall@10 | one vector p50 ms "
+            "| RSS MB after build | |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for r in hnsw_runs:
@@ -513,11 +500,8 @@ def _serving_details(results: JSON) -> list[str]:
                 f"{_fmt(h.get('build_s'), '', 0)} | {_fmt(_get(h, 'ann', 'p50_ms'))} / "
                 f"{_fmt(_get(h, 'ann', 'p99_ms'))} | "
                 f"{_fmt(_get(h, 'ann', 'recall_at_10'), '', 3)} | "
-                f"{_fmt(_get(h, 'ann_ef256', 'p50_ms'))}, "
-                f"{_fmt(_get(h, 'ann_ef256', 'recall_at_10'), '', 3)} | "
-                f"{_fmt(_get(h, 'grpc_1_client', 'p50_ms'))} / "
-                f"{_fmt(_get(h, 'grpc_1_client', 'p99_ms'))} | "
-                f"{_fmt(_get(h, 'memory', 'rss_mb'), '', 0)} |"
+                f"{_fmt(_get(h, 'ann', 'one_vector', 'p50_ms'))} | "
+                f"{_fmt(_get(h, 'memory', 'rss_mb'), '', 0)} | {h.get('error') or ''} |"
             )
     return lines
 
@@ -563,8 +547,13 @@ def _serving_plot(results: JSON, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for engine, colour in (("local", "tab:red"), ("edge", "tab:green")):
-        engine_runs = _runs(results, engine)
+    for kind, colour, regions in (
+        ("local", "tab:red", False),
+        ("edge", "tab:green", False),
+        ("edge", "tab:blue", True),
+    ):
+        engine_runs = _runs(results, kind, regions=regions)
+        engine = kind + (" + regions" if regions else "")
         xs = [r["images"] for r in engine_runs]
         for key, style in (("p50_ms", "-o"), ("p99_ms", "--o")):
             ys = [_get(r, "grpc_1_client", key) for r in engine_runs]
