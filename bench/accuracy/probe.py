@@ -102,8 +102,12 @@ class Scores:
 
 def evaluate(data: Embedded, index: F32, queries: F32, *, margin: bool) -> Scores:
     """Exact search: an image scores its best (query view, index row) pair."""
+    rows = index.reshape(-1, index.shape[-1]).T  # one matrix product per view (BLAS)
     scores = np.max(
-        [np.einsum("md,nrd->mnr", view, index).max(axis=2) for view in queries.transpose(1, 0, 2)],
+        [
+            (view @ rows).reshape(len(view), *index.shape[:2]).max(axis=2)
+            for view in queries.transpose(1, 0, 2)
+        ],
         axis=0,
     )
     order = np.argsort(-scores, axis=1)[:, :BACKGROUND]
@@ -181,6 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the quick corpus")
     parser.add_argument("--per-family", type=int, default=80, help="sourced queries per family")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "imgsearch-bench")
+    parser.add_argument(
+        "--reuse", action="store_true", help="reuse the last run's embeddings (same code only)"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "probe")
     args = parser.parse_args(argv)
     spec = QUICK if args.quick else FULL
@@ -189,7 +196,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     folder, queries = queries_module.build(corpus, families, 2)
     ids = [i.id for i in corpus.items if i.role != "heldout"]
     sample = _stratified(sorted(queries, key=lambda q: q.id), args.per_family)
-    data = _embed(corpus.db, folder, ids, sample)
+    cached = args.cache / spec.name / "probe-embeddings.npz"
+    if args.reuse and cached.exists():
+        stored = np.load(cached)
+        data = Embedded(ids, stored["index"], stored["queries"], stored["framed"], sample)
+        log(f"reusing the embeddings in {cached}")
+    else:
+        data = _embed(corpus.db, folder, ids, sample)
+        np.savez(cached, index=data.index, queries=data.queries, framed=data.framed)
     rows = []
     for name, index, views, margin in _variants(data):
         result = evaluate(data, index, views, margin=margin)
