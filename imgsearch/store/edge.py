@@ -62,6 +62,8 @@ _HNSW_EF_CONSTRUCT = 100
 _HNSW_EF = 256  # query-time candidate list where a segment has a graph: recall over speed
 # Segment size (KB) from which the optimizer would build a graph: never (see module docstring).
 _NEVER_INDEX_KB = 10**9
+# ... except in `build_graph` (offline): Qdrant's default, below which plain search is as fast.
+GRAPH_MIN_SEGMENT_KB = 10_000
 # Grouped stores: points fetched per wanted image before grouping by path (more if short).
 _GROUP_FETCH = 8
 _GROUP_FETCH_MAX = 65_536
@@ -69,9 +71,10 @@ _KEYWORD_FIELDS = ("folders", "sha256", "path")
 _CONFIG_FILE = "edge_config.json"  # written by qdrant-edge in the shard directory
 
 
-def edge_config(dimensions: int) -> qe.EdgeConfig:
+def edge_config(dimensions: int, indexing_threshold_kb: int = _NEVER_INDEX_KB) -> qe.EdgeConfig:
     """Cosine vectors; int8 scalar quantisation pinned in RAM, the originals mmapped from disk
-    for rescoring; payload on disk; no HNSW graph built by writes."""
+    for rescoring; payload on disk; no HNSW graph built by writes (unless a threshold is
+    given, as the offline `build_graph` does)."""
     return qe.EdgeConfig(
         vectors={
             VECTOR_NAME: qe.EdgeVectorParams(
@@ -86,7 +89,7 @@ def edge_config(dimensions: int) -> qe.EdgeConfig:
         hnsw_config=qe.HnswIndexConfig(
             m=_HNSW_M, ef_construct=_HNSW_EF_CONSTRUCT, full_scan_threshold=10_000
         ),
-        optimizers=qe.EdgeOptimizersConfig(indexing_threshold=_NEVER_INDEX_KB),
+        optimizers=qe.EdgeOptimizersConfig(indexing_threshold=indexing_threshold_kb),
         payload_memory=qe.Memory.Cold,
     )
 
@@ -114,6 +117,7 @@ class EdgeStore(VectorStore):
         super().__init__(collection, dimensions, model, local=True, grouped=grouped)
         self._shard = shard
         self._lock_fd: int | None = lock_fd
+        self._directory: Path | None = None
 
     @classmethod
     def open_path(
@@ -143,7 +147,9 @@ class EdgeStore(VectorStore):
         except BaseException:
             os.close(lock_fd)  # closing the descriptor releases the lock
             raise
-        return cls(shard, lock_fd, collection, dimensions, model, grouped=grouped)
+        store = cls(shard, lock_fd, collection, dimensions, model, grouped=grouped)
+        store._directory = path / collection
+        return store
 
     @classmethod
     def open_existing(cls, path: Path, *, collection: str) -> Self | None:
@@ -156,6 +162,34 @@ class EdgeStore(VectorStore):
         if not isinstance(size, int):
             raise StoreUnavailableError(f"embedded store {directory} has {size}")
         return cls.open_path(path, collection=collection, dimensions=size, model="(backup)")
+
+    def build_graph(self, min_segment_kb: int = GRAPH_MIN_SEGMENT_KB) -> int:
+        """Offline maintenance (`imgsearch optimize`, with the service stopped): build the
+        HNSW graph of every segment of at least `min_segment_kb` and purge deleted points.
+        Searches then walk the graph (measured: 5 ms instead of 43 ms at 100k images) and
+        points added later are scanned plainly until the next build. It cannot run inside
+        the service: `optimize()` holds the GIL for minutes (~13 min per million vectors).
+        Returns the number of vectors in a graph."""
+        if self._directory is None:
+            raise StoreUnavailableError("this shard was not opened from a directory")
+        directory = str(self._directory)
+
+        def build() -> None:
+            self._shard.close()
+            shard = qe.EdgeShard.load(directory, edge_config(self.dimensions, min_segment_kb))
+            try:
+                shard.optimize()
+            finally:
+                shard.close()
+                # Back to the serving config: writes never build a graph.
+                self._shard = qe.EdgeShard.load(directory, edge_config(self.dimensions))
+
+        self._call("optimize", build)
+        return self.graph_vectors()
+
+    def graph_vectors(self) -> int:
+        """How many vectors are searched through an HNSW graph (the rest are scanned)."""
+        return int(self._call("info", self._shard.info).indexed_vectors_count)
 
     def _is_store_error(self, exc: Exception) -> bool:
         # qdrant-edge raises plain Exception for every engine failure (I/O, closed shard);
