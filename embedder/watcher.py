@@ -135,6 +135,10 @@ class FolderWatcher:
                 log.error("watched folder is missing; index kept, waiting folder=%s", self._root)
                 self._stop_observer()
                 self._watched_inode = -1
+                # The observer may have died with the folder before it reported anything (a
+                # polling snapshot of a vanished folder fails): the indexer's scan is what
+                # notices the folder is gone, so ask for one rather than wait for its timer.
+                self._indexer.request_rescan()
             FOLDER_AVAILABLE.set(0)
             return
         alive = self._observer is not None and self._observer.is_alive()
