@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     inference_threads: int = Field(2, ge=1)
     # Calibrated on bench/accuracy: at most 1 false match per 1,000 no-source queries.
     match_threshold: float = Field(
-        0.53,
+        0.55,
         ge=-2.0,
         le=2.0,
         description="Margin (score minus half the mean of the 10 best scores) that means "

@@ -24,7 +24,7 @@ from searcher.verify import Verifier
 class SearchPolicy:
     default_limit: int = 10
     max_limit: int = 100
-    match_threshold: float = 0.53
+    match_threshold: float = 0.55
     # The margin of a candidate is its score minus `background_weight` times the mean score
     # of the query's `background_size` nearest images: scores are judged against how much the
     # query resembles everything (bench/accuracy: at the same false-match rate this keeps
