@@ -24,6 +24,7 @@ from imgsearch.settings import BUNDLED_SAMPLES, Settings
 from imgsearch.store import VectorStore
 from searcher.service import SearcherService, SearchPolicy
 from searcher.verify import Verifier
+from searcher.whitening import FolderWhitening
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ class Application:
         self.folder: Path | None = None
         self.indexer: Indexer | None = None
         self._watcher: FolderWatcher | None = None
+        self.whitening: FolderWhitening | None = None
         services: list[ServiceRegistration] = []
         if with_embedder:
             self.folder = prepare_folder(settings)
@@ -136,6 +138,7 @@ class Application:
                 default_limit=settings.default_limit,
                 max_limit=settings.max_limit,
                 match_threshold=settings.match_threshold,
+                whitened_match_threshold=settings.whitened_match_threshold,
                 verify_top=settings.verify_top,
                 min_inliers=settings.min_inliers,
             )
@@ -144,8 +147,17 @@ class Application:
                 if self.folder is not None and settings.verify_top > 0
                 else None
             )
+            if settings.whitening_min_images > 0:
+                self.whitening = FolderWhitening(
+                    self.store,
+                    min_images=max(2, settings.whitening_min_images),
+                    dimensions=settings.whitening_dims,
+                    sample=settings.whitening_sample,
+                )
             services.append(
-                SearcherService(self.encoder, self.store, policy, self.folder, verifier)
+                SearcherService(
+                    self.encoder, self.store, policy, self.folder, verifier, self.whitening
+                )
             )
         self._services = services
         self._server: RunningServer | None = None
@@ -170,6 +182,8 @@ class Application:
             # Watch first, then scan: a file landing during the scan is seen by one or the other.
             self._watcher.start()
             self.indexer.start()
+        if self.whitening is not None:
+            self.whitening.current()  # learns in the background when the folder is big enough
         self._server = start_server(
             self.settings.listen,
             self._services,

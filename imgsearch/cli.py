@@ -33,6 +33,7 @@ _SERVER_FLAGS: dict[str, str] = {
     "model": "model_path",
     "watch_mode": "watch_mode",
     "match_threshold": "match_threshold",
+    "whitening_min_images": "whitening_min_images",
     "log_level": "log_level",
     "log_format": "log_format",
     "tls_cert": "tls_cert",
@@ -50,7 +51,13 @@ def _add_server_flags(parser: argparse.ArgumentParser, *, qdrant_required: bool)
     group.add_argument("--collection", help="Qdrant collection name (images)")
     group.add_argument("--model", metavar="ONNX", help="backbone meeting the model contract")
     group.add_argument("--watch-mode", choices=["auto", "native", "polling"])
-    group.add_argument("--match-threshold", type=float, help="score that means 'the source'")
+    group.add_argument("--match-threshold", type=float, help="margin that means 'the source'")
+    group.add_argument(
+        "--whitening-min-images",
+        type=int,
+        metavar="N",
+        help="learn a whitening once the folder has N images (1000); 0 = never",
+    )
     group.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
     group.add_argument("--log-format", choices=["text", "json"])
     group.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate")
@@ -217,6 +224,8 @@ def _print_search(response: searcher_pb2.SearchResponse) -> None:
             f"\nverdict: no source in the index "
             f"(best margin {best:.3f} < threshold {response.match_threshold:.3f})"
         )
+    if response.whitened:
+        print("scores are whitened (learned on this folder's images)")
 
 
 def _print_status(status: embedder_pb2.GetStatusResponse) -> None:

@@ -25,7 +25,7 @@ RPC_DURATION = Histogram(
 SEARCH_STAGE = Histogram(
     "imgsearch_search_stage_seconds",
     "Time spent in each stage of a search.",
-    ["stage"],  # decode, embed, ann, verify
+    ["stage"],  # decode, embed, ann, rescore, verify
     buckets=_LATENCY_BUCKETS,
 )
 VERIFICATIONS = Counter(
@@ -35,6 +35,15 @@ VERIFICATIONS = Counter(
 )
 for _outcome in ("confirmed", "rejected"):  # present from the start, so rate() works at once
     VERIFICATIONS.labels(_outcome)
+WHITENING_IMAGES = Gauge(
+    "imgsearch_whitening_images",
+    "Images the searcher's whitening was learned from; 0 = raw scores (small folder).",
+)
+WHITENING_LEARN_SECONDS = Histogram(
+    "imgsearch_whitening_learn_seconds",
+    "Time to learn the folder's whitening from the store (background).",
+    buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
 INFERENCE = Histogram(
     "imgsearch_model_inference_seconds",
     "Time of one forward pass of the backbone.",

@@ -88,6 +88,23 @@ class Settings(BaseSettings):
         description="Margin (score minus half the mean of the 10 best scores) that means "
         "'the source' without a geometric check.",
     )
+    whitened_match_threshold: float = Field(
+        0.52,
+        ge=-2.0,
+        le=2.0,
+        description="match_threshold for whitened scores (folders of whitening_min_images or "
+        "more images).",
+    )
+    whitening_min_images: int = Field(
+        1000,
+        ge=0,
+        description="Folders with at least this many images are searched with a PCA whitening "
+        "learned on their own descriptors (sharper verdicts); 0 = never.",
+    )
+    whitening_dims: int = Field(1024, ge=2, description="Dimensions the whitening keeps.")
+    whitening_sample: int = Field(
+        10_000, ge=2, description="Most images the whitening is learned from."
+    )
     regions: bool = Field(
         False,
         description="Also index 13 regional vectors per image: a few points better on small "

@@ -13,11 +13,13 @@ from numpy.typing import NDArray
 from imgsearch.errors import InvalidRequestError, NotFoundError
 from imgsearch.metrics import INFERENCE, SEARCH_STAGE, VERIFICATIONS
 from imgsearch.model import DecodedImage, ImageEncoder
+from imgsearch.model.whitening import Whitening
 from imgsearch.paths import OutsideFolderError, relative_to_root, resolve_inside
 from imgsearch.server import ensure_active, maps_errors
 from imgsearch.store import Hit, VectorStore
 from imgsearch.v1 import searcher_pb2, searcher_pb2_grpc
 from searcher.verify import Verifier
+from searcher.whitening import FolderWhitening
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +27,11 @@ class SearchPolicy:
     default_limit: int = 10
     max_limit: int = 100
     match_threshold: float = 0.55
+    # The same verdict on whitened scores (folders of whitening_min_images or more): whitened
+    # scores of unrelated images sit near 0.25 instead of 0.7, so the bar is calibrated apart.
+    whitened_match_threshold: float = 0.52
+    # How many ANN candidates are re-scored with the whitening (the ANN runs on raw vectors).
+    rescore_pool: int = 100
     # The margin of a candidate is its score minus `background_weight` times the mean score
     # of the query's `background_size` nearest images: scores are judged against how much the
     # query resembles everything (bench/accuracy: at the same false-match rate this keeps
@@ -64,12 +71,14 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
         policy: SearchPolicy,
         folder: Path | None = None,
         verifier: Verifier | None = None,
+        whitening: FolderWhitening | None = None,
     ) -> None:
         self._encoder = encoder
         self._store = store
         self._policy = policy
         self._folder = folder
         self._verifier = verifier
+        self._whitening = whitening
 
     def add_to_server(self, server: grpc.Server) -> None:
         searcher_pb2_grpc.add_SearcherServicer_to_server(self, server)
@@ -86,21 +95,49 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
             raise InvalidRequestError(f"subfolder must be a relative folder: {request.subfolder!r}")
         query = self._query(request, context)
         ensure_active(context)
+        policy = self._policy
+        whitening = self._whitening.current() if self._whitening is not None else None
+        pool = max(limit, policy.background_size, policy.rescore_pool if whitening else 0)
         with SEARCH_STAGE.labels("ann").time():
             # The background is measured without min_score, which would hide it.
-            hits = self._store.search(
-                query.vectors, max(limit, self._policy.background_size), subfolder=subfolder
-            )
+            hits = self._store.search(query.vectors, pool, subfolder=subfolder)
+        best_raw = hits[0].score if hits else 0.0
+        if whitening is not None and hits:
+            with SEARCH_STAGE.labels("rescore").time():
+                hits = self._whitened(hits, query.vectors, whitening)
         background = self._background(hits)
         if request.min_score:
             hits = [h for h in hits if h.score >= request.min_score]
-        ranked = self._verified(hits[:limit], query, background, context)
-        threshold = self._policy.match_threshold
+        threshold = policy.whitened_match_threshold if whitening else policy.match_threshold
+        ranked = self._verified(hits[:limit], query, background, threshold, best_raw, context)
         return searcher_pb2.SearchResponse(
             matches=[self._match(r, background, threshold) for r in ranked],
             match_threshold=threshold,
             model=self._encoder.name,
+            whitened=whitening is not None,
         )
+
+    def _whitened(
+        self, hits: list[Hit], queries: NDArray[np.float32], white: Whitening
+    ) -> list[Hit]:
+        """The candidates re-scored by whitened cosine (best pair of query view and stored
+        row, as the store scores raw vectors), best first; files deleted since the search drop
+        out."""
+        stored = self._store.descriptors_of([h.path for h in hits])
+        found = [h.path for h in hits if h.path in stored]
+        if not found:
+            return []
+        rows = np.concatenate([stored[p].vectors for p in found])
+        owner = np.repeat(np.arange(len(found)), [len(stored[p].vectors) for p in found])
+        boxes = np.concatenate([stored[p].boxes for p in found])
+        row_scores = (white.apply(rows) @ white.apply(np.atleast_2d(queries)).T).max(axis=1)
+        rescored = []
+        for index, path in enumerate(found):
+            mine = np.flatnonzero(owner == index)
+            best = int(mine[np.argmax(row_scores[mine])])
+            box = tuple(float(v) for v in boxes[best])
+            rescored.append(Hit(path, float(row_scores[best]), box))
+        return sorted(rescored, key=lambda h: -h.score)
 
     def _background(self, hits: list[Hit]) -> float:
         """What `margin` subtracts: the weighted mean score of the query's nearest images."""
@@ -120,17 +157,24 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
         )
 
     def _verified(
-        self, hits: list[Hit], query: _Query, background: float, context: grpc.ServicerContext
+        self,
+        hits: list[Hit],
+        query: _Query,
+        background: float,
+        threshold: float,
+        best_raw: float,
+        context: grpc.ServicerContext,
     ) -> list[_Ranked]:
         """Verify the first candidates when the descriptor alone is not conclusive; verified
-        candidates move to the front (most inliers first), the rest keep their order."""
+        candidates move to the front (most inliers first), the rest keep their order.
+        `best_raw` is the best raw cosine: the floor is on that scale, whitened or not."""
         policy = self._policy
         if (
             self._verifier is None
             or query.image is None
             or not hits
-            or hits[0].score < policy.verify_floor
-            or hits[0].score - background >= policy.match_threshold
+            or best_raw < policy.verify_floor
+            or hits[0].score - background >= threshold
         ):
             return [_Ranked(h) for h in hits]
         ensure_active(context)

@@ -287,13 +287,19 @@ class Production:
                 raise TimeoutError(f"indexing did not finish in {self.index_timeout}s: {status}")
             time.sleep(0.5)
         progress.close()
+        # The searcher learns its whitening in the background once the folder is big enough;
+        # learn it now, so that every query is scored the same way.
+        whitening = self._app.whitening.refresh() if self._app.whitening is not None else None
         self._described = {
             "model": status.model,
             "dimensions": status.dimensions,
             "indexed": status.indexed,
             "failed": status.failed,
             "failures": [f"{f.path}: {f.reason}" for f in status.failures],
-            "match_threshold": settings.match_threshold,
+            "match_threshold": settings.whitened_match_threshold
+            if whitening is not None
+            else settings.match_threshold,
+            "whitened_from": whitening.images if whitening is not None else 0,
             "image_size": settings.image_size,
         }
 

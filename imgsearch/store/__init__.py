@@ -204,6 +204,16 @@ class VectorStore(ABC):
                 str(payload["sha256"]),
             )
 
+    def sample_vectors(self, limit: int) -> NDArray[np.float32]:
+        """Up to `limit` stored whole-image descriptors [N, C], for learning statistics of the
+        folder (point ids are hashes of paths, so the first ones are an unbiased sample)."""
+        rows: list[NDArray[np.float32]] = []
+        for vector in self._whole_image_vectors():
+            if len(rows) >= limit:
+                break
+            rows.append(vector)
+        return np.stack(rows) if rows else np.empty((0, self.dimensions), dtype=np.float32)
+
     @abstractmethod
     def _payload_with_sha256(self, sha256: str) -> dict[str, Any] | None:
         """The model and path payload of one whole-image point with this sha256, if any."""
@@ -211,6 +221,10 @@ class VectorStore(ABC):
     @abstractmethod
     def _whole_image_payloads(self, fields: list[str]) -> Iterator[dict[str, Any]]:
         """These payload fields of every whole-image point (region 0), paged."""
+
+    @abstractmethod
+    def _whole_image_vectors(self) -> Iterator[NDArray[np.float32]]:
+        """The descriptor of every whole-image point (region 0), paged."""
 
     @abstractmethod
     def ping(self) -> None:

@@ -291,6 +291,10 @@ class EdgeStore(VectorStore):
         for record in self._scroll(_WHOLE_IMAGES, fields, False):
             yield dict(record.payload or {})
 
+    def _whole_image_vectors(self) -> Iterator[NDArray[np.float32]]:
+        for record in self._scroll(_WHOLE_IMAGES, ["path"], True):
+            yield _vector(record)
+
     def ping(self) -> None:
         self._call("ping", self._shard.info)
 

@@ -251,6 +251,10 @@ class QdrantStore(VectorStore):
         for point in self._scroll(_WHOLE_IMAGES, fields, False):
             yield dict(point.payload or {})
 
+    def _whole_image_vectors(self) -> Iterator[NDArray[np.float32]]:
+        for point in self._scroll(_WHOLE_IMAGES, ["path"], True):
+            yield _vector(point)
+
     def _scroll(
         self, where: models.Filter, payload: list[str], with_vectors: bool
     ) -> Iterator[models.Record]:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bimgsearch/v1/searcher.proto\x12\x0cimgsearch.v1\"n\n\rSearchRequest\x12\x0f\n\x05image\x18\x01 \x01(\x0cH\x00\x12\x0e\n\x04path\x18\x03 \x01(\tH\x00\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x11\n\tmin_score\x18\x04 \x01(\x02\x12\x11\n\tsubfolder\x18\x05 \x01(\tB\x07\n\x05query\"^\n\x0eSearchResponse\x12$\n\x07matches\x18\x01 \x03(\x0b\x32\x13.imgsearch.v1.Match\x12\x17\n\x0fmatch_threshold\x18\x02 \x01(\x02\x12\r\n\x05model\x18\x03 \x01(\t\"z\n\x05Match\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05match\x18\x03 \x01(\x08\x12$\n\x06region\x18\x04 \x01(\x0b\x32\x14.imgsearch.v1.Region\x12\x0f\n\x07inliers\x18\x05 \x01(\r\x12\x0e\n\x06margin\x18\x06 \x01(\x02\"8\n\x06Region\x12\n\n\x02x0\x18\x01 \x01(\x02\x12\n\n\x02y0\x18\x02 \x01(\x02\x12\n\n\x02x1\x18\x03 \x01(\x02\x12\n\n\x02y1\x18\x04 \x01(\x02\x32O\n\x08Searcher\x12\x43\n\x06Search\x12\x1b.imgsearch.v1.SearchRequest\x1a\x1c.imgsearch.v1.SearchResponseBT\n\x10\x64\x65v.imgsearch.v1P\x01Z>github.com/imgsearch/imgsearch/gen/go/imgsearch/v1;imgsearchv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bimgsearch/v1/searcher.proto\x12\x0cimgsearch.v1\"n\n\rSearchRequest\x12\x0f\n\x05image\x18\x01 \x01(\x0cH\x00\x12\x0e\n\x04path\x18\x03 \x01(\tH\x00\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x11\n\tmin_score\x18\x04 \x01(\x02\x12\x11\n\tsubfolder\x18\x05 \x01(\tB\x07\n\x05query\"p\n\x0eSearchResponse\x12$\n\x07matches\x18\x01 \x03(\x0b\x32\x13.imgsearch.v1.Match\x12\x17\n\x0fmatch_threshold\x18\x02 \x01(\x02\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08whitened\x18\x04 \x01(\x08\"z\n\x05Match\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05match\x18\x03 \x01(\x08\x12$\n\x06region\x18\x04 \x01(\x0b\x32\x14.imgsearch.v1.Region\x12\x0f\n\x07inliers\x18\x05 \x01(\r\x12\x0e\n\x06margin\x18\x06 \x01(\x02\"8\n\x06Region\x12\n\n\x02x0\x18\x01 \x01(\x02\x12\n\n\x02y0\x18\x02 \x01(\x02\x12\n\n\x02x1\x18\x03 \x01(\x02\x12\n\n\x02y1\x18\x04 \x01(\x02\x32O\n\x08Searcher\x12\x43\n\x06Search\x12\x1b.imgsearch.v1.SearchRequest\x1a\x1c.imgsearch.v1.SearchResponseBT\n\x10\x64\x65v.imgsearch.v1P\x01Z>github.com/imgsearch/imgsearch/gen/go/imgsearch/v1;imgsearchv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,11 +35,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SEARCHREQUEST']._serialized_start=45
   _globals['_SEARCHREQUEST']._serialized_end=155
   _globals['_SEARCHRESPONSE']._serialized_start=157
-  _globals['_SEARCHRESPONSE']._serialized_end=251
-  _globals['_MATCH']._serialized_start=253
-  _globals['_MATCH']._serialized_end=375
-  _globals['_REGION']._serialized_start=377
-  _globals['_REGION']._serialized_end=433
-  _globals['_SEARCHER']._serialized_start=435
-  _globals['_SEARCHER']._serialized_end=514
+  _globals['_SEARCHRESPONSE']._serialized_end=269
+  _globals['_MATCH']._serialized_start=271
+  _globals['_MATCH']._serialized_end=393
+  _globals['_REGION']._serialized_start=395
+  _globals['_REGION']._serialized_end=451
+  _globals['_SEARCHER']._serialized_start=453
+  _globals['_SEARCHER']._serialized_end=532
 # @@protoc_insertion_point(module_scope)

@@ -63,12 +63,19 @@ class SearchResponse(_message.Message):
     MATCHES_FIELD_NUMBER: _builtins.int
     MATCH_THRESHOLD_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
+    WHITENED_FIELD_NUMBER: _builtins.int
     match_threshold: _builtins.float
     """The margin (`Match.margin`) at or above which a match is called the source
     (`Match.match`) without a geometric check.
     """
     model: _builtins.str
     """Model that embedded the query, e.g. "efficientnet-lite0"."""
+    whitened: _builtins.bool
+    """True when scores are whitened cosines: the folder has enough images (setting
+    whitening_min_images) for the searcher to learn a PCA whitening of its descriptors,
+    which pushes unrelated images' scores towards 0. `match_threshold` is then the
+    threshold calibrated for whitened margins.
+    """
     @_builtins.property
     def matches(self) -> _containers.RepeatedCompositeFieldContainer[Global___Match]:
         """Ranked best first."""
@@ -79,10 +86,11 @@ class SearchResponse(_message.Message):
         matches: _abc.Iterable[Global___Match] | None = ...,
         match_threshold: _builtins.float = ...,
         model: _builtins.str = ...,
+        whitened: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["match_threshold", b"match_threshold", "matches", b"matches", "model", b"model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["match_threshold", b"match_threshold", "matches", b"matches", "model", b"model", "whitened", b"whitened"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -101,7 +109,9 @@ class Match(_message.Message):
     path: _builtins.str
     """Path of the indexed image, relative to the watched folder, with '/' separators."""
     score: _builtins.float
-    """Cosine similarity of the descriptors in [-1, 1]; higher is more similar."""
+    """Cosine similarity of the descriptors in [-1, 1]; higher is more similar. Whitened
+    descriptors when `SearchResponse.whitened`.
+    """
     match: _builtins.bool
     """The verdict: true when the query is judged to come from this image,
     false when it is merely similar.
