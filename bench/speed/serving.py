@@ -194,7 +194,7 @@ def _stage_means() -> dict[str, tuple[float, float]]:
     from prometheus_client import REGISTRY
 
     out = {}
-    for stage in ("decode", "embed", "ann"):
+    for stage in ("decode", "embed", "ann", "rescore", "verify"):
         total = REGISTRY.get_sample_value("imgsearch_search_stage_seconds_sum", {"stage": stage})
         count = REGISTRY.get_sample_value("imgsearch_search_stage_seconds_count", {"stage": stage})
         out[stage] = (total or 0.0, count or 0.0)
@@ -370,6 +370,7 @@ def measure_size(config: JSON) -> JSON:
 
     app = _serve(store, data_dir, regions)
     try:
+        result["whitening_images"] = _learn_whitening(app)
         queries = [p.read_bytes() for p in inputs.query_files]
         sources = inputs.query_sources
         warm = _grpc_phase(app.port, queries[:2], sources[:2], 1, 2)
@@ -392,57 +393,69 @@ def measure_size(config: JSON) -> JSON:
 
 
 def measure_hnsw(config: JSON) -> JSON:
-    """The alternative production does not run: build the HNSW graph of a closed shard in a
-    process that serves nothing (optimize() holds the GIL), then search it with the
-    production parameters (hnsw_ef 256, int8 rescored). Writes partial results with
-    "started", so the parent can stop a build that runs past its cap."""
-    import qdrant_edge as qe
-
-    from bench.speed.edge import edge_config
-    from imgsearch.store.edge import _SEARCH_PARAMS
-
+    """`imgsearch optimize` on a closed store: the production `EdgeStore.build_graph()` in a
+    process that serves nothing (optimize() holds the GIL), then searches through the
+    production `search`. Writes partial results with "started", so the parent can stop a
+    build that runs past its cap."""
     inputs = Inputs.load(Path(config["inputs"]))
     gt_file = Path(config["data_dir"]) / "gt_ids.json"
     gt_ids = json.loads(gt_file.read_text()) if gt_file.is_file() else None
     out: JSON = {"started": time.time(), "images": config["images"]}
     write_partial(config, out)
-    directory = Path(config["data_dir"]) / "store" / COLLECTION
-    shard = qe.EdgeShard.load(
-        str(directory), edge_config(DIMENSIONS, quantized=True, indexing_threshold_kb=1)
-    )
-    start = time.perf_counter()
-    shard.optimize()
-    out["build_s"] = time.perf_counter() - start
-    write_partial(config, out)
-    out["indexed_vectors"] = int(shard.info().indexed_vectors_count)
-    out["memory"] = memory()
-
-    class _Shard:  # what nearest_ids needs from a store
-        _shard = shard
-
-    times = []
-    for i in range(config["queries"]):
-        vectors = compat.store_query(inputs.query_vectors[i % len(inputs.query_vectors)])
+    store = open_store("edge", Path(config["data_dir"]), regions=False)
+    try:
         start = time.perf_counter()
-        shard.query_batch(
-            qe.QueryBatchRequest(
-                [
-                    qe.QueryRequest(
-                        limit=10,
-                        query=qe.Query.Nearest(v.tolist(), using="global"),
-                        with_payload=["path", "box"],
-                        params=_SEARCH_PARAMS,
-                    )
-                    for v in vectors
-                ]
-            )
+        # The smoke run's store is far below the production minimum segment size for a graph.
+        minimum = config.get("graph_min_segment_kb")
+        out["indexed_vectors"] = (
+            store.build_graph(minimum) if minimum is not None else store.build_graph()
         )
-        times.append(time.perf_counter() - start)
-    out["ann"] = latency_summary(times)
-    if gt_ids is not None:
-        out["ann"].update(_recall(_Shard(), inputs, gt_ids))
-    shard.close()
+        out["build_s"] = time.perf_counter() - start
+        write_partial(config, out)
+        out["memory"] = memory()
+        out["ann"] = _ann_phase(store, inputs, gt_ids, config["queries"])
+    finally:
+        store.close()
     return out
+
+
+def measure_after_graph(config: JSON) -> JSON:
+    """A restarted service on the store `imgsearch optimize` left: the production searcher
+    over gRPC (or the store alone for store-only sizes), its latency, recall and memory."""
+    inputs = Inputs.load(Path(config["inputs"]))
+    data_dir = Path(config["data_dir"])
+    gt_file = data_dir / "gt_ids.json"
+    gt_ids = json.loads(gt_file.read_text()) if gt_file.is_file() else None
+    result: JSON = {"images": config["images"], "memory_start": memory()}
+    store = open_store("edge", data_dir, regions=False)
+    result["graph_vectors"] = store.graph_vectors()
+    if not config.get("grpc", True):
+        try:
+            result["ann"] = _ann_phase(store, inputs, gt_ids, config["queries"])
+            result["memory_served"] = memory()
+        finally:
+            store.close()
+        return result
+    app = _serve(store, data_dir, False)
+    try:
+        result["whitening_images"] = _learn_whitening(app)
+        queries = [p.read_bytes() for p in inputs.query_files]
+        _grpc_phase(app.port, queries[:2], inputs.query_sources[:2], 1, 2)  # warm-up
+        result["grpc_1_client"] = _grpc_phase(
+            app.port, queries, inputs.query_sources, 1, config["queries"]
+        )
+        result["memory_served"] = memory()
+        result["ann"] = _ann_phase(store, inputs, gt_ids, config["queries"])
+    finally:
+        app.stop()
+    return result
+
+
+def _learn_whitening(app: Any) -> int:  # noqa: ANN401 - Application
+    """Learn the searcher's whitening before timing (it is learned in the background at
+    start-up; a query meanwhile would be scored raw)."""
+    whitening = app.whitening.refresh() if app.whitening is not None else None
+    return whitening.images if whitening is not None else 0
 
 
 def measure_restart(config: JSON) -> JSON:
