@@ -182,8 +182,8 @@ def test_paging_through_many_points(store: VectorStore) -> None:
     assert store.count() == 1000
 
 
-def test_closed_store_is_unavailable(tmp_path: Path) -> None:
-    store = _open(tmp_path / "q", StoreEngine.EDGE)
+def test_closed_store_is_unavailable(tmp_path: Path, engine: StoreEngine) -> None:
+    store = _open(tmp_path / "q", engine)
     store.close()
     store.close()  # twice is fine
     with pytest.raises(StoreUnavailableError):

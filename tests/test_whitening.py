@@ -61,10 +61,11 @@ def test_whitening_keeps_at_most_the_input_dimensions_and_needs_two_rows() -> No
         learn_whitening(vectors[:1])
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[VectorStore]:
+@pytest.fixture(params=[StoreEngine.EDGE, StoreEngine.LOCAL], ids=str)
+def store(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[VectorStore]:
+    """Both store classes: EdgeStore, and QdrantStore (local mode: the server's code path)."""
     store = VectorStore.open(
-        path=tmp_path / "q", collection="t", dimensions=DIM, model="m", engine=StoreEngine.EDGE
+        path=tmp_path / "q", collection="t", dimensions=DIM, model="m", engine=request.param
     )
     yield store
     store.close()

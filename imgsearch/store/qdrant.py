@@ -90,7 +90,10 @@ class QdrantStore(VectorStore):
         return store
 
     def _is_store_error(self, exc: Exception) -> bool:
-        return isinstance(exc, _STORE_ERRORS)
+        # A closed local-mode client raises a bare RuntimeError: as unavailable as a closed
+        # edge shard or an unreachable server, for the threads still holding the store.
+        closed = isinstance(exc, RuntimeError) and "closed" in str(exc)
+        return closed or isinstance(exc, _STORE_ERRORS)
 
     def ensure_collection(self) -> None:
         """Create the collection, or check that an existing one fits this model."""
