@@ -132,7 +132,7 @@ def test_quick_run_writes_a_sane_table(tmp_path: Path) -> None:
             assert 0 < after["grpc_1_client"]["p50_ms"] <= after["grpc_1_client"]["p99_ms"]
             assert after["ann"]["recall_at_10"] >= 0.9
             assert after["memory_served"]["rss_mb"] > 0
-            assert served["whitening_images"] == 0  # 150 images: below whitening_min_images
+            assert served["whitening"]["images"] == 0  # 150 images: below whitening_min_images
             assert 0 <= hnsw["ann"]["recall_at_10"] <= 1
             assert 0 < hnsw["ann"]["p50_ms"] <= hnsw["ann"]["p99_ms"]
     assert not math.isnan(results["environment"]["wall_s"])

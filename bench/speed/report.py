@@ -304,6 +304,18 @@ def _graph_rows(run: JSON) -> list[Row]:
             f"{_fmt(mem.get('file_mb'), ' MB', 0)}",
         )
     )
+    whitening = after.get("whitening") or {}
+    if whitening.get("images"):
+        rows.append(
+            (
+                f"Learning the search whitening at {label}",
+                _fmt(whitening.get("learn_s"), " s"),
+                "",
+                "",
+                f"from {whitening['images']:,} stored vectors, in the background at start-up "
+                "and when the folder changed by a quarter",
+            )
+        )
     if served:
         rows.append(
             (

@@ -370,7 +370,7 @@ def measure_size(config: JSON) -> JSON:
 
     app = _serve(store, data_dir, regions)
     try:
-        result["whitening_images"] = _learn_whitening(app)
+        result["whitening"] = _learn_whitening(app)
         queries = [p.read_bytes() for p in inputs.query_files]
         sources = inputs.query_sources
         warm = _grpc_phase(app.port, queries[:2], sources[:2], 1, 2)
@@ -438,7 +438,7 @@ def measure_after_graph(config: JSON) -> JSON:
         return result
     app = _serve(store, data_dir, False)
     try:
-        result["whitening_images"] = _learn_whitening(app)
+        result["whitening"] = _learn_whitening(app)
         queries = [p.read_bytes() for p in inputs.query_files]
         _grpc_phase(app.port, queries[:2], inputs.query_sources[:2], 1, 2)  # warm-up
         result["grpc_1_client"] = _grpc_phase(
@@ -451,11 +451,15 @@ def measure_after_graph(config: JSON) -> JSON:
     return result
 
 
-def _learn_whitening(app: Any) -> int:  # noqa: ANN401 - Application
+def _learn_whitening(app: Any) -> JSON:  # noqa: ANN401 - Application
     """Learn the searcher's whitening before timing (it is learned in the background at
-    start-up; a query meanwhile would be scored raw)."""
+    start-up; a query meanwhile would be scored raw): from how many images, in how long."""
+    start = time.perf_counter()
     whitening = app.whitening.refresh() if app.whitening is not None else None
-    return whitening.images if whitening is not None else 0
+    return {
+        "images": whitening.images if whitening is not None else 0,
+        "learn_s": time.perf_counter() - start,
+    }
 
 
 def measure_restart(config: JSON) -> JSON:
