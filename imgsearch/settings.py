@@ -89,7 +89,7 @@ class Settings(BaseSettings):
         "'the source' without a geometric check.",
     )
     whitened_match_threshold: float = Field(
-        0.52,
+        0.54,
         ge=-2.0,
         le=2.0,
         description="match_threshold for whitened scores (folders of whitening_min_images or "

@@ -29,7 +29,7 @@ class SearchPolicy:
     match_threshold: float = 0.55
     # The same verdict on whitened scores (folders of whitening_min_images or more): whitened
     # scores of unrelated images sit near 0.25 instead of 0.7, so the bar is calibrated apart.
-    whitened_match_threshold: float = 0.52
+    whitened_match_threshold: float = 0.54
     # How many ANN candidates are re-scored with the whitening (the ANN runs on raw vectors).
     rescore_pool: int = 100
     # The margin of a candidate is its score minus `background_weight` times the mean score

@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 
 from imgsearch.model import DescriptorSet
 from imgsearch.model.whitening import learn_whitening
-from imgsearch.settings import StoreEngine
+from imgsearch.settings import Settings, StoreEngine
 from imgsearch.store import FileState, VectorStore
 from searcher.whitening import FolderWhitening
 from tests.conftest import Served, wait_until
@@ -146,14 +146,16 @@ def test_whitened_search_over_grpc(
     raw.wait_idle()
     plain = raw.client.search(query, limit=len(sample_photos))
     raw.stop()
-    assert not plain.whitened and plain.match_threshold == pytest.approx(0.55)
+    assert not plain.whitened
+    assert plain.match_threshold == pytest.approx(Settings().match_threshold)
 
     served = serve(folder, data_dir=tmp_path / "white", whitening_min_images=len(sample_photos))
     served.wait_idle()
     assert served.app.whitening is not None
     wait_until(lambda: served.app.whitening.refresh() is not None, timeout=30)
     white = served.client.search(query, limit=len(sample_photos))
-    assert white.whitened and white.match_threshold == pytest.approx(0.52)
+    assert white.whitened
+    assert white.match_threshold == pytest.approx(Settings().whitened_match_threshold)
     assert (
         Path(white.matches[0].path).name
         == sample_photos[0].name
