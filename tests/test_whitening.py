@@ -4,6 +4,7 @@ searcher, and whitened searches over gRPC."""
 from __future__ import annotations
 
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -112,14 +113,18 @@ def test_folder_whitening_learns_at_the_threshold_and_relearns_on_growth(
 
 
 def test_folder_whitening_learns_in_the_background_and_survives_a_store_outage(
-    store: VectorStore,
+    store: VectorStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _fill(store, _shared_look(30))
     now = [0.0]
     folder = FolderWhitening(
         store, min_images=20, dimensions=8, sample=100, check_interval=5, clock=lambda: now[0]
     )
-    assert folder.current() is None  # never blocks: the first call only starts learning
+    store_answers = threading.Event()
+    count = store.count
+    monkeypatch.setattr(store, "count", lambda: store_answers.wait(30) and count())
+    assert folder.current() is None  # a slow store holds up the learning, not the search
+    store_answers.set()
     wait_until(lambda: folder.current() is not None, timeout=30)
     store.close()  # the store goes away: searches keep the last whitening, nothing raises
     now[0] = 100.0
