@@ -133,8 +133,9 @@ def test_folder_whitening_learns_in_the_background_and_survives_a_store_outage(
     assert folder.refresh() is kept
 
 
+@pytest.mark.parametrize("regions", [False, True], ids=["global", "regions"])
 def test_whitened_search_over_grpc(
-    tmp_path: Path, sample_photos: list[Path], serve: Callable[..., Served]
+    tmp_path: Path, sample_photos: list[Path], serve: Callable[..., Served], regions: bool
 ) -> None:
     """A folder at whitening_min_images is searched with whitened scores: the source of a
     crop is still first and called the source (here by the geometric check: a whitening of
@@ -147,7 +148,7 @@ def test_whitened_search_over_grpc(
         shutil.copy2(photo, folder / photo.name)
     query = encode(crop(load(sample_photos[0]), 0.6, (0.0, 0.0)))
 
-    raw = serve(folder, data_dir=tmp_path / "raw", whitening_min_images=0)
+    raw = serve(folder, data_dir=tmp_path / "raw", whitening_min_images=0, regions=regions)
     raw.wait_idle()
     plain = raw.client.search(query, limit=len(sample_photos))
     raw.stop()

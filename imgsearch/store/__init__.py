@@ -173,9 +173,14 @@ class VectorStore(ABC):
     ) -> list[Hit]:
         """Best images for query vectors [Q, C]: each image scores its best (query, region) pair."""
 
-    @abstractmethod
     def vector_of(self, path: str) -> NDArray[np.float32] | None:
         """The stored whole-image descriptor of an indexed path, if any."""
+        return self.vectors_of([path]).get(path)
+
+    @abstractmethod
+    def vectors_of(self, paths: Sequence[str]) -> dict[str, NDArray[np.float32]]:
+        """Stored whole-image descriptors of these paths (unindexed ones left out), fetched
+        by point id: one cheap lookup, unlike `descriptors_of`'s filtered scroll."""
 
     @abstractmethod
     def descriptors_of(self, paths: Sequence[str]) -> dict[str, DescriptorSet]:

@@ -253,14 +253,16 @@ class EdgeStore(VectorStore):
                 return ranked
             fetch *= 4
 
-    def vector_of(self, path: str) -> NDArray[np.float32] | None:
+    def vectors_of(self, paths: Sequence[str]) -> dict[str, NDArray[np.float32]]:
+        if not paths:
+            return {}
         records = self._call(
             "retrieve",
             lambda: self._shard.retrieve(
-                [point_id(path)], with_payload=False, with_vector=[VECTOR_NAME]
+                [point_id(p) for p in paths], with_payload=["path"], with_vector=[VECTOR_NAME]
             ),
         )
-        return _vector(records[0]) if records else None
+        return {str((r.payload or {})["path"]): _vector(r) for r in records}
 
     def descriptors_of(self, paths: Sequence[str]) -> dict[str, DescriptorSet]:
         points = self._scroll(_match_any("path", list(paths)), ["path", "region", "box"], True)

@@ -203,15 +203,19 @@ class QdrantStore(VectorStore):
             hits.append(Hit(str(payload["path"]), float(point.score), tuple(payload["box"])))
         return best_per_path(hits, limit)
 
-    def vector_of(self, path: str) -> NDArray[np.float32] | None:
-        """The stored whole-image descriptor of an indexed path, if any."""
+    def vectors_of(self, paths: Sequence[str]) -> dict[str, NDArray[np.float32]]:
+        if not paths:
+            return {}
         records = self._call(
             "retrieve",
             lambda: self._client.retrieve(
-                self.collection, ids=[point_id(path)], with_vectors=[VECTOR_NAME]
+                self.collection,
+                ids=[point_id(p) for p in paths],
+                with_payload=["path"],
+                with_vectors=[VECTOR_NAME],
             ),
         )
-        return _vector(records[0]) if records else None
+        return {str((r.payload or {})["path"]): _vector(r) for r in records}
 
     def descriptors_of(self, paths: Sequence[str]) -> dict[str, DescriptorSet]:
         """Stored descriptor sets of fully indexed paths (others are left out)."""
