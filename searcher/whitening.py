@@ -30,7 +30,7 @@ class FolderWhitening:
     """The current whitening (or None) without ever blocking a search: learning runs in a
     background thread, started when the folder first reaches `min_images` and again when its
     size has changed by `relearn_change` since the last learning (checked at most every
-    `check_interval` seconds)."""
+    `check_interval` seconds, `first_check_interval` before the first whitening)."""
 
     def __init__(
         self,
@@ -40,6 +40,7 @@ class FolderWhitening:
         dimensions: int,
         sample: int,
         check_interval: float = 60.0,
+        first_check_interval: float = 10.0,
         relearn_change: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -50,6 +51,9 @@ class FolderWhitening:
         self._dimensions = dimensions
         self._sample = max(sample, min_images)
         self._check_interval = check_interval
+        # Until the first whitening, check more often: a folder being indexed at start-up
+        # reaches min_images within minutes, and its searches should not wait a full interval.
+        self._first_check_interval = min(first_check_interval, check_interval)
         self._relearn_change = relearn_change
         self._clock = clock
         self._whitening: Whitening | None = None
@@ -65,7 +69,12 @@ class FolderWhitening:
         if now >= self._next_check:
             with self._lock:
                 if now >= self._next_check and self._learning is None:
-                    self._next_check = now + self._check_interval
+                    interval = (
+                        self._check_interval
+                        if self._whitening is not None
+                        else self._first_check_interval
+                    )
+                    self._next_check = now + interval
                     self._learning = threading.Thread(
                         target=self._learn_in_background, name="whitening", daemon=True
                     )

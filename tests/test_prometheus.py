@@ -217,6 +217,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
                 *(sys.executable, "-m", "imgsearch.cli", "serve", str(folder)),
                 *("--data", str(workdir / "data"), "--listen", address),
                 *("--metrics-listen", f"127.0.0.1:{metrics_port}", "--log-format", "json"),
+                # The sample folder is small: learn the whitening anyway, so that its panel
+                # has data (and the JSON log check sees the learner's log line).
+                *("--whitening-min-images", "5"),
             ],
             stderr=stderr,
             env={**os.environ, "IMGSEARCH_SETTLE_SECONDS": "0.2"},
