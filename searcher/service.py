@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 from imgsearch.errors import InvalidRequestError, NotFoundError
 from imgsearch.metrics import INFERENCE, SEARCH_STAGE, VERIFICATIONS
 from imgsearch.model import DecodedImage, ImageEncoder
+from imgsearch.model.encoder import WHOLE_IMAGE_BOX
 from imgsearch.model.whitening import Whitening
 from imgsearch.paths import OutsideFolderError, relative_to_root, resolve_inside
 from imgsearch.server import ensure_active, maps_errors
@@ -20,8 +21,6 @@ from imgsearch.store import Hit, VectorStore
 from imgsearch.v1 import searcher_pb2, searcher_pb2_grpc
 from searcher.verify import Verifier
 from searcher.whitening import FolderWhitening
-
-_WHOLE_BOX = np.array([[0.0, 0.0, 1.0, 1.0]], dtype=np.float32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,20 +128,16 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
         lookup of every row of each candidate."""
         paths = [h.path for h in hits]
         if self._store.grouped:
-            stored = self._store.descriptors_of(paths)
-            found = [p for p in paths if p in stored]
-            rows_of = [stored[p].vectors for p in found]
-            boxes_of = [stored[p].boxes for p in found]
+            sets = {p: (d.vectors, d.boxes) for p, d in self._store.descriptors_of(paths).items()}
         else:
             vectors = self._store.vectors_of(paths)
-            found = [p for p in paths if p in vectors]
-            rows_of = [vectors[p][None] for p in found]
-            boxes_of = [_WHOLE_BOX] * len(found)
+            sets = {p: (v[None], WHOLE_IMAGE_BOX) for p, v in vectors.items()}
+        found = [p for p in paths if p in sets]
         if not found:
             return []
-        rows = np.concatenate(rows_of)
-        owner = np.repeat(np.arange(len(found)), [len(r) for r in rows_of])
-        boxes = np.concatenate(boxes_of)
+        rows = np.concatenate([sets[p][0] for p in found])
+        boxes = np.concatenate([sets[p][1] for p in found])
+        owner = np.repeat(np.arange(len(found)), [len(sets[p][0]) for p in found])
         row_scores = (white.apply(rows) @ white.apply(np.atleast_2d(queries)).T).max(axis=1)
         rescored = []
         for index, path in enumerate(found):

@@ -20,6 +20,7 @@ import numpy as np
 
 from bench.speed.common import loadavg
 from imgsearch.model import DescriptorSet
+from imgsearch.model.encoder import WHOLE_IMAGE_BOX
 from imgsearch.model.whitening import learn_whitening
 from imgsearch.settings import StoreEngine
 from imgsearch.store import FileState, VectorStore
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(args.images, DIMENSIONS)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    box = np.array([[0.0, 0.0, 1.0, 1.0]], dtype=np.float32)
+    box = WHOLE_IMAGE_BOX
     with tempfile.TemporaryDirectory() as folder:
         store = VectorStore.open(
             path=Path(folder),
@@ -55,22 +56,18 @@ def main(argv: list[str] | None = None) -> int:
         white = learn_whitening(store.sample_vectors(10_000), 1024)
         queries = vectors[:3]  # three query views, as a framed query has
 
-        def first(pool: int) -> Callable[[], object]:
-            paths = [h.path for h in store.search(queries, pool)]
+        def scored(rows: np.ndarray) -> object:
+            return white.apply(rows) @ white.apply(queries).T
 
-            def scroll() -> object:
-                rows = np.stack([d.vectors[0] for d in store.descriptors_of(paths).values()])
-                return white.apply(rows) @ white.apply(queries).T
-
-            def by_id() -> object:
-                rows = np.stack(list(store.vectors_of(paths).values()))
-                return white.apply(rows) @ white.apply(queries).T
-
-            return scroll if pool == 100 else by_id
-
-        variants = {
-            "first version: filtered scroll (descriptors_of), 100 candidates": first(100),
-            "production: by point id (vectors_of), 50 candidates": first(50),
+        old_paths = [h.path for h in store.search(queries, 100)]
+        new_paths = [h.path for h in store.search(queries, 50)]
+        variants: dict[str, Callable[[], object]] = {
+            "first version: filtered scroll (descriptors_of), 100 candidates": lambda: scored(
+                np.stack([d.vectors[0] for d in store.descriptors_of(old_paths).values()])
+            ),
+            "production: by point id (vectors_of), 50 candidates": lambda: scored(
+                np.stack(list(store.vectors_of(new_paths).values()))
+            ),
         }
         times: dict[str, list[float]] = {name: [] for name in variants}
         load_start = loadavg()

@@ -149,12 +149,13 @@ class ImageEncoder:
 
 _Pooled = tuple[NDArray[np.float32], NDArray[np.float32]]  # (vectors [R, C], boxes [R, 4])
 _Pooling = Callable[[NDArray[np.float32]], _Pooled]
-_WHOLE_BOX = np.array([[0.0, 0.0, 1.0, 1.0]], dtype=np.float32)
+# The box of a whole-image descriptor (row 0 of a DescriptorSet).
+WHOLE_IMAGE_BOX = np.array([[0.0, 0.0, 1.0, 1.0]], dtype=np.float32)
 
 
 def _whole(feature_map: NDArray[np.float32]) -> _Pooled:
     rows, cols = feature_map.shape[1:]
-    return _gem_windows(feature_map, ((0, rows, 0, cols),)), _WHOLE_BOX
+    return _gem_windows(feature_map, ((0, rows, 0, cols),)), WHOLE_IMAGE_BOX
 
 
 def _regions(feature_map: NDArray[np.float32]) -> _Pooled:
@@ -170,7 +171,7 @@ _Window = tuple[int, int, int, int]  # (top, bottom, left, right) cells, bottom/
 def _region_windows(rows: int, cols: int) -> tuple[tuple[_Window, ...], NDArray[np.float32]]:
     """The whole map and the windows of REGION_SCALES on a rows x cols map, with their boxes."""
     windows: list[_Window] = [(0, rows, 0, cols)]
-    boxes = [_WHOLE_BOX[0]]
+    boxes = [WHOLE_IMAGE_BOX[0]]
     for per_side, fraction in REGION_SCALES:
         height, width = max(1, round(rows * fraction)), max(1, round(cols * fraction))
         for i in range(per_side):
