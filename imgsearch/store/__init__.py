@@ -201,7 +201,7 @@ class VectorStore(ABC):
 
     def indexed_files(self) -> Iterator[FileState]:
         """Every indexed file with the version that was embedded (paged, no vectors)."""
-        for payload in self._whole_image_payloads(["path", "size", "mtime_ns", "sha256"]):
+        for payload, _ in self._whole_images(["path", "size", "mtime_ns", "sha256"], False):
             yield FileState(
                 str(payload["path"]),
                 int(payload["size"]),
@@ -213,9 +213,10 @@ class VectorStore(ABC):
         """Up to `limit` stored whole-image descriptors [N, C], for learning statistics of the
         folder (point ids are hashes of paths, so the first ones are an unbiased sample)."""
         rows: list[NDArray[np.float32]] = []
-        for vector in self._whole_image_vectors():
+        for _, vector in self._whole_images(["path"], True):
             if len(rows) >= limit:
                 break
+            assert vector is not None
             rows.append(vector)
         return np.stack(rows) if rows else np.empty((0, self.dimensions), dtype=np.float32)
 
@@ -224,12 +225,11 @@ class VectorStore(ABC):
         """The model and path payload of one whole-image point with this sha256, if any."""
 
     @abstractmethod
-    def _whole_image_payloads(self, fields: list[str]) -> Iterator[dict[str, Any]]:
-        """These payload fields of every whole-image point (region 0), paged."""
-
-    @abstractmethod
-    def _whole_image_vectors(self) -> Iterator[NDArray[np.float32]]:
-        """The descriptor of every whole-image point (region 0), paged."""
+    def _whole_images(
+        self, fields: list[str], with_vector: bool
+    ) -> Iterator[tuple[dict[str, Any], NDArray[np.float32] | None]]:
+        """(these payload fields, the descriptor if `with_vector`) of every whole-image point
+        (region 0), paged."""
 
     @abstractmethod
     def ping(self) -> None:

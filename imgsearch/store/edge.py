@@ -289,13 +289,11 @@ class EdgeStore(VectorStore):
         records, _ = self._call("scroll", lambda: self._shard.scroll(request))
         return dict(records[0].payload or {}) if records else None
 
-    def _whole_image_payloads(self, fields: list[str]) -> Iterator[dict[str, Any]]:
-        for record in self._scroll(_WHOLE_IMAGES, fields, False):
-            yield dict(record.payload or {})
-
-    def _whole_image_vectors(self) -> Iterator[NDArray[np.float32]]:
-        for record in self._scroll(_WHOLE_IMAGES, ["path"], True):
-            yield _vector(record)
+    def _whole_images(
+        self, fields: list[str], with_vector: bool
+    ) -> Iterator[tuple[dict[str, Any], NDArray[np.float32] | None]]:
+        for record in self._scroll(_WHOLE_IMAGES, fields, with_vector):
+            yield dict(record.payload or {}), _vector(record) if with_vector else None
 
     def ping(self) -> None:
         self._call("ping", self._shard.info)

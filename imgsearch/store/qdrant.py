@@ -254,13 +254,11 @@ class QdrantStore(VectorStore):
         )
         return dict(points[0].payload or {}) if points else None
 
-    def _whole_image_payloads(self, fields: list[str]) -> Iterator[dict[str, Any]]:
-        for point in self._scroll(_WHOLE_IMAGES, fields, False):
-            yield dict(point.payload or {})
-
-    def _whole_image_vectors(self) -> Iterator[NDArray[np.float32]]:
-        for point in self._scroll(_WHOLE_IMAGES, ["path"], True):
-            yield _vector(point)
+    def _whole_images(
+        self, fields: list[str], with_vector: bool
+    ) -> Iterator[tuple[dict[str, Any], NDArray[np.float32] | None]]:
+        for point in self._scroll(_WHOLE_IMAGES, fields, with_vector):
+            yield dict(point.payload or {}), _vector(point) if with_vector else None
 
     def _scroll(
         self, where: models.Filter, payload: list[str], with_vectors: bool
