@@ -34,6 +34,7 @@ MODEL_NAME = "efficientnet-lite0"
 DIMENSIONS = 1280
 COLLECTION = "images"
 _CHUNK_POINTS = 8192
+_GROUND_TRUTH = "gt_ids.json"  # exact top-10 ids of the recall queries, per store
 _REGION_SHARE = 0.6  # region rows = this much of their image's whole vector + fresh noise
 
 
@@ -358,7 +359,7 @@ def measure_size(config: JSON) -> JSON:
     if gt is not None:
         ids, _ = gt.result()
         gt_ids = [[_point_id(inputs, int(r), points) for r in row] for row in ids]
-        (data_dir / "gt_ids.json").write_text(json.dumps(gt_ids))  # for measure_hnsw
+        (data_dir / _GROUND_TRUTH).write_text(json.dumps(gt_ids))  # for the graph runs
     write_partial(config, result)
     if not config.get("grpc", True):
         result["ann"] = _ann_phase(store, inputs, gt_ids, config["queries"])
@@ -392,14 +393,19 @@ def measure_size(config: JSON) -> JSON:
     return result
 
 
+def _ground_truth(data_dir: Path) -> list[list[str]] | None:
+    """The exact top-10 point ids measure_size wrote for this store, if it computed them."""
+    file = data_dir / _GROUND_TRUTH
+    return json.loads(file.read_text()) if file.is_file() else None
+
+
 def measure_hnsw(config: JSON) -> JSON:
     """`imgsearch optimize` on a closed store: the production `EdgeStore.build_graph()` in a
     process that serves nothing (optimize() holds the GIL), then searches through the
     production `search`. Writes partial results with "started", so the parent can stop a
     build that runs past its cap."""
     inputs = Inputs.load(Path(config["inputs"]))
-    gt_file = Path(config["data_dir"]) / "gt_ids.json"
-    gt_ids = json.loads(gt_file.read_text()) if gt_file.is_file() else None
+    gt_ids = _ground_truth(Path(config["data_dir"]))
     out: JSON = {"started": time.time(), "images": config["images"]}
     write_partial(config, out)
     store = open_store("edge", Path(config["data_dir"]), regions=False)
@@ -424,8 +430,7 @@ def measure_after_graph(config: JSON) -> JSON:
     over gRPC (or the store alone for store-only sizes), its latency, recall and memory."""
     inputs = Inputs.load(Path(config["inputs"]))
     data_dir = Path(config["data_dir"])
-    gt_file = data_dir / "gt_ids.json"
-    gt_ids = json.loads(gt_file.read_text()) if gt_file.is_file() else None
+    gt_ids = _ground_truth(data_dir)
     result: JSON = {"images": config["images"], "memory_start": memory()}
     store = open_store("edge", data_dir, regions=False)
     result["graph_vectors"] = store.graph_vectors()
