@@ -24,10 +24,10 @@ from pathlib import Path
 
 import grpc
 
-from imgsearch.client import Client
 from imgsearch.model import ImageEncoder
-from imgsearch.settings import BUNDLED_MODEL, BUNDLED_SAMPLES
-from imgsearch.store import VectorStore
+from imgsearch.rpc.client import Client
+from imgsearch.settings import BUNDLED_MODEL, BUNDLED_SAMPLES, ModelSettings
+from imgsearch.store import StoreLocation, open_store
 from tests.imaging import crop, encode, load, variants
 from tests.processes import free_port, start_serve
 
@@ -133,9 +133,9 @@ def _land_files(
 
 def stored_paths(data: Path) -> tuple[list[str], int]:
     """Indexed paths and image count of a stopped server's embedded store."""
-    encoder = ImageEncoder(BUNDLED_MODEL)
-    store = VectorStore.open(
-        path=data / "edge",  # the default embedded engine's folder (Settings.edge_store_path)
+    encoder = ImageEncoder(ModelSettings(model_path=BUNDLED_MODEL))
+    store = open_store(
+        StoreLocation(path=data / "edge"),  # the default engine's folder (Settings.edge_store_path)
         collection="images",
         dimensions=encoder.dimensions,
         model=encoder.name,

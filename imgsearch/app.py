@@ -10,60 +10,45 @@ from wsgiref.simple_server import WSGIServer
 
 from pydantic import SecretStr
 
-from embedder.indexer import Indexer
-from embedder.service import EmbedderService
-from embedder.watcher import FolderWatcher
 from imgsearch import __version__
+from imgsearch.embedder.indexer import Indexer
+from imgsearch.embedder.service import EmbedderService
+from imgsearch.embedder.watcher import FolderWatcher
 from imgsearch.errors import StoreUnavailableError
 from imgsearch.metrics import BUILD_INFO, serve_metrics
 from imgsearch.model import ImageEncoder
-from imgsearch.model.preprocess import DecodeLimits
-from imgsearch.security import AccessPolicy, TlsFiles
-from imgsearch.server import RunningServer, ServiceRegistration, start_server
-from imgsearch.settings import BUNDLED_SAMPLES, Settings
-from imgsearch.store import VectorStore
-from searcher.service import SearcherService, SearchPolicy
-from searcher.verify import Verifier
-from searcher.whitening import FolderWhitening
+from imgsearch.rpc.security import AccessPolicy, TlsFiles
+from imgsearch.rpc.server import RunningServer, ServiceRegistration, start_server
+from imgsearch.searcher.service import SearcherService
+from imgsearch.searcher.verdict import Ranker
+from imgsearch.searcher.verify import Verifier
+from imgsearch.searcher.whitening import FolderWhitening
+from imgsearch.settings import BUNDLED_SAMPLES, Settings, VerdictSettings
+from imgsearch.store import StoreLocation, VectorStore, open_store
 
 log = logging.getLogger(__name__)
 
 
-def open_encoder(settings: Settings, threads: int | None = None) -> ImageEncoder:
-    return ImageEncoder(
-        settings.model_path,
-        image_size=settings.image_size,
-        threads=threads or settings.inference_threads,
-        limits=DecodeLimits(max_pixels=settings.max_pixels, min_side=settings.min_side),
-        max_batch=settings.batch_size,
-        query_sizes=settings.query_sizes,
+def open_settings_store(settings: Settings, encoder: ImageEncoder) -> VectorStore:
+    """The store the settings name, for this encoder's vectors."""
+    location = (
+        StoreLocation(url=settings.store.qdrant_url, api_key=settings.store.qdrant_api_key)
+        if settings.store.qdrant_url
+        else StoreLocation(path=settings.store.engine_store_path, engine=settings.store.engine)
     )
-
-
-def open_store(settings: Settings, encoder: ImageEncoder) -> VectorStore:
-    if settings.qdrant_url:
-        return VectorStore.open(
-            url=settings.qdrant_url,
-            api_key=settings.qdrant_api_key,
-            collection=settings.collection,
-            dimensions=encoder.dimensions,
-            model=encoder.name,
-            grouped=settings.regions,
-        )
-    return VectorStore.open(
-        grouped=settings.regions,
-        path=settings.engine_store_path,
-        engine=settings.engine,
-        collection=settings.collection,
+    return open_store(
+        location,
+        collection=settings.store.collection,
         dimensions=encoder.dimensions,
         model=encoder.name,
+        grouped=settings.index.regions,
     )
 
 
 def prepare_folder(settings: Settings) -> Path:
     """The folder to watch; with none configured, a writable copy of the bundled samples."""
     folder = settings.watched_folder
-    if settings.folder is None and not folder.exists():
+    if settings.index.folder is None and not folder.exists():
         shutil.copytree(BUNDLED_SAMPLES, folder, ignore=shutil.ignore_patterns("NOTICE"))
         log.info("no folder given: serving a copy of the bundled samples folder=%s", folder)
     return folder
@@ -74,16 +59,36 @@ def _access_policy(settings: Settings) -> AccessPolicy:
         return value.get_secret_value() if value is not None else None
 
     return AccessPolicy(
-        token=secret(settings.auth_token),
-        admin_token=secret(settings.admin_token),
-        write_rpcs=settings.write_rpcs,
+        token=secret(settings.security.auth_token),
+        admin_token=secret(settings.security.admin_token),
+        write_rpcs=settings.security.write_rpcs,
     )
 
 
 def _tls_files(settings: Settings) -> TlsFiles | None:
-    if settings.tls_cert is None or settings.tls_key is None:
+    if settings.security.tls_cert is None or settings.security.tls_key is None:
         return None
-    return TlsFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+    return TlsFiles(
+        settings.security.tls_cert, settings.security.tls_key, settings.security.tls_client_ca
+    )
+
+
+def _warn_unpaired_threshold(verdict: VerdictSettings) -> None:
+    """match_threshold judges raw scores only: say so when it is set and the whitened one is
+    not, so that a folder growing past whitening_min_images does not drop it silently."""
+    chosen = verdict.model_fields_set
+    if (
+        "match_threshold" in chosen
+        and "whitened_match_threshold" not in chosen
+        and verdict.whitening_min_images > 0
+    ):
+        log.warning(
+            "match_threshold=%.3f applies below %d images; larger folders are searched with "
+            "whitened scores and judged by whitened_match_threshold=%.3f (set that one too)",
+            verdict.match_threshold,
+            verdict.whitening_min_images,
+            verdict.whitened_match_threshold,
+        )
 
 
 class Application:
@@ -101,8 +106,8 @@ class Application:
         if not (with_embedder or with_searcher):
             raise ValueError("nothing to run")
         self.settings = settings
-        self.encoder = open_encoder(settings)
-        self.store = store or open_store(settings, self.encoder)
+        self.encoder = ImageEncoder(settings.model)
+        self.store = store or open_settings_store(settings, self.encoder)
         self.folder: Path | None = None
         self.indexer: Indexer | None = None
         self._watcher: FolderWatcher | None = None
@@ -112,52 +117,38 @@ class Application:
             self.folder = prepare_folder(settings)
             # The indexing workers share the inference threads (one each by default); the
             # query encoder keeps them all for latency.
-            index_threads = max(1, settings.inference_threads // settings.embed_workers)
+            index_threads = max(1, settings.model.inference_threads // settings.index.embed_workers)
             self.indexer = Indexer(
                 self.folder,
                 self.encoder
-                if index_threads == settings.inference_threads
-                else open_encoder(settings, threads=index_threads),
+                if index_threads == settings.model.inference_threads
+                else ImageEncoder(settings.model, threads=index_threads),
                 self.store,
-                batch_size=settings.batch_size,
-                settle_seconds=settings.settle_seconds,
-                rescan_interval=settings.rescan_interval,
-                max_file_bytes=settings.max_file_bytes,
-                mass_delete_fraction=settings.mass_delete_fraction,
-                regions=settings.regions,
-                embed_workers=settings.embed_workers,
+                settings.index,
             )
             self._watcher = FolderWatcher(
-                self.folder, self.indexer, settings.watch_mode, settings.poll_interval
+                self.folder, self.indexer, settings.index.watch_mode, settings.index.poll_interval
             )
             services.append(EmbedderService(self.encoder, self.indexer, self._watcher))
-        elif settings.folder is not None:
+        elif settings.index.folder is not None:
             self.folder = settings.watched_folder
         if with_searcher:
-            policy = SearchPolicy(
-                default_limit=settings.default_limit,
-                max_limit=settings.max_limit,
-                match_threshold=settings.match_threshold,
-                whitened_match_threshold=settings.whitened_match_threshold,
-                verify_top=settings.verify_top,
-                min_inliers=settings.min_inliers,
-            )
             verifier = (
                 Verifier(self.folder, limits=self.encoder.limits)
-                if self.folder is not None and settings.verify_top > 0
+                if self.folder is not None and settings.verdict.verify_top > 0
                 else None
             )
-            if settings.whitening_min_images > 0:
+            if settings.verdict.whitening_min_images > 0:
                 self.whitening = FolderWhitening(
                     self.store,
-                    min_images=max(2, settings.whitening_min_images),
-                    dimensions=settings.whitening_dims,
-                    sample=settings.whitening_sample,
+                    min_images=max(2, settings.verdict.whitening_min_images),
+                    dimensions=settings.verdict.whitening_dims,
+                    sample=settings.verdict.whitening_sample,
                 )
+            _warn_unpaired_threshold(settings.verdict)
+            ranker = Ranker(self.store, settings.verdict, verifier, self.whitening)
             services.append(
-                SearcherService(
-                    self.encoder, self.store, policy, self.folder, verifier, self.whitening
-                )
+                SearcherService(self.encoder, self.store, ranker, settings.verdict, self.folder)
             )
         self._services = services
         self._server: RunningServer | None = None
@@ -176,8 +167,8 @@ class Application:
 
     def start(self) -> None:
         BUILD_INFO.info({"version": __version__, "model": self.encoder.name})
-        if self.settings.metrics_listen:
-            self._metrics = serve_metrics(self.settings.metrics_listen)
+        if self.settings.serve.metrics_listen:
+            self._metrics = serve_metrics(self.settings.serve.metrics_listen)
         if self.indexer is not None and self._watcher is not None:
             # Watch first, then scan: a file landing during the scan is seen by one or the other.
             self._watcher.start()
@@ -185,10 +176,10 @@ class Application:
         if self.whitening is not None:
             self.whitening.current()  # learns in the background when the folder is big enough
         self._server = start_server(
-            self.settings.listen,
+            self.settings.serve.listen,
             self._services,
-            max_request_bytes=self.settings.max_request_bytes,
-            max_concurrent_rpcs=self.settings.max_concurrent_rpcs,
+            max_request_bytes=self.settings.serve.max_request_bytes,
+            max_concurrent_rpcs=self.settings.serve.max_concurrent_rpcs,
             access=_access_policy(self.settings),
             tls=_tls_files(self.settings),
         )
@@ -200,7 +191,7 @@ class Application:
         assert self._server is not None
         names = [s.service_name for s in self._services]
         serving = True
-        while not self._stopping.wait(self.settings.health_interval):
+        while not self._stopping.wait(self.settings.serve.health_interval):
             try:
                 self.store.ping()
                 healthy = True
@@ -221,7 +212,7 @@ class Application:
             self._health.join(timeout=10)
         if self._server is not None:
             self._server.set_serving([s.service_name for s in self._services], serving=False)
-            self._server.server.stop(self.settings.grace_seconds).wait()
+            self._server.stop(self.settings.serve.grace_seconds)
         if self._watcher is not None:
             self._watcher.stop()
         if self.indexer is not None:

@@ -15,9 +15,9 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 from pydantic import ValidationError
 
-from imgsearch.client import Client
 from imgsearch.errors import ImgsearchError
 from imgsearch.logs import configure_logging
+from imgsearch.rpc.client import Client
 from imgsearch.settings import ClientSettings, Settings
 from imgsearch.v1 import embedder_pb2, searcher_pb2
 
@@ -33,6 +33,7 @@ _SERVER_FLAGS: dict[str, str] = {
     "model": "model_path",
     "watch_mode": "watch_mode",
     "match_threshold": "match_threshold",
+    "whitened_match_threshold": "whitened_match_threshold",
     "whitening_min_images": "whitening_min_images",
     "log_level": "log_level",
     "log_format": "log_format",
@@ -51,7 +52,17 @@ def _add_server_flags(parser: argparse.ArgumentParser, *, qdrant_required: bool)
     group.add_argument("--collection", help="Qdrant collection name (images)")
     group.add_argument("--model", metavar="ONNX", help="backbone meeting the model contract")
     group.add_argument("--watch-mode", choices=["auto", "native", "polling"])
-    group.add_argument("--match-threshold", type=float, help="margin that means 'the source'")
+    group.add_argument(
+        "--match-threshold",
+        type=float,
+        help="margin that means 'the source' on raw scores (0.55; folders below "
+        "--whitening-min-images)",
+    )
+    group.add_argument(
+        "--whitened-match-threshold",
+        type=float,
+        help="the same on whitened scores (0.54; folders of --whitening-min-images or more)",
+    )
     group.add_argument(
         "--whitening-min-images",
         type=int,
@@ -141,10 +152,10 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _run_services(args: argparse.Namespace) -> int:
     # Imported here so that `imgsearch search` starts fast and needs no model.
     from imgsearch.app import Application
-    from imgsearch.server import wait_for_shutdown_signal
+    from imgsearch.rpc.server import wait_for_shutdown_signal
 
     settings = _settings(args)
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log.log_level, settings.log.log_format)
     app = Application(
         settings,
         with_embedder=args.command in ("serve", "embedder"),
@@ -159,20 +170,22 @@ def _run_services(args: argparse.Namespace) -> int:
 
 
 def _run_backup(args: argparse.Namespace) -> int:
-    from imgsearch.backup import Target, backup_to_file, restore_from_file
+    from imgsearch.store import StoreLocation
+    from imgsearch.store.backup import backup_to_file, restore_from_file
 
     settings = _settings(args)
-    target = (
-        Target(url=settings.qdrant_url, api_key=settings.qdrant_api_key)
-        if settings.qdrant_url and not args.data
-        else Target(path=settings.engine_store_path, engine=settings.engine)
+    location = (
+        StoreLocation(url=settings.store.qdrant_url, api_key=settings.store.qdrant_api_key)
+        if settings.store.qdrant_url and not args.data
+        else StoreLocation(path=settings.store.engine_store_path, engine=settings.store.engine)
     )
+    collection = settings.store.collection
     if args.command == "backup":
-        count = backup_to_file(target, settings.collection, args.file)
-        print(f"backed up {count} points of {settings.collection!r} from {target} to {args.file}")
+        count = backup_to_file(location, collection, args.file)
+        print(f"backed up {count} points of {collection!r} from {location} to {args.file}")
     else:
-        count = restore_from_file(target, settings.collection, args.file, merge=args.merge)
-        print(f"restored {count} points from {args.file} into {settings.collection!r} in {target}")
+        count = restore_from_file(location, collection, args.file, merge=args.merge)
+        print(f"restored {count} points from {args.file} into {collection!r} in {location}")
     return 0
 
 
@@ -180,19 +193,18 @@ def _run_optimize(args: argparse.Namespace) -> int:
     from imgsearch.settings import StoreEngine
     from imgsearch.store.edge import EdgeStore
 
-    settings = _settings(args)
+    settings = _settings(args).store
     if settings.engine is not StoreEngine.EDGE:
         raise ImgsearchError(
             f"only the embedded qdrant-edge index has a graph to build, not {settings.engine}"
         )
-    store = EdgeStore.open_existing(settings.edge_store_path, collection=settings.collection)
+    store_path = settings.edge_store_path
+    store = EdgeStore.open_existing(store_path, collection=settings.collection)
     if store is None:
-        raise ImgsearchError(
-            f"no embedded index {settings.collection!r} in {settings.edge_store_path}"
-        )
+        raise ImgsearchError(f"no embedded index {settings.collection!r} in {store_path}")
     try:
         print(
-            f"building the search graph of {settings.edge_store_path / settings.collection} "
+            f"building the search graph of {store_path / settings.collection} "
             "(about 13 minutes per million vectors on 2 cores)...",
             flush=True,
         )

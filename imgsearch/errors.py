@@ -1,4 +1,4 @@
-"""Domain exceptions; `imgsearch.server.maps_errors` turns them into gRPC status codes."""
+"""The one exception tree; `imgsearch.rpc.server.maps_errors` turns it into gRPC status codes."""
 
 
 class ImgsearchError(Exception):
@@ -7,6 +7,10 @@ class ImgsearchError(Exception):
 
 class InvalidImageError(ImgsearchError):
     """The bytes are not an image we can read: empty, truncated, unknown format, degenerate size."""
+
+
+class UnrecognisedImageError(InvalidImageError):
+    """No decoder knows the bytes: for a file without an image suffix, not an image at all."""
 
 
 class ImageTooLargeError(InvalidImageError):
@@ -21,12 +25,20 @@ class StoreUnavailableError(ImgsearchError):
     """The vector store cannot be reached or refused the operation."""
 
 
+class StoreBusyError(StoreUnavailableError):
+    """An embedded store is held by another process (its lock is taken)."""
+
+
 class StoreMismatchError(ImgsearchError):
     """The existing collection was built with another descriptor (size or model)."""
 
 
 class InvalidRequestError(ImgsearchError):
     """A request field is missing, malformed or out of range."""
+
+
+class OutsideFolderError(InvalidRequestError):
+    """A path that is not inside the watched folder (traversal, absolute path, symlink escape)."""
 
 
 class NotFoundError(ImgsearchError):

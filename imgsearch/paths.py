@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath
 
+from imgsearch.errors import OutsideFolderError
+
 # Names that downloaders, editors and sync tools use while a file is still being written.
 _TEMP_SUFFIXES = (".tmp", ".temp", ".part", ".partial", ".crdownload", ".download", ".swp", "~")
 IMAGE_SUFFIXES = frozenset(
@@ -25,10 +27,6 @@ IMAGE_SUFFIXES = frozenset(
         ".avif",
     }
 )
-
-
-class OutsideFolderError(ValueError):
-    """A path that is not inside the watched folder (traversal, absolute path, symlink escape)."""
 
 
 def relative_to_root(root: Path, path: str | os.PathLike[str]) -> str | None:

@@ -1,16 +1,27 @@
-"""The one typed configuration object, read from IMGSEARCH_* variables and CLI flags."""
+"""The one typed configuration object, read from IMGSEARCH_* variables and CLI flags.
+
+`Settings` is made of groups, one per part of the system (model, store, index, verdict, serve,
+security, log), and each part is handed only its own group: every default is written once,
+here. The variables stay flat (`IMGSEARCH_MATCH_THRESHOLD`, not `IMGSEARCH_VERDICT__...`): each
+group reads its own fields, and field names are unique across groups, so the documented names
+keep working and `Settings(match_threshold=...)` finds its group by itself.
+"""
 
 from __future__ import annotations
 
 import os
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BUNDLED_MODEL = Path(__file__).parent / "model" / "weights" / "efficientnet_lite0.onnx"
 BUNDLED_SAMPLES = Path(__file__).parent / "samples"
+# Decode limits: also the defaults of `imgsearch.model.preprocess.DecodeLimits`.
+MAX_PIXELS = 64_000_000
+MIN_SIDE = 16
 
 
 def _default_data_dir() -> Path:
@@ -38,13 +49,28 @@ class LogFormat(StrEnum):
     JSON = "json"
 
 
-class Settings(BaseSettings):
-    """Everything a process of imgsearch can be told; CLI flags override environment variables."""
+class _Group(BaseSettings):
+    """A group of settings, each field read from IMGSEARCH_<FIELD>."""
 
-    model_config = SettingsConfigDict(env_prefix="IMGSEARCH_", env_nested_delimiter="__")
+    model_config = SettingsConfigDict(env_prefix="IMGSEARCH_", extra="forbid")
 
-    # Where the images are and where the index lives.
-    folder: Path | None = Field(None, description="Folder to watch (default: bundled samples).")
+
+class ModelSettings(_Group):
+    """The backbone and how images are fed to it."""
+
+    model_path: Path = BUNDLED_MODEL
+    image_size: int = Field(384, ge=64, le=2048, description="Longer side fed to the model.")
+    query_sizes: list[int] = Field(
+        [224], description="Extra, smaller sizes a query is also described at (for crops)."
+    )
+    max_pixels: int = Field(MAX_PIXELS, ge=1, description="Largest decoded image accepted.")
+    min_side: int = Field(MIN_SIDE, ge=1, description="Smallest width or height accepted.")
+    inference_threads: int = Field(2, ge=1)
+
+
+class StoreSettings(_Group):
+    """Where the vectors live: the embedded engine under data_dir, or a Qdrant server."""
+
     data_dir: Path = Field(default_factory=_default_data_dir, description="Embedded index dir.")
     qdrant_url: str | None = Field(None, description="Qdrant server URL; unset = embedded.")
     qdrant_api_key: str | None = None
@@ -53,40 +79,59 @@ class Settings(BaseSettings):
     )
     collection: str = "images"
 
-    # Serving.
-    listen: str = "127.0.0.1:50051"
-    metrics_listen: str | None = Field("127.0.0.1:9464", description="HOST:PORT for /metrics.")
-    max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    @property
+    def embedded_store_path(self) -> Path:
+        """qdrant-client local mode's folder (engine `local`)."""
+        return self.data_dir / "qdrant"
+
+    @property
+    def edge_store_path(self) -> Path:
+        """qdrant-edge's folder (engine `edge`): its own, the two engines' files differ."""
+        return self.data_dir / "edge"
+
+    @property
+    def engine_store_path(self) -> Path:
+        """The folder of the embedded engine in use."""
+        return self.edge_store_path if self.engine is StoreEngine.EDGE else self.embedded_store_path
+
+
+class IndexSettings(_Group):
+    """What is indexed and how the folder is kept in step."""
+
+    folder: Path | None = Field(None, description="Folder to watch (default: bundled samples).")
+    regions: bool = Field(
+        False,
+        description="Also index 13 regional vectors per image: a few points better on small "
+        "crops (bench/results/probe), 14x the points and memory; embedded searches scan them "
+        "(~90 ms at 10k images), so large folders want a Qdrant server.",
+    )
+    batch_size: int = Field(16, ge=1, le=512, description="Files looked at and written at once.")
+    embed_workers: int = Field(
+        2, ge=1, le=64, description="Parallel embedding workers (one onnxruntime thread each)."
+    )
+    settle_seconds: float = Field(0.5, ge=0.0, description="Quiet time before a file is read.")
+    watch_mode: WatchMode = WatchMode.AUTO
+    poll_interval: float = Field(1.0, gt=0.0)
+    rescan_interval: float = Field(600.0, ge=0.0, description="Full reconcile period; 0 = never.")
+    mass_delete_fraction: float = Field(
+        0.5, ge=0.0, le=1.0, description="A scan removing more of the index than this waits."
+    )
+    max_file_bytes: int = Field(256 * 1024 * 1024, ge=1, description="Larger files are skipped.")
+
+
+class VerdictSettings(_Group):
+    """How many results, and when one is called "the source"."""
+
     default_limit: int = Field(10, ge=1)
     max_limit: int = Field(100, ge=1)
-    grace_seconds: float = Field(5.0, ge=0)
-    health_interval: float = Field(2.0, gt=0, description="Seconds between store health checks.")
-    max_concurrent_rpcs: int = Field(64, ge=1, description="More are refused: RESOURCE_EXHAUSTED.")
-
-    # Security (both services; see README "Security").
-    tls_cert: Path | None = Field(None, description="Server certificate (PEM): enables TLS.")
-    tls_key: Path | None = Field(None, description="Server private key (PEM).")
-    tls_client_ca: Path | None = Field(None, description="CA for client certificates: mTLS.")
-    auth_token: SecretStr | None = Field(None, description="Bearer token every RPC needs.")
-    admin_token: SecretStr | None = Field(None, description="Bearer token write RPCs need.")
-    write_rpcs: bool = Field(True, description="False refuses write RPCs (Rescan).")
-
-    # Model and descriptor.
-    model_path: Path = BUNDLED_MODEL
-    image_size: int = Field(384, ge=64, le=2048, description="Longer side fed to the model.")
-    query_sizes: list[int] = Field(
-        [224], description="Extra, smaller sizes a query is also described at (for crops)."
-    )
-    max_pixels: int = Field(64_000_000, ge=1, description="Largest decoded image accepted.")
-    min_side: int = Field(16, ge=1, description="Smallest width or height accepted.")
-    inference_threads: int = Field(2, ge=1)
     # Calibrated on bench/accuracy: at most 1 false match per 1,000 no-source queries.
     match_threshold: float = Field(
         0.55,
         ge=-2.0,
         le=2.0,
         description="Margin (score minus half the mean of the 10 best scores) that means "
-        "'the source' without a geometric check.",
+        "'the source' without a geometric check, for raw scores (folders below "
+        "whitening_min_images).",
     )
     whitened_match_threshold: float = Field(
         0.54,
@@ -105,34 +150,21 @@ class Settings(BaseSettings):
     whitening_sample: int = Field(
         10_000, ge=2, description="Most images the whitening is learned from."
     )
-    regions: bool = Field(
-        False,
-        description="Also index 13 regional vectors per image: a few points better on small "
-        "crops (bench/results/probe), 14x the points and memory; embedded searches scan them "
-        "(~90 ms at 10k images), so large folders want a Qdrant server.",
-    )
     verify_top: int = Field(
         3, ge=0, description="Candidates checked geometrically when the score is unsure; 0 = off."
     )
     min_inliers: int = Field(15, ge=4, description="Geometric matches that confirm a source.")
 
-    # Indexing.
-    batch_size: int = Field(16, ge=1, le=512)
-    embed_workers: int = Field(
-        2, ge=1, le=64, description="Parallel embedding workers (one onnxruntime thread each)."
-    )
-    settle_seconds: float = Field(0.5, ge=0.0, description="Quiet time before a file is read.")
-    watch_mode: WatchMode = WatchMode.AUTO
-    poll_interval: float = Field(1.0, gt=0.0)
-    rescan_interval: float = Field(600.0, ge=0.0, description="Full reconcile period; 0 = never.")
-    mass_delete_fraction: float = Field(
-        0.5, ge=0.0, le=1.0, description="A scan removing more of the index than this waits."
-    )
-    max_file_bytes: int = Field(256 * 1024 * 1024, ge=1, description="Larger files are skipped.")
 
-    # Logging.
-    log_level: str = "INFO"
-    log_format: LogFormat = LogFormat.TEXT
+class ServeSettings(_Group):
+    """The gRPC server and the metrics endpoint."""
+
+    listen: str = "127.0.0.1:50051"
+    metrics_listen: str | None = Field("127.0.0.1:9464", description="HOST:PORT for /metrics.")
+    max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    grace_seconds: float = Field(5.0, ge=0)
+    health_interval: float = Field(2.0, gt=0, description="Seconds between store health checks.")
+    max_concurrent_rpcs: int = Field(64, ge=1, description="More are refused: RESOURCE_EXHAUSTED.")
 
     @field_validator("listen", "metrics_listen")
     @classmethod
@@ -144,33 +176,80 @@ class Settings(BaseSettings):
             raise ValueError(f"expected HOST:PORT, got {value!r}")
         return value
 
+
+class SecuritySettings(_Group):
+    """TLS and tokens, for both services (see README "Security")."""
+
+    tls_cert: Path | None = Field(None, description="Server certificate (PEM): enables TLS.")
+    tls_key: Path | None = Field(None, description="Server private key (PEM).")
+    tls_client_ca: Path | None = Field(None, description="CA for client certificates: mTLS.")
+    auth_token: SecretStr | None = Field(None, description="Bearer token every RPC needs.")
+    admin_token: SecretStr | None = Field(None, description="Bearer token write RPCs need.")
+    write_rpcs: bool = Field(True, description="False refuses write RPCs (Rescan).")
+
     @model_validator(mode="after")
-    def _tls_pair(self) -> Settings:
+    def _tls_pair(self) -> SecuritySettings:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together")
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ValueError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
         return self
 
-    @property
-    def embedded_store_path(self) -> Path:
-        """qdrant-client local mode's folder (engine `local`)."""
-        return self.data_dir / "qdrant"
 
-    @property
-    def edge_store_path(self) -> Path:
-        """qdrant-edge's folder (engine `edge`): its own, the two engines' files differ."""
-        return self.data_dir / "edge"
+class LogSettings(_Group):
+    log_level: str = "INFO"
+    log_format: LogFormat = LogFormat.TEXT
 
-    @property
-    def engine_store_path(self) -> Path:
-        """The folder of the embedded engine in use."""
-        return self.edge_store_path if self.engine is StoreEngine.EDGE else self.embedded_store_path
+
+_GROUPS: dict[str, type[_Group]] = {
+    "model": ModelSettings,
+    "store": StoreSettings,
+    "index": IndexSettings,
+    "verdict": VerdictSettings,
+    "serve": ServeSettings,
+    "security": SecuritySettings,
+    "log": LogSettings,
+}
+# Which group each field (and IMGSEARCH_<FIELD> variable) belongs to.
+GROUP_OF_FIELD = {field: group for group, kind in _GROUPS.items() for field in kind.model_fields}
+
+
+class Settings(BaseModel):
+    """Everything a process of imgsearch can be told; CLI flags override environment variables.
+
+    Built with flat field names (`Settings(folder=..., match_threshold=...)`): each group is
+    made from its own fields and reads the rest from the environment.
+    """
+
+    model_config = {"frozen": True}
+
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    index: IndexSettings = Field(default_factory=IndexSettings)
+    verdict: VerdictSettings = Field(default_factory=VerdictSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _group_flat_fields(cls, values: Any) -> Any:  # noqa: ANN401 - pydantic's raw input
+        if not isinstance(values, dict):
+            return values
+        unknown = sorted(k for k in values if k not in GROUP_OF_FIELD and k not in _GROUPS)
+        if unknown:
+            raise ValueError(f"unknown settings: {', '.join(unknown)}")
+        grouped: dict[str, Any] = {k: v for k, v in values.items() if k in _GROUPS}
+        for name, kind in _GROUPS.items():
+            if name not in grouped:
+                own = {k: v for k, v in values.items() if GROUP_OF_FIELD.get(k) == name}
+                grouped[name] = kind(**own)
+        return grouped
 
     @property
     def watched_folder(self) -> Path:
         """The folder to index: the configured one, or a writable copy of the bundled samples."""
-        return (self.folder or self.data_dir / "samples").expanduser().resolve()
+        return (self.index.folder or self.store.data_dir / "samples").expanduser().resolve()
 
 
 class ClientSettings(BaseSettings):

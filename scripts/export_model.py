@@ -59,6 +59,7 @@ import re
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -586,7 +587,11 @@ def export_onnx(backbone: Backbone, out: Path) -> None:
     width = torch.export.Dim("width", min=32, max=8192)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp) / "model.onnx"
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # torch's exporter calls a pytree API that torch itself deprecates: not ours to fix
+            warnings.filterwarnings(
+                "ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning
+            )
             torch.onnx.export(
                 model,
                 (sample,),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,11 +12,38 @@ from typing import Any
 import pytest
 
 from imgsearch.app import Application
-from imgsearch.client import Client
 from imgsearch.model import ImageEncoder
-from imgsearch.settings import BUNDLED_MODEL, BUNDLED_SAMPLES, Settings
+from imgsearch.rpc.client import Client
+from imgsearch.settings import BUNDLED_MODEL, BUNDLED_SAMPLES, ModelSettings, Settings
 
 SAMPLE_SUFFIXES = {".jpg", ".png", ".webp"}
+# How long a test's threads get to finish after its teardown before they count as leaked.
+_THREAD_GRACE = 10.0
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_threads() -> Iterator[None]:
+    """Fail a test that leaves a thread running: every part that starts threads must stop
+    them (as watchdog's own suite checks)."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + _THREAD_GRACE
+    leaked: list[threading.Thread] = []
+    while time.monotonic() < deadline:
+        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if not leaked:
+            return
+        time.sleep(0.05)
+    pytest.fail(f"threads left running: {sorted(t.name for t in leaked)}")
+
+
+@pytest.fixture(autouse=True)
+def _no_warnings(recwarn: pytest.WarningsRecorder) -> Iterator[None]:
+    """Fail a test during which anything warned: a warning is a bug report nobody reads."""
+    yield
+    if recwarn.list:
+        shown = [f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})" for w in recwarn]
+        pytest.fail("warnings:\n" + "\n".join(shown))
 
 
 def wait_until(
@@ -39,7 +67,7 @@ def sample_photos() -> list[Path]:
 
 @pytest.fixture(scope="session")
 def encoder() -> ImageEncoder:
-    return ImageEncoder(BUNDLED_MODEL)
+    return ImageEncoder(ModelSettings(model_path=BUNDLED_MODEL))
 
 
 @pytest.fixture

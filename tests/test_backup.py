@@ -12,10 +12,10 @@ import pytest
 from prometheus_client import REGISTRY
 from qdrant_client import QdrantClient, models
 
-from imgsearch.backup import BackupError, Target, backup_to_file, restore_from_file, verify
 from imgsearch.cli import main
 from imgsearch.settings import StoreEngine
-from imgsearch.store import VECTOR_NAME, RawPoint
+from imgsearch.store import VECTOR_NAME, RawPoint, StoreLocation
+from imgsearch.store.backup import BackupError, backup_to_file, restore_from_file, verify
 from imgsearch.store.edge import EdgeStore
 from tests.conftest import Served
 from tests.imaging import crop, encode, load
@@ -141,7 +141,9 @@ def test_round_trip_is_exact_and_damaged_files_are_refused(
 ) -> None:
     original = _fill(tmp_path / "source", 300, source)  # more than one scroll page
     out = tmp_path / name
-    assert backup_to_file(Target(path=tmp_path / "source", engine=source), "images", out) == 300
+    assert (
+        backup_to_file(StoreLocation(path=tmp_path / "source", engine=source), "images", out) == 300
+    )
     header, count = verify(out)
     assert (header.size, header.distance, count) == (DIM, "Cosine", 300)
     if source is StoreEngine.EDGE:
@@ -152,7 +154,7 @@ def test_round_trip_is_exact_and_damaged_files_are_refused(
             "path": "keyword",
         }
 
-    into = Target(path=tmp_path / "copy", engine=copy)
+    into = StoreLocation(path=tmp_path / "copy", engine=copy)
     assert restore_from_file(into, "images", out) == 300
     copied = _read_all(tmp_path / "copy", copy)
     assert copied.keys() == original.keys()
@@ -174,7 +176,7 @@ def test_round_trip_is_exact_and_damaged_files_are_refused(
     with opener(truncated, "wt") as stream:
         stream.writelines(lines[:-1])
     with pytest.raises(BackupError, match="truncated: no trailer line after 300 points"):
-        restore_from_file(Target(path=tmp_path / "empty", engine=copy), "images", truncated)
+        restore_from_file(StoreLocation(path=tmp_path / "empty", engine=copy), "images", truncated)
     assert not (tmp_path / "empty").exists()
 
     # So are a damaged vector and a backup made with another vector size.
@@ -194,7 +196,7 @@ def test_round_trip_is_exact_and_damaged_files_are_refused(
 def test_restore_refuses_a_collection_of_another_size(tmp_path: Path, engine: StoreEngine) -> None:
     _fill(tmp_path / "source", 3, engine)
     out = tmp_path / "b.jsonl"
-    backup_to_file(Target(path=tmp_path / "source", engine=engine), "images", out)
+    backup_to_file(StoreLocation(path=tmp_path / "source", engine=engine), "images", out)
     if engine is StoreEngine.EDGE:
         EdgeStore.open_path(
             tmp_path / "other", collection="images", dimensions=8, model="m"
@@ -209,11 +211,11 @@ def test_restore_refuses_a_collection_of_another_size(tmp_path: Path, engine: St
         )
         client.close()
     with pytest.raises(BackupError, match=r"does not fit the backup: .* size 8, but .* makes 48"):
-        restore_from_file(Target(path=tmp_path / "other", engine=engine), "images", out)
+        restore_from_file(StoreLocation(path=tmp_path / "other", engine=engine), "images", out)
     with pytest.raises(BackupError, match="no embedded store"):
-        backup_to_file(Target(path=tmp_path / "nowhere", engine=engine), "images", out)
+        backup_to_file(StoreLocation(path=tmp_path / "nowhere", engine=engine), "images", out)
     with pytest.raises(BackupError, match="collection 'photos' does not exist"):
         backup_to_file(
-            Target(path=tmp_path / "source", engine=engine), "photos", tmp_path / "c.jsonl"
+            StoreLocation(path=tmp_path / "source", engine=engine), "photos", tmp_path / "c.jsonl"
         )
     assert not (tmp_path / "c.jsonl").exists()

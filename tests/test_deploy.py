@@ -25,7 +25,7 @@ import yaml
 from dockerfile_parse import DockerfileParser
 
 from imgsearch.model import ImageEncoder
-from imgsearch.settings import Settings
+from imgsearch.settings import GROUP_OF_FIELD, Settings
 from tests.metrics_doc import documented_metrics
 
 ROOT = Path(__file__).parents[1]
@@ -217,7 +217,7 @@ def test_compose_file() -> None:
         assert flags["--listen"] == "0.0.0.0:50051"
         assert flags["--metrics-listen"] == "0.0.0.0:9464"
         assert service["build"]["dockerfile"] == "deploy/Dockerfile"
-        assert service["healthcheck"]["test"][1:] == ["python", "-m", "imgsearch.healthcheck"]
+        assert service["healthcheck"]["test"][1:] == ["python", "-m", "imgsearch.rpc.healthcheck"]
         photos = [v for v in service["volumes"] if ":/photos" in v]
         assert photos and photos[0].endswith(":/photos:ro"), "the photos are mounted read-only"
         assert service["read_only"] is True
@@ -305,7 +305,7 @@ def test_kubernetes_topology(encoder: ImageEncoder) -> None:
     # The collection job creates what imgsearch expects, sharded and replicated.
     job = manifests["Job/qdrant-create-collection"]["spec"]["template"]["spec"]["containers"][0]
     job_env = {e["name"]: e.get("value") for e in job["env"]}
-    assert job_env["COLLECTION"] == Settings().collection
+    assert job_env["COLLECTION"] == Settings().store.collection
     assert int(job_env["DIMENSIONS"]) == encoder.dimensions
     assert (job_env["SHARDS"], job_env["REPLICATION"], job_env["PEERS"]) == ("6", "2", "3")
     script = job["command"][2]
@@ -324,7 +324,7 @@ def test_kubernetes_topology(encoder: ImageEncoder) -> None:
         "searcher"
     )
     config = manifests["ConfigMap/imgsearch"]["data"]
-    fields = {f"IMGSEARCH_{name.upper()}" for name in Settings.model_fields}
+    fields = {f"IMGSEARCH_{name.upper()}" for name in GROUP_OF_FIELD}
     assert set(config) <= fields, "the ConfigMap sets only real settings"
     port = int(config["IMGSEARCH_LISTEN"].rpartition(":")[2])
     for deployment, service in ((embedder, "Embedder"), (searcher, "Searcher")):
@@ -360,7 +360,7 @@ def test_dockerfile() -> None:
     user = [s["value"] for s in final if s["instruction"] == "USER"]
     assert user and user[-1] not in ("root", "0")
     health = [s["value"] for s in final if s["instruction"] == "HEALTHCHECK"]
-    assert health and 'CMD ["python", "-m", "imgsearch.healthcheck"]' in health[0]
+    assert health and 'CMD ["python", "-m", "imgsearch.rpc.healthcheck"]' in health[0]
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert f"imgsearch=={version}" in parsed.content, "the pinned version is the project's"
     env = parsed.envs
@@ -405,7 +405,7 @@ def test_image_context_builds_a_wheel_with_the_model(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     (wheel,) = (tmp_path / "wheels").glob("imgsearch-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    model = Settings().model_path.relative_to(ROOT)
+    model = Settings().model.model_path.relative_to(ROOT)
     assert str(model) in names
     assert {"imgsearch/healthcheck.py", "imgsearch/backup.py", "imgsearch/py.typed"} <= names
     assert any(n.startswith("embedder/") for n in names)

@@ -13,23 +13,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embedder.indexer import Indexer
-from imgsearch.model import DecodedImage, DescriptorSet, ImageEncoder
-from imgsearch.settings import BUNDLED_MODEL
-from imgsearch.store import VectorStore
+from imgsearch.descriptors import DescriptorSet
+from imgsearch.embedder.indexer import Indexer
+from imgsearch.model import DecodedImage, ImageEncoder
+from imgsearch.settings import BUNDLED_MODEL, IndexSettings, ModelSettings
+from imgsearch.store import StoreLocation, VectorStore, open_store
 from tests.conftest import wait_until
 from tests.imaging import crop, encode, load
 
 
 def _open_store(path: Path, encoder: ImageEncoder) -> VectorStore:
-    return VectorStore.open(
-        path=path, collection="t", dimensions=encoder.dimensions, model=encoder.name, grouped=True
+    return open_store(
+        StoreLocation(path=path),
+        collection="t",
+        dimensions=encoder.dimensions,
+        model=encoder.name,
+        grouped=True,
     )
 
 
 @pytest.fixture(scope="module")
 def worker_encoder() -> ImageEncoder:
-    return ImageEncoder(BUNDLED_MODEL, threads=1)
+    return ImageEncoder(ModelSettings(model_path=BUNDLED_MODEL), threads=1)
 
 
 @pytest.fixture
@@ -56,16 +61,10 @@ def many_photos(tmp_path: Path, sample_photos: list[Path]) -> Path:
 def _indexer(
     folder: Path, encoder: ImageEncoder, store: VectorStore, workers: int, batch: int = 16
 ) -> Indexer:
-    return Indexer(
-        folder,
-        encoder,
-        store,
-        batch_size=batch,
-        settle_seconds=0.0,
-        rescan_interval=0,
-        regions=True,
-        embed_workers=workers,
+    settings = IndexSettings(
+        batch_size=batch, settle_seconds=0.0, rescan_interval=0, regions=True, embed_workers=workers
     )
+    return Indexer(folder, encoder, store, settings)
 
 
 def _wait_idle(indexer: Indexer, timeout: float = 120.0) -> None:
@@ -127,7 +126,7 @@ class _GatedEncoder(ImageEncoder):
     """Holds every forward pass until released, so the test can act while files embed."""
 
     def __init__(self) -> None:
-        super().__init__(BUNDLED_MODEL, threads=1)
+        super().__init__(ModelSettings(model_path=BUNDLED_MODEL), threads=1)
         self.entered = threading.Semaphore(0)
         self.release = threading.Event()
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from imgsearch.cli import main
-from imgsearch.model import DescriptorSet
+from imgsearch.descriptors import DescriptorSet
 from imgsearch.store import FileState
 from imgsearch.store.edge import EdgeStore
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from imgsearch.errors import OutsideFolderError
 from imgsearch.ids import parent_folders, point_id
-from imgsearch.paths import OutsideFolderError, is_candidate, relative_to_root, resolve_inside
+from imgsearch.paths import is_candidate, relative_to_root, resolve_inside
 
 
 @pytest.mark.parametrize(

@@ -32,8 +32,8 @@ from typing import Any
 import grpc
 import pytest
 
-from imgsearch.client import Client
-from imgsearch.healthcheck import check
+from imgsearch.rpc.client import Client
+from imgsearch.rpc.healthcheck import check
 from imgsearch.settings import BUNDLED_SAMPLES
 from tests.conftest import SAMPLE_SUFFIXES, wait_until
 from tests.imaging import crop, encode, load, variants
@@ -295,7 +295,7 @@ def _render(prometheus: Prometheus, out: Path, traffic: Traffic) -> None:
 def test_health_check_command(served: ServeProcess) -> None:
     """What the container HEALTHCHECK runs: exit 0 when serving, 1 when nothing answers."""
     ok = subprocess.run(
-        [sys.executable, "-m", "imgsearch.healthcheck", served.address],
+        [sys.executable, "-m", "imgsearch.rpc.healthcheck", served.address],
         capture_output=True,
         text=True,
         timeout=30,
@@ -303,7 +303,7 @@ def test_health_check_command(served: ServeProcess) -> None:
     )
     assert (ok.returncode, ok.stdout.strip()) == (0, f"{served.address}: SERVING")
     by_env = subprocess.run(
-        [sys.executable, "-m", "imgsearch.healthcheck", "--service", "imgsearch.v1.Searcher"],
+        [sys.executable, "-m", "imgsearch.rpc.healthcheck", "--service", "imgsearch.v1.Searcher"],
         capture_output=True,
         text=True,
         timeout=30,
@@ -313,7 +313,7 @@ def test_health_check_command(served: ServeProcess) -> None:
     assert by_env.returncode == 0, by_env.stdout
     nobody = f"127.0.0.1:{free_port()}"
     down = subprocess.run(
-        [sys.executable, "-m", "imgsearch.healthcheck", nobody, "--timeout", "1"],
+        [sys.executable, "-m", "imgsearch.rpc.healthcheck", nobody, "--timeout", "1"],
         capture_output=True,
         text=True,
         timeout=30,

@@ -16,7 +16,7 @@ from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import SecretStr
 
-from imgsearch.client import Client
+from imgsearch.rpc.client import Client
 from tests.conftest import Served
 from tests.processes import status_code
 

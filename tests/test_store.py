@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from imgsearch.descriptors import DescriptorSet
 from imgsearch.errors import StoreMismatchError, StoreUnavailableError
-from imgsearch.model import DescriptorSet
 from imgsearch.settings import StoreEngine
-from imgsearch.store import FileState, VectorStore
+from imgsearch.store import FileState, StoreLocation, VectorStore, open_store
 
 DIM = 32
 ENGINES = [StoreEngine.EDGE, StoreEngine.LOCAL]
@@ -40,8 +40,12 @@ def _set(seed: int, regions: int = 3) -> DescriptorSet:
 def _open(
     path: Path, engine: StoreEngine, dimensions: int = DIM, *, grouped: bool = False
 ) -> VectorStore:
-    return VectorStore.open(
-        path=path, collection="t", dimensions=dimensions, model="m", engine=engine, grouped=grouped
+    return open_store(
+        StoreLocation(path=path, engine=engine),
+        collection="t",
+        dimensions=dimensions,
+        model="m",
+        grouped=grouped,
     )
 
 
@@ -98,8 +102,11 @@ def test_sha256_lookup_ignores_another_model(tmp_path: Path, engine: StoreEngine
     store = _open(tmp_path / "q", engine)
     store.upsert([(_state("a.jpg", 0), _set(0, regions=1))])
     store.close()
-    other = VectorStore.open(
-        path=tmp_path / "q", collection="t", dimensions=DIM, model="other", engine=engine
+    other = open_store(
+        StoreLocation(path=tmp_path / "q", engine=engine),
+        collection="t",
+        dimensions=DIM,
+        model="other",
     )
     assert other.descriptors_with_sha256("sha0") is None  # made by model "m"
     other.close()

@@ -302,7 +302,7 @@ def test_mass_deletion_is_held_until_confirmed(
 def test_polling_fallback_when_native_events_fail(
     monkeypatch: pytest.MonkeyPatch, photo_folder: Path, serve: Callable[..., Served]
 ) -> None:
-    import embedder.watcher as watcher_module
+    import imgsearch.embedder.watcher as watcher_module
 
     class NoInotify(watcher_module.Observer):  # type: ignore[misc,valid-type]
         def schedule(self, *args: object, **kwargs: object) -> object:

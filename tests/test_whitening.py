@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
-from imgsearch.model import DescriptorSet
+from imgsearch.descriptors import DescriptorSet
 from imgsearch.model.whitening import learn_whitening
+from imgsearch.searcher.whitening import FolderWhitening
 from imgsearch.settings import Settings, StoreEngine
-from imgsearch.store import FileState, VectorStore
-from searcher.whitening import FolderWhitening
+from imgsearch.store import FileState, StoreLocation, VectorStore, open_store
 from tests.conftest import Served, wait_until
 from tests.imaging import crop, encode, load
 
@@ -65,8 +65,11 @@ def test_whitening_keeps_at_most_the_input_dimensions_and_needs_two_rows() -> No
 @pytest.fixture(params=[StoreEngine.EDGE, StoreEngine.LOCAL], ids=str)
 def store(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[VectorStore]:
     """Both store classes: EdgeStore, and QdrantStore (local mode: the server's code path)."""
-    store = VectorStore.open(
-        path=tmp_path / "q", collection="t", dimensions=DIM, model="m", engine=request.param
+    store = open_store(
+        StoreLocation(path=tmp_path / "q", engine=request.param),
+        collection="t",
+        dimensions=DIM,
+        model="m",
     )
     yield store
     store.close()
@@ -153,7 +156,7 @@ def test_whitened_search_over_grpc(
     plain = raw.client.search(query, limit=len(sample_photos))
     raw.stop()
     assert not plain.whitened
-    assert plain.match_threshold == pytest.approx(Settings().match_threshold)
+    assert plain.match_threshold == pytest.approx(Settings().verdict.match_threshold)
 
     served = serve(folder, data_dir=tmp_path / "white", whitening_min_images=len(sample_photos))
     served.wait_idle()
@@ -161,7 +164,7 @@ def test_whitened_search_over_grpc(
     wait_until(lambda: served.app.whitening.refresh() is not None, timeout=30)
     white = served.client.search(query, limit=len(sample_photos))
     assert white.whitened
-    assert white.match_threshold == pytest.approx(Settings().whitened_match_threshold)
+    assert white.match_threshold == pytest.approx(Settings().verdict.whitened_match_threshold)
     assert (
         Path(white.matches[0].path).name
         == sample_photos[0].name

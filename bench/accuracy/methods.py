@@ -5,7 +5,7 @@
 - `CentreCropAvgPool`: the textbook CNN global descriptor — the same bundled EfficientNet-Lite0,
   short side 224, centre crop 224, average pooling, exact cosine search.
 - `Production`: imgsearch itself — a real `Application` (embedder + searcher, embedded Qdrant)
-  serving the corpus folder on 127.0.0.1, queried through `imgsearch.client.Client`. Whatever
+  serving the corpus folder on 127.0.0.1, queried through `imgsearch.rpc.client.Client`. Whatever
   the production descriptor, search and verdict become, this measures them unchanged.
 """
 
@@ -28,7 +28,7 @@ from PIL import Image
 from bench.accuracy.imaging import open_rgb
 from bench.accuracy.progress import Progress, log
 from imgsearch.app import Application
-from imgsearch.client import Client
+from imgsearch.rpc.client import Client
 from imgsearch.settings import Settings
 
 
@@ -296,11 +296,11 @@ class Production:
             "indexed": status.indexed,
             "failed": status.failed,
             "failures": [f"{f.path}: {f.reason}" for f in status.failures],
-            "match_threshold": settings.whitened_match_threshold
+            "match_threshold": settings.verdict.whitened_match_threshold
             if whitening is not None
-            else settings.match_threshold,
+            else settings.verdict.match_threshold,
             "whitened_from": whitening.images if whitening is not None else 0,
-            "image_size": settings.image_size,
+            "image_size": settings.model.image_size,
         }
 
     def search(self, query: bytes, k: int) -> list[Candidate]:

@@ -32,12 +32,11 @@ from bench.accuracy.progress import Progress, log
 from bench.accuracy.queries import Query
 from bench.accuracy.transforms import FAMILIES, QUICK_FAMILIES
 from imgsearch.model import ImageEncoder
-from imgsearch.settings import BUNDLED_MODEL, Settings
+from imgsearch.searcher.verdict import BACKGROUND_SIZE, BACKGROUND_WEIGHT
+from imgsearch.settings import BUNDLED_MODEL, ModelSettings
 
 F32 = NDArray[np.float32]
 REPO = Path(__file__).resolve().parents[2]
-MARGIN_WEIGHT = 0.5  # as searcher.service.SearchPolicy.background_weight
-BACKGROUND = 10
 
 
 @dataclass(frozen=True)
@@ -50,10 +49,7 @@ class Embedded:
 
 
 def _embed(db: Path, folder: Path, ids: list[str], sample: list[Query]) -> Embedded:
-    settings = Settings()
-    encoder = ImageEncoder(
-        BUNDLED_MODEL, settings.image_size, threads=2, query_sizes=settings.query_sizes
-    )
+    encoder = ImageEncoder(ModelSettings(model_path=BUNDLED_MODEL), threads=2)
     index = []
     progress = Progress("probe: embedding the indexed folder", len(ids))
     for item in ids:
@@ -113,9 +109,9 @@ def evaluate(data: Embedded, index: F32, queries: F32, *, margin: bool) -> Score
         ],
         axis=0,
     )
-    order = np.argsort(-scores, axis=1)[:, :BACKGROUND]
+    order = np.argsort(-scores, axis=1)[:, :BACKGROUND_SIZE]
     best = np.take_along_axis(scores, order, axis=1)
-    confidence = best[:, 0] - (MARGIN_WEIGHT * best.mean(axis=1) if margin else 0.0)
+    confidence = best[:, 0] - (BACKGROUND_WEIGHT * best.mean(axis=1) if margin else 0.0)
     position = {item: i for i, item in enumerate(data.ids)}
     no_source = [i for i, q in enumerate(data.sample) if q.source is None]
     bar = max((float(confidence[i]) for i in no_source), default=-np.inf)

@@ -14,20 +14,21 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
+from imgsearch.descriptors import DescriptorSet
 from imgsearch.model import DecodedImage, ImageEncoder
-from imgsearch.model.encoder import REGION_SCALES, REGIONS_PER_IMAGE, DescriptorSet
+from imgsearch.model.encoder import REGION_SCALES, REGIONS_PER_IMAGE
 from imgsearch.settings import Settings
 from imgsearch.store import FileState
 
 F32 = NDArray[np.float32]
 
 _DEFAULTS = Settings()
-PRODUCTION_REGIONS: bool = _DEFAULTS.regions
-PRODUCTION_ENGINE: str = _DEFAULTS.engine.value
-PRODUCTION_WORKERS: int = _DEFAULTS.embed_workers
-PRODUCTION_THREADS: int = _DEFAULTS.inference_threads
-PRODUCTION_SIDE: int = _DEFAULTS.image_size
-QUERY_SIZES: list[int] = list(_DEFAULTS.query_sizes)
+PRODUCTION_REGIONS: bool = _DEFAULTS.index.regions
+PRODUCTION_ENGINE: str = _DEFAULTS.store.engine.value
+PRODUCTION_WORKERS: int = _DEFAULTS.index.embed_workers
+PRODUCTION_THREADS: int = _DEFAULTS.model.inference_threads
+PRODUCTION_SIDE: int = _DEFAULTS.model.image_size
+QUERY_SIZES: list[int] = list(_DEFAULTS.model.query_sizes)
 QUERY_VIEWS = 2 + len(QUERY_SIZES)  # input size, each query size, the framed view (padded)
 
 

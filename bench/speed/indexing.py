@@ -37,8 +37,8 @@ from bench.speed.models import Encoders, ModelClock, canvas_groups
 from imgsearch.app import Application
 from imgsearch.model import DecodedImage, ImageEncoder
 from imgsearch.model.preprocess import DecodeLimits, decode_image
-from imgsearch.settings import Settings, StoreEngine, WatchMode
-from imgsearch.store import FileState, VectorStore
+from imgsearch.settings import ModelSettings, Settings, StoreEngine, WatchMode
+from imgsearch.store import FileState, StoreLocation, open_store
 
 F32 = NDArray[np.float32]
 # Model configs: precision, input side, onnxruntime threads, batch. The indexer's workers run
@@ -135,7 +135,11 @@ _WORKER_LOCAL = threading.local()
 
 def _init_process(model: str, side: int, threads: int, regions: bool) -> None:
     global _WORKER  # noqa: PLW0603 - one encoder per worker process
-    _WORKER = (ImageEncoder(Path(model), image_size=side, threads=threads), side, regions)
+    _WORKER = (
+        ImageEncoder(ModelSettings(model_path=Path(model), image_size=side), threads=threads),
+        side,
+        regions,
+    )
 
 
 def _embed_chunk(
@@ -192,7 +196,9 @@ class WorkerPool:
         )
         _WORKER_LOCAL.encoders = made
         if key not in made:
-            encoder = ImageEncoder(self._model, image_size=self.side, threads=1)
+            encoder = ImageEncoder(
+                ModelSettings(model_path=self._model, image_size=self.side), threads=1
+            )
             made[key] = (encoder, ModelClock(encoder))
         return made[key]
 
@@ -439,10 +445,9 @@ def model_candidates(
 # ---- the sections -----------------------------------------------------------------------------
 
 
-def open_store(folder: Path, engine: str = compat.PRODUCTION_ENGINE, *, regions: bool) -> Store:
-    return VectorStore.open(
-        path=folder,
-        engine=StoreEngine(engine),
+def bench_store(folder: Path, engine: str = compat.PRODUCTION_ENGINE, *, regions: bool) -> Store:
+    return open_store(
+        StoreLocation(path=folder, engine=StoreEngine(engine)),
         grouped=regions,
         collection="images",
         dimensions=1280,
@@ -492,9 +497,9 @@ def indexer_end_to_end(files: Sequence[Path], workdir: Path) -> JSON:
         "startup_s": ready - start,
         "rate": status.indexed / (done - ready) if done > ready else 0.0,
         "settings": {
-            "engine": settings.engine.value,
-            "embed_workers": settings.embed_workers,
-            "regions": settings.regions,
+            "engine": settings.store.engine.value,
+            "embed_workers": settings.index.embed_workers,
+            "regions": settings.index.regions,
         },
     }
 
@@ -518,7 +523,7 @@ def run(files: list[Path], workdir: Path, encoders: Encoders, *, rounds: int, qu
     log(f"indexing: production path on {len(files)} images")
     pool = WorkerPool("threads", encoders.files["fp32"], side)
     pool.warm_up(files, 16)
-    store = open_store(workdir / "prod-store", regions=compat.PRODUCTION_REGIONS)
+    store = bench_store(workdir / "prod-store", regions=compat.PRODUCTION_REGIONS)
     production, _ = pool.run_per_image(files, 16, store)
     store.close()
     log("indexing: limit (decode alone, then embed alone, in the same 2 worker threads)")
@@ -598,7 +603,7 @@ def _pipelines(
     def store(name: str, engine: str = "edge", regions: bool = False) -> Callable[[], Store]:
         def make() -> Store:
             if name not in stores:
-                stores[name] = open_store(tmp / name, engine, regions=regions)
+                stores[name] = bench_store(tmp / name, engine, regions=regions)
             return stores[name]
 
         return make

@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 from bench.speed.common import SPEED_CACHE, log
 from imgsearch.model import ImageEncoder
 from imgsearch.model.preprocess import DecodedImage
-from imgsearch.settings import BUNDLED_MODEL
+from imgsearch.settings import BUNDLED_MODEL, ModelSettings
 
 INT8_MODEL = BUNDLED_MODEL.with_name("efficientnet_lite0_int8.onnx")
 
@@ -71,7 +71,7 @@ class Encoders:
     def get(self, precision: str, threads: int) -> tuple[ImageEncoder, ModelClock]:
         key = (precision, threads)
         if key not in self._made:
-            encoder = ImageEncoder(self.files[precision], threads=threads)
+            encoder = ImageEncoder(ModelSettings(model_path=self.files[precision]), threads=threads)
             self._made[key] = (encoder, ModelClock(encoder))
         return self._made[key]
 

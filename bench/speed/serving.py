@@ -119,14 +119,13 @@ def _synthetic_path(index: int) -> str:
     return f"synthetic/{index // 1000:04d}/{index:07d}.jpg"
 
 
-def open_store(engine: str, data_dir: Path, *, regions: bool) -> Any:  # noqa: ANN401
+def bench_store(engine: str, data_dir: Path, *, regions: bool) -> Any:  # noqa: ANN401
     """The production store: VectorStore.open on an embedded engine (edge or local)."""
     from imgsearch.settings import StoreEngine
-    from imgsearch.store import VectorStore
+    from imgsearch.store import StoreLocation, open_store
 
-    return VectorStore.open(
-        path=data_dir / "store",
-        engine=StoreEngine(engine),
+    return open_store(
+        StoreLocation(path=data_dir / "store", engine=StoreEngine(engine)),
         grouped=regions,
         collection=COLLECTION,
         dimensions=DIMENSIONS,
@@ -204,7 +203,7 @@ def _stage_means() -> dict[str, tuple[float, float]]:
 
 def _grpc_phase(port: int, queries: list[bytes], sources: list[str], clients: int, n: int) -> JSON:
     """`n` searches spread over `clients` concurrent clients (threads, one channel each)."""
-    from imgsearch.client import Client
+    from imgsearch.rpc.client import Client
 
     latencies: list[float] = []
     correct = 0
@@ -349,7 +348,7 @@ def measure_size(config: JSON) -> JSON:
         "load_start": loadavg(),
         "memory_start": memory(),
     }
-    store = open_store(engine, data_dir, regions=regions)
+    store = bench_store(engine, data_dir, regions=regions)
     gt = None
     if config.get("ground_truth"):
         gt = ExactTopK(inputs.query_vectors[: config["recall_queries"], 0].copy(), 10)
@@ -408,7 +407,7 @@ def measure_hnsw(config: JSON) -> JSON:
     gt_ids = _ground_truth(Path(config["data_dir"]))
     out: JSON = {"started": time.time(), "images": config["images"]}
     write_partial(config, out)
-    store = open_store("edge", Path(config["data_dir"]), regions=False)
+    store = bench_store("edge", Path(config["data_dir"]), regions=False)
     try:
         start = time.perf_counter()
         # The smoke run's store is far below the production minimum segment size for a graph.
@@ -432,7 +431,7 @@ def measure_after_graph(config: JSON) -> JSON:
     data_dir = Path(config["data_dir"])
     gt_ids = _ground_truth(data_dir)
     result: JSON = {"images": config["images"], "memory_start": memory()}
-    store = open_store("edge", data_dir, regions=False)
+    store = bench_store("edge", data_dir, regions=False)
     result["graph_vectors"] = store.graph_vectors()
     if not config.get("grpc", True):
         try:
@@ -473,7 +472,7 @@ def measure_restart(config: JSON) -> JSON:
     inputs = Inputs.load(Path(config["inputs"]))
     before = memory()
     start = time.perf_counter()
-    store = open_store(engine, Path(config["data_dir"]), regions=config.get("regions", False))
+    store = bench_store(engine, Path(config["data_dir"]), regions=config.get("regions", False))
     opened = time.perf_counter() - start
     after_open = memory()
     times = []

@@ -13,12 +13,13 @@ import functools
 import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
+from imgsearch.descriptors import WHOLE_IMAGE_BOX, DescriptorSet
 from imgsearch.model.preprocess import (
     Box,
     DecodedImage,
@@ -28,42 +29,56 @@ from imgsearch.model.preprocess import (
     rescaled,
 )
 from imgsearch.model.session import ModelInfo, OnnxBackbone
+from imgsearch.settings import ModelSettings
 
 GEM_POWER = 3.0
+# Most images in one forward pass (more only add memory on a CPU).
+MAX_FORWARD_BATCH = 16
 _EPS = 1e-6
 # (windows per side, window size as a fraction of the side) for each region scale.
 REGION_SCALES: tuple[tuple[int, float], ...] = ((2, 2 / 3), (3, 1 / 2))
 REGIONS_PER_IMAGE = 1 + sum(n * n for n, _ in REGION_SCALES)
 
 
-@dataclass(frozen=True, slots=True)
-class DescriptorSet:
-    """Row 0 describes the whole image, the other rows its regions; boxes are (x0, y0, x1, y1)
-    as fractions of the image's width and height."""
+Stage = Callable[[str], AbstractContextManager[object]]
 
-    vectors: NDArray[np.float32]  # [REGIONS_PER_IMAGE, C], L2-normalised rows
-    boxes: NDArray[np.float32]  # [REGIONS_PER_IMAGE, 4]
+
+def _no_stage(_: str) -> AbstractContextManager[object]:
+    return nullcontext()
+
+
+@dataclass(frozen=True, slots=True)
+class QueryDescription:
+    """What a query is searched with."""
+
+    vectors: NDArray[np.float32]  # [V, C]: the query at each scale, and framed if it has borders
+    # What geometric verification looks at: the content inside flat borders when the query
+    # has them (a photo small on a screenshot is too few pixels otherwise); None for queries
+    # described from stored vectors (no pixels at hand).
+    image: DecodedImage | None
 
 
 class ImageEncoder:
-    """Decode + embed. One instance is shared by the embedder and the searcher."""
+    """Decode + embed. One instance is shared by the embedder and the searcher.
+
+    Two verbs serve the services: `describe_file` (what is indexed) and `describe_query`
+    (what is searched with); `decode`, `encode` and `describe` are their parts.
+    """
 
     def __init__(
-        self,
-        model_path: Path,
-        image_size: int = 384,
-        threads: int = 2,
-        limits: DecodeLimits | None = None,
-        max_batch: int = 16,
-        query_sizes: Sequence[int] = (224,),
+        self, settings: ModelSettings | None = None, *, threads: int | None = None
     ) -> None:
-        self._backbone = OnnxBackbone(model_path, threads=threads)
-        self.image_size = image_size
+        """`threads`: onnxruntime threads, when not the settings' `inference_threads`."""
+        settings = settings or ModelSettings()
+        self._backbone = OnnxBackbone(
+            settings.model_path, threads=threads or settings.inference_threads
+        )
+        self.image_size = settings.image_size
         # A small crop blown up to image_size is seen at a larger scale than the region it came
         # from; describing the query at smaller sizes too brings the scales back together.
-        self.query_sizes = tuple(s for s in query_sizes if s < image_size)
-        self.limits = limits or DecodeLimits()
-        self.max_batch = max_batch
+        self.query_sizes = tuple(s for s in settings.query_sizes if s < self.image_size)
+        self.limits = DecodeLimits(max_pixels=settings.max_pixels, min_side=settings.min_side)
+        self.max_batch = MAX_FORWARD_BATCH
 
     @property
     def info(self) -> ModelInfo:
@@ -88,10 +103,21 @@ class ImageEncoder:
         box = content_box(image)
         return None if box is None else self.decode(data, box)
 
-    def encode_bytes(self, data: bytes) -> NDArray[np.float32]:
-        """Descriptor of one encoded image file."""
-        vector: NDArray[np.float32] = self.encode([self.decode(data)])[0]
-        return vector
+    def describe_file(self, data: bytes, *, regions: bool) -> DescriptorSet:
+        """The descriptors an image file is indexed with (raises InvalidImageError)."""
+        (descriptors,) = self.describe([self.decode(data)], regions=regions)
+        return descriptors
+
+    def describe_query(self, data: bytes, stage: Stage = _no_stage) -> QueryDescription:
+        """A query image file described for search: decoded, framed when it has flat borders,
+        at every query scale (raises InvalidImageError). `stage("decode")` and
+        `stage("embed")` wrap the two steps (the searcher times them and stops a call whose
+        client has gone)."""
+        with stage("decode"):
+            image = self.decode(data)
+            framed = self.decode_framed(data, image)
+        with stage("embed"):
+            return QueryDescription(self.encode_query(image, framed), framed or image)
 
     def encode_query(
         self, image: DecodedImage, framed: DecodedImage | None = None
@@ -149,8 +175,6 @@ class ImageEncoder:
 
 _Pooled = tuple[NDArray[np.float32], NDArray[np.float32]]  # (vectors [R, C], boxes [R, 4])
 _Pooling = Callable[[NDArray[np.float32]], _Pooled]
-# The box of a whole-image descriptor (row 0 of a DescriptorSet).
-WHOLE_IMAGE_BOX = np.array([[0.0, 0.0, 1.0, 1.0]], dtype=np.float32)
 
 
 def _whole(feature_map: NDArray[np.float32]) -> _Pooled:

@@ -17,7 +17,8 @@ import pillow_heif
 from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from imgsearch.errors import ImageTooLargeError, InvalidImageError
+from imgsearch.errors import ImageTooLargeError, InvalidImageError, UnrecognisedImageError
+from imgsearch.settings import MAX_PIXELS, MIN_SIDE
 
 pillow_heif.register_heif_opener()
 
@@ -28,8 +29,8 @@ _BACKGROUND = (255, 255, 255)
 class DecodeLimits:
     """Bounds applied to every decoded image."""
 
-    max_pixels: int = 64_000_000
-    min_side: int = 16
+    max_pixels: int = MAX_PIXELS
+    min_side: int = MIN_SIDE
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +67,7 @@ def decode_image(
             image = Image.open(io.BytesIO(data))
             return _decode_opened(image, target_side, limits, box)
     except UnidentifiedImageError as exc:
-        raise InvalidImageError("not a recognised image format") from exc
+        raise UnrecognisedImageError("not a recognised image format") from exc
     except Image.DecompressionBombError as exc:
         # Pillow's own guard fires in open() for headers far beyond any sane size.
         raise ImageTooLargeError(

@@ -39,10 +39,10 @@ import numpy as np
 import qdrant_edge as qe
 from numpy.typing import NDArray
 
-from imgsearch.errors import StoreMismatchError, StoreUnavailableError
+from imgsearch.descriptors import DescriptorSet
+from imgsearch.errors import StoreBusyError, StoreUnavailableError
 from imgsearch.ids import point_id
-from imgsearch.model.encoder import DescriptorSet
-from imgsearch.store import (
+from imgsearch.store.base import (
     VECTOR_NAME,
     FileState,
     Hit,
@@ -50,6 +50,8 @@ from imgsearch.store import (
     VectorStore,
     assemble,
     best_per_path,
+    mismatch,
+    paged,
     point_rows,
 )
 
@@ -139,7 +141,7 @@ class EdgeStore(VectorStore):
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(lock_fd)
-            raise StoreUnavailableError(
+            raise StoreBusyError(
                 f"embedded store {path} is busy: another process has it open ({exc})"
             ) from exc
         try:
@@ -253,31 +255,24 @@ class EdgeStore(VectorStore):
                 return ranked
             fetch *= 4
 
-    def vectors_of(self, paths: Sequence[str]) -> dict[str, NDArray[np.float32]]:
-        if not paths:
-            return {}
-        records = self._call(
-            "retrieve",
-            lambda: self._shard.retrieve(
-                [point_id(p) for p in paths], with_payload=["path"], with_vector=[VECTOR_NAME]
-            ),
-        )
-        return {str((r.payload or {})["path"]): _vector(r) for r in records}
-
     def descriptors_of(self, paths: Sequence[str]) -> dict[str, DescriptorSet]:
         points = self._scroll(_match_any("path", list(paths)), ["path", "region", "box"], True)
         return assemble((p.payload or {}, _vector(p)) for p in points)
 
-    def indexed_among(self, paths: Sequence[str]) -> set[str]:
+    def _retrieve(
+        self, paths: Sequence[str], with_vector: bool
+    ) -> list[tuple[dict[str, Any], NDArray[np.float32] | None]]:
         if not paths:
-            return set()
+            return []
         records = self._call(
             "retrieve",
             lambda: self._shard.retrieve(
-                [point_id(p) for p in paths], with_payload=["path"], with_vector=False
+                [point_id(p) for p in paths],
+                with_payload=["path"],
+                with_vector=[VECTOR_NAME] if with_vector else False,
             ),
         )
-        return {str((r.payload or {})["path"]) for r in records}
+        return [(dict(r.payload or {}), _vector(r) if with_vector else None) for r in records]
 
     def _payload_with_sha256(self, sha256: str) -> dict[str, Any] | None:
         request = qe.ScrollRequest(
@@ -315,14 +310,12 @@ class EdgeStore(VectorStore):
                 os.close(self._lock_fd)
                 self._lock_fd = None
 
-    # ---- raw points, for backup and restore ----
+    # ---- raw points (backup and restore) ----
 
     def point_count(self) -> int:
-        """All points (regions too)."""
         return self._call("count", lambda: self._shard.count(qe.CountRequest(exact=True)))
 
     def payload_indexes(self) -> dict[str, str]:
-        """Indexed payload fields and their types, named as Qdrant's REST API does."""
         schema = self._call("info", self._shard.info).payload_schema
         # PyO3 enums have no .name: str() gives "PayloadSchemaType.Keyword".
         return {
@@ -330,7 +323,6 @@ class EdgeStore(VectorStore):
         }
 
     def raw_points(self, page_size: int = _SCROLL_PAGE) -> Iterator[RawPoint]:
-        """Every point with its vector and whole payload, page by page."""
         for record in self._scroll(None, True, True, page_size):
             point_id_ = record.id
             yield RawPoint(
@@ -340,7 +332,6 @@ class EdgeStore(VectorStore):
             )
 
     def write_raw(self, points: Sequence[RawPoint]) -> None:
-        """Upsert points as they are (a restore)."""
         if points:
             operation = qe.UpdateOperation.upsert_points(
                 [qe.Point(p.id, {VECTOR_NAME: p.vector}, p.payload) for p in points]
@@ -359,8 +350,7 @@ class EdgeStore(VectorStore):
         with_vector: bool,
         page_size: int = _SCROLL_PAGE,
     ) -> Iterator[qe.Record]:
-        offset: Any = None
-        while True:
+        def fetch(offset: Any) -> tuple[list[qe.Record], Any]:  # noqa: ANN401 - engine's id type
             request = qe.ScrollRequest(
                 offset=offset,
                 limit=page_size,
@@ -368,10 +358,9 @@ class EdgeStore(VectorStore):
                 with_payload=payload,
                 with_vector=[VECTOR_NAME] if with_vector else False,
             )
-            page, offset = self._call("scroll", lambda request=request: self._shard.scroll(request))  # type: ignore[misc]
-            yield from page
-            if offset is None:
-                return
+            return self._call("scroll", lambda: self._shard.scroll(request))
+
+        return paged(fetch)
 
 
 def _open_shard(directory: Path, collection: str, dimensions: int, model: str) -> qe.EdgeShard:
@@ -380,11 +369,7 @@ def _open_shard(directory: Path, collection: str, dimensions: int, model: str) -
     exists = (directory / _CONFIG_FILE).is_file()
     found = _stored_size(directory) if exists else dimensions
     if found != dimensions:
-        raise StoreMismatchError(
-            f"collection {collection!r} holds vectors of size {found}, but model "
-            f"{model!r} makes {dimensions}: delete the data dir or use another "
-            "collection name to re-index"
-        )
+        raise mismatch(collection, found, model, dimensions)
     try:
         if exists:
             return qe.EdgeShard.load(str(directory), config)

@@ -19,16 +19,19 @@ from qdrant_client import QdrantClient, models
 from qdrant_client import grpc as qdrant_grpc
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from imgsearch.errors import StoreMismatchError, StoreUnavailableError
+from imgsearch.descriptors import DescriptorSet
+from imgsearch.errors import StoreBusyError, StoreUnavailableError
 from imgsearch.ids import point_id
-from imgsearch.model.encoder import DescriptorSet
-from imgsearch.store import (
+from imgsearch.store.base import (
     VECTOR_NAME,
     FileState,
     Hit,
+    RawPoint,
     VectorStore,
     assemble,
     best_per_path,
+    mismatch,
+    paged,
     point_rows,
 )
 
@@ -43,6 +46,20 @@ _STORE_ERRORS = (
     OSError,
     sqlite3.Error,  # local mode: disk full, I/O error, locked database
 )
+
+
+def _client(url: str | None, path: Path | None, api_key: str | None) -> QdrantClient:
+    """A client of the server at `url`, or of the local-mode store at `path`."""
+    if (url is None) == (path is None):
+        raise ValueError("give exactly one of url (server) or path (embedded)")
+    if url is not None:
+        return QdrantClient(url=url, api_key=api_key, prefer_grpc=True, timeout=10)
+    assert path is not None
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        return QdrantClient(path=str(path))
+    except RuntimeError as exc:  # another process holds the embedded store's lock
+        raise StoreBusyError(f"embedded store {path} is busy: {exc}") from exc
 
 
 class QdrantStore(VectorStore):
@@ -74,20 +91,34 @@ class QdrantStore(VectorStore):
         grouped: bool = False,
     ) -> Self:
         """Connect to a server at `url`, or open a local-mode store at `path`."""
-        if (url is None) == (path is None):
-            raise ValueError("give exactly one of url (server) or path (embedded)")
-        if url is not None:
-            client = QdrantClient(url=url, api_key=api_key, prefer_grpc=True, timeout=10)
-        else:
-            assert path is not None
-            path.mkdir(parents=True, exist_ok=True)
-            try:
-                client = QdrantClient(path=str(path))
-            except RuntimeError as exc:  # another process holds the embedded store's lock
-                raise StoreUnavailableError(f"embedded store {path} is busy: {exc}") from exc
+        client = _client(url, path, api_key)
         store = cls(client, collection, dimensions, model, local=url is None, grouped=grouped)
-        store.ensure_collection()
+        try:
+            store.ensure_collection()
+        except BaseException:
+            client.close()
+            raise
         return store
+
+    @classmethod
+    def open_existing(
+        cls, *, collection: str, url: str | None, path: Path | None, api_key: str | None
+    ) -> Self | None:
+        """Open `collection` with the vector size it was made with, or None if there is none."""
+        client = _client(url, path, api_key)
+        probe = cls(client, collection, 0, "(existing)", local=url is None)
+        try:
+            if not probe._call("collection_exists", lambda: client.collection_exists(collection)):
+                client.close()
+                return None
+            size = probe._global_size()
+        except BaseException:
+            client.close()
+            raise
+        if not isinstance(size, int):
+            client.close()
+            raise StoreUnavailableError(f"collection {collection!r} has {size}")
+        return cls(client, collection, size, "(existing)", local=url is None)
 
     def _is_store_error(self, exc: Exception) -> bool:
         # A closed local-mode client raises a bare RuntimeError: as unavailable as a closed
@@ -127,16 +158,16 @@ class QdrantStore(VectorStore):
                         ),
                     )
             return
+        found = self._global_size()
+        if found != self.dimensions:
+            raise mismatch(self.collection, found, self.model, self.dimensions)
+
+    def _global_size(self) -> int | str:
+        """The size of the collection's 'global' vectors (a text when it has none)."""
         info = self._call("get_collection", lambda: self._client.get_collection(self.collection))
         vectors = info.config.params.vectors
         params = vectors.get(VECTOR_NAME) if isinstance(vectors, dict) else None
-        if params is None or params.size != self.dimensions:
-            found = params.size if params else "no 'global' vector"
-            raise StoreMismatchError(
-                f"collection {self.collection!r} holds vectors of size {found}, but model "
-                f"{self.model!r} makes {self.dimensions}: delete the data dir or use another "
-                "collection name to re-index"
-            )
+        return params.size if params is not None else f"no {VECTOR_NAME!r} vector"
 
     def upsert(self, items: Sequence[tuple[FileState, DescriptorSet]]) -> None:
         """Write each file's region points, then its whole-image point (which carries the file
@@ -203,39 +234,26 @@ class QdrantStore(VectorStore):
             hits.append(Hit(str(payload["path"]), float(point.score), tuple(payload["box"])))
         return best_per_path(hits, limit)
 
-    def vectors_of(self, paths: Sequence[str]) -> dict[str, NDArray[np.float32]]:
-        if not paths:
-            return {}
-        records = self._call(
-            "retrieve",
-            lambda: self._client.retrieve(
-                self.collection,
-                ids=[point_id(p) for p in paths],
-                with_payload=["path"],
-                with_vectors=[VECTOR_NAME],
-            ),
-        )
-        return {str((r.payload or {})["path"]): _vector(r) for r in records}
-
     def descriptors_of(self, paths: Sequence[str]) -> dict[str, DescriptorSet]:
         """Stored descriptor sets of fully indexed paths (others are left out)."""
         points = self._scroll(_paths_filter(list(paths)), ["path", "region", "box"], True)
         return assemble((point.payload or {}, _vector(point)) for point in points)
 
-    def indexed_among(self, paths: Sequence[str]) -> set[str]:
-        """Which of these paths are in the index (searchable) right now."""
+    def _retrieve(
+        self, paths: Sequence[str], with_vector: bool
+    ) -> list[tuple[dict[str, Any], NDArray[np.float32] | None]]:
         if not paths:
-            return set()
+            return []
         records = self._call(
             "retrieve",
             lambda: self._client.retrieve(
                 self.collection,
                 ids=[point_id(p) for p in paths],
                 with_payload=["path"],
-                with_vectors=False,
+                with_vectors=[VECTOR_NAME] if with_vector else False,
             ),
         )
-        return {str((r.payload or {})["path"]) for r in records}
+        return [(dict(r.payload or {}), _vector(r) if with_vector else None) for r in records]
 
     def _payload_with_sha256(self, sha256: str) -> dict[str, Any] | None:
         points, _ = self._call(
@@ -261,24 +279,28 @@ class QdrantStore(VectorStore):
             yield dict(point.payload or {}), _vector(point) if with_vector else None
 
     def _scroll(
-        self, where: models.Filter, payload: list[str], with_vectors: bool
+        self,
+        where: models.Filter | None,
+        payload: list[str] | bool,
+        with_vectors: bool,
+        page_size: int = _SCROLL_PAGE,
     ) -> Iterator[models.Record]:
-        offset: models.ExtendedPointId | qdrant_grpc.PointId | None = None
-        while True:
-            page, offset = self._call(
+        def fetch(
+            offset: models.ExtendedPointId | qdrant_grpc.PointId | None,
+        ) -> tuple[list[models.Record], models.ExtendedPointId | qdrant_grpc.PointId | None]:
+            return self._call(
                 "scroll",
-                lambda offset=offset: self._client.scroll(  # type: ignore[misc]
+                lambda: self._client.scroll(
                     self.collection,
                     scroll_filter=where,
-                    limit=_SCROLL_PAGE,
+                    limit=page_size,
                     offset=offset,
                     with_payload=payload,
                     with_vectors=[VECTOR_NAME] if with_vectors else False,
                 ),
             )
-            yield from page
-            if offset is None:
-                return
+
+        return paged(fetch)
 
     def ping(self) -> None:
         """Raise StoreUnavailableError unless the store answers."""
@@ -296,6 +318,35 @@ class QdrantStore(VectorStore):
     def close(self) -> None:
         with self._lock:
             self._client.close()
+
+    # ---- raw points (backup and restore) ----
+
+    def point_count(self) -> int:
+        return self._call("count", lambda: self._client.count(self.collection, exact=True).count)
+
+    def payload_indexes(self) -> dict[str, str]:
+        info = self._call("get_collection", lambda: self._client.get_collection(self.collection))
+        return {name: str(schema.data_type.value) for name, schema in info.payload_schema.items()}
+
+    def raw_points(self, page_size: int = _SCROLL_PAGE) -> Iterator[RawPoint]:
+        for record in self._scroll(None, True, True, page_size):
+            point_id_ = record.id
+            yield RawPoint(
+                point_id_ if isinstance(point_id_, int) else str(point_id_),
+                _vector(record).tolist(),
+                dict(record.payload or {}),
+            )
+
+    def write_raw(self, points: Sequence[RawPoint]) -> None:
+        if not points:
+            return
+        structs = [
+            models.PointStruct(id=p.id, vector={VECTOR_NAME: p.vector}, payload=p.payload)
+            for p in points
+        ]
+        self._call(
+            "upsert", lambda: self._client.upsert(self.collection, points=structs, wait=True)
+        )
 
 
 _WHOLE_IMAGES = models.Filter(

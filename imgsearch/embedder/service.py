@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import grpc
 
-from embedder.indexer import Indexer
-from embedder.watcher import FolderWatcher
+from imgsearch.embedder.indexer import Indexer
+from imgsearch.embedder.watcher import FolderWatcher
 from imgsearch.model import ImageEncoder
-from imgsearch.server import maps_errors
+from imgsearch.rpc.server import maps_errors
 from imgsearch.v1 import embedder_pb2, embedder_pb2_grpc
 
 
@@ -53,5 +53,5 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
     def Embed(  # noqa: N802 - name fixed by the proto
         self, request: embedder_pb2.EmbedRequest, context: grpc.ServicerContext
     ) -> embedder_pb2.EmbedResponse:
-        vector = self._encoder.encode_bytes(request.image)
+        vector = self._encoder.describe_file(request.image, regions=False).vectors[0]
         return embedder_pb2.EmbedResponse(vector=vector.tolist(), model=self._encoder.name)

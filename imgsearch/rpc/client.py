@@ -7,7 +7,7 @@ from types import TracebackType
 
 import grpc
 
-from imgsearch.security import channel_credentials
+from imgsearch.rpc.security import channel_credentials
 from imgsearch.v1 import embedder_pb2, embedder_pb2_grpc, searcher_pb2, searcher_pb2_grpc
 
 

@@ -1,4 +1,4 @@
-"""`python -m imgsearch.healthcheck [HOST:PORT]`: exit 0 when the gRPC health check says SERVING.
+"""`python -m imgsearch.rpc.healthcheck [HOST:PORT]`: exit 0 when the health check says SERVING.
 
 The container HEALTHCHECK (no grpc_health_probe binary in the image). Without an address it
 checks 127.0.0.1 on the port of IMGSEARCH_LISTEN (default 50051). Imports only grpc, so a
@@ -36,7 +36,9 @@ def check(address: str, service: str = "", timeout: float = 3.0) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m imgsearch.healthcheck", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m imgsearch.rpc.healthcheck", description=__doc__
+    )
     parser.add_argument("address", nargs="?", default=default_address(), metavar="HOST:PORT")
     parser.add_argument("--service", default="", help="e.g. imgsearch.v1.Searcher ('' = server)")
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds")

@@ -27,8 +27,7 @@ from imgsearch.errors import (
     StoreUnavailableError,
 )
 from imgsearch.metrics import RPC_DURATION, RPC_REQUESTS
-from imgsearch.paths import OutsideFolderError
-from imgsearch.security import AccessInterceptor, AccessPolicy, TlsFiles
+from imgsearch.rpc.security import AccessInterceptor, AccessPolicy, TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +38,6 @@ Handler = Callable[[Any, _Request, grpc.ServicerContext], _Response]  # (self, r
 _STATUS_FOR: list[tuple[type[Exception], grpc.StatusCode]] = [
     (InvalidImageError, grpc.StatusCode.INVALID_ARGUMENT),
     (InvalidRequestError, grpc.StatusCode.INVALID_ARGUMENT),
-    (OutsideFolderError, grpc.StatusCode.INVALID_ARGUMENT),
     (NotFoundError, grpc.StatusCode.NOT_FOUND),
     (CallEndedError, grpc.StatusCode.DEADLINE_EXCEEDED),
     (StoreUnavailableError, grpc.StatusCode.UNAVAILABLE),
@@ -66,7 +64,7 @@ def maps_errors(method: Handler[_Request, _Response]) -> Handler[_Request, _Resp
     def wrapper(self: object, request: _Request, context: grpc.ServicerContext) -> _Response:
         try:
             return method(self, request, context)
-        except (ImgsearchError, OutsideFolderError) as exc:
+        except ImgsearchError as exc:
             code = status_for(exc)
             if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE):
                 log.error("%s failed code=%s error=%s", method.__name__, code.name, exc)
@@ -130,6 +128,13 @@ class RunningServer:
     server: grpc.Server
     port: int
     health: health.HealthServicer
+    workers: futures.ThreadPoolExecutor
+
+    def stop(self, grace: float) -> None:
+        """Refuse new calls, let running ones finish within `grace` seconds, then end the
+        worker threads (grpc leaves its executor running)."""
+        self.server.stop(grace).wait()
+        self.workers.shutdown(wait=True, cancel_futures=True)
 
     def set_serving(self, names: Sequence[str], serving: bool, *, process: bool = True) -> None:
         """Set the named services' health; `process` also sets the overall ("") status, which
@@ -158,8 +163,9 @@ def start_server(
     Calls beyond `max_concurrent_rpcs` are refused with RESOURCE_EXHAUSTED instead of
     queueing without bound.
     """
+    pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc")
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
+        pool,
         interceptors=[_MetricsInterceptor(), AccessInterceptor(access or AccessPolicy())],
         maximum_concurrent_rpcs=max_concurrent_rpcs,
         options=[
@@ -180,14 +186,18 @@ def start_server(
         ],
         server,
     )
-    if tls is None:
-        port = server.add_insecure_port(listen)
-    else:
-        port = server.add_secure_port(listen, tls.server_credentials())
-    if port == 0:
-        raise OSError(f"cannot listen on {listen}")
-    server.start()
-    running = RunningServer(server, port, health_servicer)
+    try:
+        if tls is None:
+            port = server.add_insecure_port(listen)
+        else:
+            port = server.add_secure_port(listen, tls.server_credentials())
+        if port == 0:
+            raise OSError(f"cannot listen on {listen}")
+        server.start()
+    except BaseException:
+        pool.shutdown(wait=False)
+        raise
+    running = RunningServer(server, port, health_servicer, pool)
     running.set_serving(names, serving=True)
     log.info(
         "grpc listening address=%s port=%d tls=%s mtls=%s services=%s",

@@ -20,7 +20,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from embedder.indexer import Indexer
+from imgsearch.embedder.indexer import Indexer
 from imgsearch.metrics import FOLDER_AVAILABLE, WATCHER_EVENTS
 from imgsearch.paths import is_candidate, relative_to_root
 from imgsearch.settings import WatchMode

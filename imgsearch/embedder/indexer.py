@@ -1,31 +1,43 @@
-"""Keeps the index equal to the folder.
+"""Keeps the index equal to the folder: examine -> embed -> upsert.
 
-Events and scans only put relative paths on a queue with a due time (debounce); one worker
-thread looks at each due path, decides what changed by comparing (size, mtime) and content
-hash with what was indexed, and writes each batch to the store. Every decision is made
-from the file system and the index, never from the event itself, so lost or repeated events
-cannot make the index wrong: the next scan repairs what an event missed.
+The watcher and scans put relative paths on the `WorkQueue` with a due time (debounce); one
+worker thread takes due paths in batches, decides what changed by comparing (size, mtime)
+and content hash with what was indexed, and writes each batch to the store. Every decision
+is made from the file system and the index, never from the event itself, so lost or repeated
+events cannot make the index wrong: the next scan (`reconcile`) repairs what an event missed.
 
 Only the decoding and embedding of the files a batch needs is handed to a small pool of
 embedding threads (onnxruntime and Pillow release the GIL; each thread runs the model with one
 onnxruntime thread); the worker thread waits for the whole batch before writing it, so every
 decision, write and mirror update still happens in that one thread, in order.
+
+Locks: the queue guards itself; the mirrors of the index (`_indexed`, `_failures`,
+`_ignored`, `_held_deletions`) are written by the worker only, always under `_lock`, and
+read under it by `status()` from gRPC threads.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import stat
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imgsearch.errors import InvalidImageError, ModelError, StoreUnavailableError
+from imgsearch.descriptors import DescriptorSet
+from imgsearch.embedder.progress import Progress
+from imgsearch.embedder.queue import WorkQueue
+from imgsearch.embedder.reconcile import Version, candidates, diff_folder, holds_mass_deletion
+from imgsearch.errors import (
+    InvalidImageError,
+    ModelError,
+    StoreUnavailableError,
+    UnrecognisedImageError,
+)
 from imgsearch.metrics import (
     DELETIONS_HELD,
     IMAGES_FAILED,
@@ -36,21 +48,17 @@ from imgsearch.metrics import (
     RECONCILE_CHANGES,
     RECONCILE_RUNS,
 )
-from imgsearch.model import DescriptorSet, ImageEncoder
-from imgsearch.paths import has_image_suffix, is_candidate, relative_to_root
+from imgsearch.model import ImageEncoder
+from imgsearch.paths import has_image_suffix
+from imgsearch.settings import IndexSettings
 from imgsearch.store import FileState, VectorStore
 
 log = logging.getLogger(__name__)
 
-_PROGRESS_EVERY = 5.0
-_RATE_WINDOW = 60.0
 _STORE_RETRY_FIRST = 0.5  # then doubling per consecutive failure
 _STORE_RETRY_MAX = 30.0
 _MAX_LISTED_FAILURES = 100
-_MAX_IDLE_WAIT = 5.0
-_MASS_DELETE_FLOOR = 10  # removing this many files or fewer is never held back
 _FOLDER_RETRY = 5.0
-_OPEN_WRITE_TIMEOUT = 30.0  # a file written to without a close event for this long is read
 _RECENT_WRITE = 8.0  # an unreadable file modified this recently is retried, not failed
 _RECENTLY_DELETED = 256  # descriptor sets kept after deletion, for moves (~18 MB)
 
@@ -89,63 +97,38 @@ class _Batch:
 
 
 class Indexer:
-    """Owns the queue of paths to look at and the worker thread that indexes them."""
+    """Owns the worker thread that keeps the index equal to the folder."""
 
     def __init__(
-        self,
-        root: Path,
-        encoder: ImageEncoder,
-        store: VectorStore,
-        *,
-        batch_size: int = 16,
-        settle_seconds: float = 0.5,
-        rescan_interval: float = 600.0,
-        max_file_bytes: int = 256 * 1024 * 1024,
-        mass_delete_fraction: float = 0.5,
-        regions: bool = False,
-        embed_workers: int = 1,
+        self, root: Path, encoder: ImageEncoder, store: VectorStore, settings: IndexSettings
     ) -> None:
-        """`embed_workers` threads decode and embed in parallel: give `encoder` one
+        """`settings.embed_workers` threads decode and embed in parallel: give `encoder` one
         onnxruntime thread per worker's share of the cores."""
         self.root = root
         self._encoder = encoder
         self._store = store
-        self._batch_size = batch_size
-        self._settle = settle_seconds
-        self._rescan_interval = rescan_interval
-        self._max_file_bytes = max_file_bytes
-        self._mass_delete_fraction = mass_delete_fraction
-        self._regions = regions
-        self._held_deletions: list[str] = []
-        self._allow_mass_delete = False
+        self._settings = settings
+        self._queue = WorkQueue(settings.settle_seconds)
+        self._progress = Progress()
         self._store_failures = 0  # consecutive failed batches, for the retry backoff
-
-        self._cond = threading.Condition()
-        self._due: dict[str, float] = {}  # relative path -> monotonic time to look at it
-        self._in_flight = 0
-        self._rescan_at = 0.0  # the first pass of the worker is a full scan
-        self._stopping = False
         self._scanning = False
         self._folder_missing = False
         self._ready = threading.Event()
 
-        # Mirrors of the index and of what could not be indexed; touched by the worker only
-        # (status readers copy under the condition's lock).
+        # Mirrors of the index and of what could not be indexed: written by the worker only,
+        # always under `_lock`; status readers copy them under it.
+        self._lock = threading.Lock()
         self._indexed: dict[str, FileState] = {}
         self._failures: dict[str, Failure] = {}
-        self._ignored: dict[str, tuple[int, int]] = {}  # non-image files: (size, mtime_ns)
+        self._ignored: dict[str, Version] = {}  # non-image files
+        self._held_deletions: list[str] = []
         self._recently_deleted: OrderedDict[str, DescriptorSet] = OrderedDict()  # by sha256
-        # Close-after-write tracking (native events only): last write time of files still
-        # open for writing, and files whose writer closed them since we last looked.
-        self._open_writes: dict[str, float] = {}
-        self._closed: set[str] = set()
 
-        self._done_times: deque[tuple[float, int]] = deque()
-        self._last_progress_log = 0.0
         self._thread = threading.Thread(target=self._run, name="indexer", daemon=True)
-        self._embedders = ThreadPoolExecutor(max(1, embed_workers), thread_name_prefix="embed")
+        workers = max(1, settings.embed_workers)
+        self._embedders = ThreadPoolExecutor(workers, thread_name_prefix="embed")
         # Files read but not yet embedded hold their bytes: at most two per embedding thread.
-        self._embed_slots = threading.BoundedSemaphore(2 * max(1, embed_workers))
+        self._embed_slots = threading.BoundedSemaphore(2 * workers)
 
     # ---- called from other threads -------------------------------------------------------
 
@@ -154,9 +137,7 @@ class Indexer:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Finish the current batch and stop; queued paths are found again by the next scan."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
+        self._queue.stop()
         if self._thread.is_alive():
             self._thread.join(timeout)
 
@@ -166,37 +147,25 @@ class Indexer:
 
     def schedule(self, relative: str, delay: float | None = None) -> None:
         """Look at this path after it has been quiet for `delay` (default: the settle time)."""
-        due = time.monotonic() + (self._settle if delay is None else delay)
-        with self._cond:
-            self._due[relative] = due
-            IMAGES_PENDING.set(len(self._due) + self._in_flight)
-            self._cond.notify_all()
+        self._queue.schedule(relative, delay)
 
     def note_written(self, relative: str) -> None:
         """Data was written to the file (native events): wait for the writer to close it."""
-        with self._cond:
-            self._open_writes[relative] = time.monotonic()
-            self._closed.discard(relative)
-        self.schedule(relative)
+        self._queue.note_written(relative)
 
     def note_closed(self, relative: str) -> None:
         """The writer closed the file: it is complete, look at it now."""
-        with self._cond:
-            self._open_writes.pop(relative, None)
-            self._closed.add(relative)
-        self.schedule(relative, delay=0)
+        self._queue.note_closed(relative)
 
     def schedule_folder(self, relative_folder: str) -> None:
         """A folder appeared (created or moved in): look at every file inside it."""
-        for path in _walk_files(self.root / relative_folder):
-            relative = relative_to_root(self.root, path)
-            if relative is not None and is_candidate(relative):
-                self.schedule(relative)
+        for relative in candidates(self.root, self.root / relative_folder):
+            self.schedule(relative)
 
     def forget_folder(self, relative_folder: str) -> None:
         """A folder went away: look again at every indexed path under it (each will be gone)."""
         prefix = relative_folder.rstrip("/") + "/"
-        with self._cond:
+        with self._lock:
             known = [p for p in self._indexed if p.startswith(prefix)]
             known += [p for p in self._failures if p.startswith(prefix)]
         for relative in known:
@@ -204,28 +173,25 @@ class Indexer:
 
     def request_rescan(self, *, allow_mass_delete: bool = False) -> None:
         """Scan the whole folder now; `allow_mass_delete` confirms removals the guard held back."""
-        with self._cond:
-            self._rescan_at = 0.0
-            self._allow_mass_delete = self._allow_mass_delete or allow_mass_delete
-            self._cond.notify_all()
+        self._queue.request_rescan(allow_mass_delete=allow_mass_delete)
 
     def status(self) -> IndexStatus:
-        with self._cond:
-            pending = len(self._due) + self._in_flight
+        pending = self._queue.pending()
+        with self._lock:
             failures = sorted((p, f.reason) for p, f in self._failures.items())
             indexed = len(self._indexed)
             held = len(self._held_deletions)
-            if self._folder_missing:
-                state = "folder_missing"
-            elif held:
-                state = "deletion_held"
-            elif not self._ready.is_set():
-                state = "starting"
-            elif self._scanning:
-                state = "scanning"
-            else:
-                state = "indexing" if pending else "watching"
-        rate = self._rate()
+        if self._folder_missing:
+            state = "folder_missing"
+        elif held:
+            state = "deletion_held"
+        elif not self._ready.is_set():
+            state = "starting"
+        elif self._scanning:
+            state = "scanning"
+        else:
+            state = "indexing" if pending else "watching"
+        rate = self._progress.rate()
         return IndexStatus(
             indexed=indexed,
             pending=pending,
@@ -233,7 +199,7 @@ class Indexer:
             state=state,
             failures=failures[:_MAX_LISTED_FAILURES],
             rate=rate,
-            eta_seconds=pending / rate if pending and rate > 0 else 0.0,
+            eta_seconds=Progress.eta(pending, rate),
             held_deletions=held,
         )
 
@@ -249,12 +215,12 @@ class Indexer:
         indexed = self._load_index()
         if indexed is None:
             return
-        with self._cond:
+        with self._lock:
             self._indexed = indexed
         IMAGES_INDEXED.set(len(indexed))
         log.info("index loaded images=%d folder=%s", len(indexed), self.root)
         while True:
-            batch = self._next_batch()
+            batch = self._queue.next_batch(self._settings.batch_size)
             if batch is None:
                 return
             if batch:
@@ -270,88 +236,45 @@ class Indexer:
                 return {state.path: state for state in self._store.indexed_files()}
             except StoreUnavailableError as exc:
                 log.error("cannot read the index, retrying in %.0fs error=%s", delay, exc)
-            with self._cond:
-                if self._cond.wait_for(lambda: self._stopping, timeout=delay):
-                    return None
+            if self._queue.wait_stopping(delay):
+                return None
             delay = min(_STORE_RETRY_MAX, delay * 2)
-
-    def _next_batch(self) -> list[str] | None:
-        """Due paths (at most one batch), [] when a rescan is due, None when stopping."""
-        with self._cond:
-            self._in_flight = 0
-            while not self._stopping:
-                now = time.monotonic()
-                if self._rescan_at <= now:
-                    return []
-                due = [p for p, t in self._due.items() if t <= now]
-                if due:
-                    due.sort(key=self._due.__getitem__)
-                    batch = due[: self._batch_size]
-                    for path in batch:
-                        del self._due[path]
-                    self._in_flight = len(batch)
-                    return batch
-                next_due = min(self._due.values(), default=self._rescan_at)
-                # Capped: with rescans off the next due time is infinite, too long for wait().
-                self._cond.wait(
-                    min(_MAX_IDLE_WAIT, max(0.01, min(next_due, self._rescan_at) - now))
-                )
-            return None
 
     def _reconcile(self) -> None:
         """Full scan: queue each file that differs from the index, and each vanished one."""
-        with self._cond:
-            interval = self._rescan_interval or float("inf")
-            self._rescan_at = time.monotonic() + interval
+        interval = self._settings.rescan_interval or float("inf")
+        self._queue.rescan_in(interval)
         if not self.root.is_dir():
             # An unmounted or deleted folder looks like "everything deleted": never act on it.
             if not self._folder_missing:
                 log.error("watched folder is missing, index left as it is folder=%s", self.root)
             self._folder_missing = True
             RECONCILE_RUNS.labels("folder_missing").inc()
-            with self._cond:
-                self._rescan_at = time.monotonic() + min(interval, _FOLDER_RETRY)
+            self._queue.rescan_in(min(interval, _FOLDER_RETRY))
             self._ready.set()
             return
         self._folder_missing = False
         self._scanning = True
         started = time.monotonic()
-        seen: set[str] = set()
-        added = changed = 0
-        for path in _walk_files(self.root):
-            relative = relative_to_root(self.root, path)
-            if relative is None or not is_candidate(relative):
-                continue
-            seen.add(relative)
-            try:
-                info = path.stat()
-            except OSError:
-                continue
-            known = self._indexed.get(relative)
-            if known is None:
-                if not self._is_settled_failure(relative, info):
-                    added += 1
-                    self.schedule(relative, delay=0)
-            elif (known.size, known.mtime_ns) != (info.st_size, info.st_mtime_ns):
-                changed += 1
-                self.schedule(relative, delay=0)
-        removed = [p for p in list(self._indexed) if p not in seen]
-        if self._hold_mass_deletion(removed):
-            removed = []
-        for relative in removed:
+        with self._lock:
+            indexed = dict(self._indexed)
+        diff = diff_folder(self.root, indexed, self._is_settled_failure)
+        removed = [] if self._hold_mass_deletion(diff.removed) else diff.removed
+        for relative in [*diff.added, *diff.changed, *removed]:
             self.schedule(relative, delay=0)
-        for relative in [p for p in list(self._failures) if p not in seen]:
-            self._failures.pop(relative, None)
+        with self._lock:
+            for relative in [p for p in self._failures if p not in diff.seen]:
+                del self._failures[relative]
         self._scanning = False
         RECONCILE_RUNS.labels("ok").inc()
-        RECONCILE_CHANGES.labels("added").inc(added)
-        RECONCILE_CHANGES.labels("changed").inc(changed)
+        RECONCILE_CHANGES.labels("added").inc(len(diff.added))
+        RECONCILE_CHANGES.labels("changed").inc(len(diff.changed))
         RECONCILE_CHANGES.labels("removed").inc(len(removed))
         log.info(
             "scan done files=%d new=%d changed=%d removed=%d took=%.2fs",
-            len(seen),
-            added,
-            changed,
+            len(diff.seen),
+            len(diff.added),
+            len(diff.changed),
             len(removed),
             time.monotonic() - started,
         )
@@ -359,10 +282,11 @@ class Indexer:
 
     def _hold_mass_deletion(self, removed: list[str]) -> bool:
         """True when a scan would remove too much of the index: keep it, report, wait."""
-        with self._cond:
-            allowed, self._allow_mass_delete = self._allow_mass_delete, False
-            limit = self._mass_delete_fraction * len(self._indexed)
-            hold = not allowed and len(removed) > max(limit, _MASS_DELETE_FLOOR)
+        allowed = self._queue.take_mass_delete_allowance()
+        fraction = self._settings.mass_delete_fraction
+        with self._lock:
+            indexed = len(self._indexed)
+            hold = holds_mass_deletion(len(removed), indexed, fraction, allowed=allowed)
             self._held_deletions = removed if hold else []
         DELETIONS_HELD.set(len(removed) if hold else 0)
         if hold:
@@ -371,17 +295,18 @@ class Indexer:
                 "scan found %d of %d indexed files missing, more than the %.0f%% guard: "
                 "index kept; restore the files or confirm with a rescan allowing mass deletion",
                 len(removed),
-                len(self._indexed),
-                self._mass_delete_fraction * 100,
+                indexed,
+                fraction * 100,
             )
         return hold
 
-    def _is_settled_failure(self, relative: str, info: os.stat_result) -> bool:
-        version = (info.st_size, info.st_mtime_ns)
-        failure = self._failures.get(relative)
-        if failure is not None and (failure.size, failure.mtime_ns) == version:
-            return True
-        return self._ignored.get(relative) == version
+    def _is_settled_failure(self, relative: str, version: Version) -> bool:
+        """This version of the file already failed, or is not an image: do not read it again."""
+        with self._lock:
+            failure = self._failures.get(relative)
+            if failure is not None and (failure.size, failure.mtime_ns) == version:
+                return True
+            return self._ignored.get(relative) == version
 
     def _process(self, paths: list[str]) -> None:
         batch = _Batch()
@@ -432,13 +357,12 @@ class Indexer:
             # Gone, or not a regular file (symlinks are never followed out of the folder).
             if relative in self._indexed:
                 batch.delete.append(relative)
-            self._failures.pop(relative, None)
-            self._ignored.pop(relative, None)
-            with self._cond:
-                self._open_writes.pop(relative, None)
-                self._closed.discard(relative)
+            with self._lock:
+                self._failures.pop(relative, None)
+                self._ignored.pop(relative, None)
+            self._queue.forget_writes(relative)
             return
-        if not self._is_complete(relative, info):
+        if not self._queue.looks_complete(relative, info.st_mtime):
             batch.retry.append(relative)
             return
         known = self._indexed.get(relative)
@@ -446,28 +370,16 @@ class Indexer:
         if known is not None and (known.size, known.mtime_ns) == version:
             INDEX_OPERATIONS.labels("unchanged").inc()
             return
-        if self._is_settled_failure(relative, info):
+        if self._is_settled_failure(relative, version):
             return
-        if info.st_size > self._max_file_bytes:
+        limit = self._settings.max_file_bytes
+        if info.st_size > limit:
             batch.failed[relative] = Failure(
-                f"file is {info.st_size} bytes, over the {self._max_file_bytes} byte limit",
+                f"file is {info.st_size} bytes, over the {limit} byte limit",
                 *version,
             )
             return
         self._load(relative, version, known, batch)
-
-    def _is_complete(self, relative: str, info: os.stat_result) -> bool:
-        """Whether the file looks fully written: closed by its writer, or stable for a while."""
-        with self._cond:
-            last_write = self._open_writes.get(relative)
-            closed = relative in self._closed
-            self._closed.discard(relative)
-        if last_write is not None and time.monotonic() - last_write < _OPEN_WRITE_TIMEOUT:
-            return False  # a writer has it open; its close event will bring us back
-        if last_write is not None:
-            with self._cond:  # no close event for a long time: fall back to stability
-                self._open_writes.pop(relative, None)
-        return closed or time.time() - info.st_mtime >= self._settle
 
     def _load(
         self, relative: str, version: tuple[int, int], known: FileState | None, batch: _Batch
@@ -506,10 +418,8 @@ class Indexer:
 
     def _describe(self, data: bytes) -> DescriptorSet:
         """Runs in an embedding thread: touches the encoder only, never the index or mirrors."""
-        image = self._encoder.decode(data)
         with INFERENCE.labels("many").time():
-            (descriptors,) = self._encoder.describe([image], regions=self._regions)
-        return descriptors
+            return self._encoder.describe_file(data, regions=self._settings.regions)
 
     def _not_embedded(self, state: FileState, exc: Exception, batch: _Batch) -> None:
         """Record why a file could not be embedded: ignored, retried soon, or failed."""
@@ -517,8 +427,9 @@ class Indexer:
         if isinstance(exc, ModelError):
             log.error("model failed on a file, marked failed path=%s error=%s", relative, exc)
             batch.failed[relative] = Failure(str(exc), *version)
-        elif not has_image_suffix(relative) and "not a recognised image format" in str(exc):
-            self._ignored[relative] = version  # a sidecar or document, not an image
+        elif isinstance(exc, UnrecognisedImageError) and not has_image_suffix(relative):
+            with self._lock:
+                self._ignored[relative] = version  # a sidecar or document, not an image
             log.debug("ignoring non-image file path=%s", relative)
         elif time.time() - version[1] / 1e9 < _RECENT_WRITE:
             # Possibly a writer that pauses between chunks: look again before failing it.
@@ -580,14 +491,14 @@ class Indexer:
         """Record in the mirrors what the store now holds."""
         for relative in batch.retry:
             self.schedule(relative)
-        with self._cond:
+        with self._lock:
             for state, _ in written:
                 self._indexed[state.path] = state
                 self._failures.pop(state.path, None)
             for relative in batch.delete:
                 self._indexed.pop(relative, None)
             self._failures.update(batch.failed)
-            self._in_flight = 0
+        self._queue.batch_done()  # after the mirrors: pending never drops before indexed grows
         for relative, failure in batch.failed.items():
             log.warning("cannot index path=%s reason=%s", relative, failure.reason)
         INDEX_OPERATIONS.labels("embedded").inc(len(written) - len(batch.reuse))
@@ -596,28 +507,13 @@ class Indexer:
         INDEX_OPERATIONS.labels("failed").inc(len(batch.failed))
         self._record_progress(len(written))
 
-    def _rate(self) -> float:
-        now = time.monotonic()
-        with self._cond:
-            while self._done_times and self._done_times[0][0] < now - _RATE_WINDOW:
-                self._done_times.popleft()
-            if not self._done_times:
-                return 0.0
-            span = max(now - self._done_times[0][0], 1.0)
-            return sum(n for _, n in self._done_times) / span
-
     def _record_progress(self, done: int) -> None:
-        now = time.monotonic()
-        with self._cond:
-            if done:
-                self._done_times.append((now, done))
+        self._progress.record(done)
         status = self.status()
         IMAGES_INDEXED.set(status.indexed)
         IMAGES_PENDING.set(status.pending)
         IMAGES_FAILED.set(status.failed)
-        finished = status.pending == 0
-        if done and (finished or now - self._last_progress_log >= _PROGRESS_EVERY):
-            self._last_progress_log = now
+        if done and self._progress.log_due(finished=status.pending == 0):
             log.info(
                 "indexing progress indexed=%d pending=%d failed=%d rate=%.1f/s eta=%.0fs",
                 status.indexed,
@@ -626,13 +522,3 @@ class Indexer:
                 status.rate,
                 status.eta_seconds,
             )
-
-
-def _walk_files(folder: Path) -> list[Path]:
-    """Regular files below `folder`, skipping hidden folders and not following symlinks."""
-    found: list[Path] = []
-    for directory, subdirs, files in os.walk(folder, followlinks=False):
-        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
-        base = Path(directory)
-        found.extend(base / name for name in files)
-    return found

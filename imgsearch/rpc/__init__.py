@@ -1,0 +1,1 @@
+"""gRPC plumbing shared by both services: server, security interceptors, client, health check."""

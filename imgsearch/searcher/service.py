@@ -1,0 +1,131 @@
+"""Searcher servicer: validate the request, describe the query, rank, reply."""
+
+from __future__ import annotations
+
+import math
+from contextlib import AbstractContextManager, ExitStack
+from pathlib import Path
+
+import grpc
+
+from imgsearch.errors import InvalidRequestError, NotFoundError, OutsideFolderError
+from imgsearch.metrics import INFERENCE, SEARCH_STAGE
+from imgsearch.model import ImageEncoder, QueryDescription
+from imgsearch.model.encoder import Stage
+from imgsearch.paths import relative_to_root, resolve_inside
+from imgsearch.rpc.server import ensure_active, maps_errors
+from imgsearch.searcher.verdict import Ranker, Ranking
+from imgsearch.settings import VerdictSettings
+from imgsearch.store import VectorStore
+from imgsearch.v1 import searcher_pb2, searcher_pb2_grpc
+
+
+class SearcherService(searcher_pb2_grpc.SearcherServicer):
+    service_name = searcher_pb2.DESCRIPTOR.services_by_name["Searcher"].full_name
+
+    def __init__(
+        self,
+        encoder: ImageEncoder,
+        store: VectorStore,
+        ranker: Ranker,
+        settings: VerdictSettings,
+        folder: Path | None = None,
+    ) -> None:
+        self._encoder = encoder
+        self._store = store
+        self._ranker = ranker
+        self._settings = settings
+        self._folder = folder
+
+    def add_to_server(self, server: grpc.Server) -> None:
+        searcher_pb2_grpc.add_SearcherServicer_to_server(self, server)
+
+    @maps_errors
+    def Search(  # noqa: N802 - name fixed by the proto
+        self, request: searcher_pb2.SearchRequest, context: grpc.ServicerContext
+    ) -> searcher_pb2.SearchResponse:
+        limit = self._limit(request.limit)
+        if math.isnan(request.min_score) or not -1.0 <= request.min_score <= 1.0:
+            raise InvalidRequestError(f"min_score must be in [-1, 1], got {request.min_score}")
+        subfolder = request.subfolder.strip("/") or None
+        if subfolder is not None and (".." in subfolder.split("/") or "\\" in subfolder):
+            raise InvalidRequestError(f"subfolder must be a relative folder: {request.subfolder!r}")
+        query = self._query(request, context)
+        ensure_active(context)
+        ranking = self._ranker.rank(
+            query,
+            limit,
+            subfolder=subfolder,
+            min_score=request.min_score,
+            still_wanted=lambda: ensure_active(context),
+        )
+        return _response(ranking, self._encoder.name)
+
+    def _limit(self, requested: int) -> int:
+        if requested > self._settings.max_limit:
+            raise InvalidRequestError(
+                f"limit {requested} is over the maximum of {self._settings.max_limit}"
+            )
+        return requested or self._settings.default_limit
+
+    def _query(
+        self, request: searcher_pb2.SearchRequest, context: grpc.ServicerContext
+    ) -> QueryDescription:
+        which = request.WhichOneof("query")
+        if which is None:
+            raise InvalidRequestError("set either `image` (encoded bytes) or `path`")
+        if which == "path":
+            return self._path_query(request.path)
+        return self._encoder.describe_query(request.image, _stages(context))
+
+    def _path_query(self, path: str) -> QueryDescription:
+        """A file of the folder as the query: its stored vector, or the file described now."""
+        if self._folder is None:
+            raise InvalidRequestError("path queries need the searcher to know the folder")
+        file = resolve_inside(self._folder, path)
+        relative = relative_to_root(self._folder.resolve(), file)
+        if relative is None:
+            raise OutsideFolderError(f"path is outside the watched folder: {path!r}")
+        stored = self._store.vector_of(relative)
+        if stored is not None:
+            return QueryDescription(stored, None)
+        try:
+            data = file.read_bytes()
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"no such file in the watched folder: {path!r}") from exc
+        except OSError as exc:
+            raise InvalidRequestError(f"cannot read {path!r}: {exc.strerror}") from exc
+        return QueryDescription(self._encoder.describe_query(data).vectors, None)
+
+
+def _stages(context: grpc.ServicerContext) -> Stage:
+    """Times each step of describing a query, after checking the client still waits."""
+
+    def stage(name: str) -> AbstractContextManager[object]:
+        ensure_active(context)
+        timers = ExitStack()
+        timers.enter_context(SEARCH_STAGE.labels(name).time())
+        if name == "embed":
+            timers.enter_context(INFERENCE.labels("1").time())
+        return timers
+
+    return stage
+
+
+def _response(ranking: Ranking, model: str) -> searcher_pb2.SearchResponse:
+    return searcher_pb2.SearchResponse(
+        matches=[
+            searcher_pb2.Match(
+                path=m.path,
+                score=m.score,
+                margin=m.margin,
+                match=m.match,
+                region=searcher_pb2.Region(x0=m.box[0], y0=m.box[1], x1=m.box[2], y1=m.box[3]),
+                inliers=m.inliers,
+            )
+            for m in ranking.matches
+        ],
+        match_threshold=ranking.threshold,
+        model=model,
+        whitened=ranking.whitened,
+    )

@@ -1,0 +1,188 @@
+"""The ranking and the verdict of one query: search -> re-score -> margin -> verify.
+
+Plain functions and one small class over the store, the whitening and the verifier, with no
+gRPC in sight: the servicer calls `Ranker.rank`, benchmarks time the same code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from imgsearch.descriptors import WHOLE_IMAGE_BOX
+from imgsearch.metrics import SEARCH_STAGE, VERIFICATIONS
+from imgsearch.model import QueryDescription
+from imgsearch.model.whitening import Whitening
+from imgsearch.searcher.verify import Verifier
+from imgsearch.searcher.whitening import FolderWhitening
+from imgsearch.settings import VerdictSettings
+from imgsearch.store import Hit, VectorStore
+
+# How many ANN candidates are re-scored with the whitening (the ANN runs on raw vectors; the
+# probe finds the same rank-1 images re-scoring 30 as with an exact whitened search).
+RESCORE_POOL = 50
+# The margin of a candidate is its score minus BACKGROUND_WEIGHT times the mean score of the
+# query's BACKGROUND_SIZE nearest images: scores are judged against how much the query
+# resembles everything (bench/accuracy: at the same false-match rate this keeps half again as
+# many true sources as the raw score).
+BACKGROUND_SIZE = 10
+BACKGROUND_WEIGHT = 0.5
+# Below this raw cosine nothing looks alike at all: no geometric verification.
+VERIFY_FLOOR = 0.30
+
+
+@dataclass(frozen=True, slots=True)
+class RankedMatch:
+    path: str
+    score: float
+    margin: float
+    match: bool  # the verdict: this is the source
+    box: tuple[float, ...]  # region of the image that matched (x0, y0, x1, y1)
+    inliers: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ranking:
+    matches: list[RankedMatch]
+    threshold: float  # the margin that meant "the source" for this query
+    whitened: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    hit: Hit
+    inliers: int = 0
+    outline: tuple[float, ...] | None = None
+
+
+class Ranker:
+    """Ranks the indexed images for a described query and gives each its verdict."""
+
+    def __init__(
+        self,
+        store: VectorStore,
+        settings: VerdictSettings,
+        verifier: Verifier | None = None,
+        whitening: FolderWhitening | None = None,
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self._verifier = verifier
+        self._whitening = whitening
+
+    def rank(
+        self,
+        query: QueryDescription,
+        limit: int,
+        *,
+        subfolder: str | None = None,
+        min_score: float = 0.0,
+        still_wanted: Callable[[], None] = lambda: None,
+    ) -> Ranking:
+        """The `limit` best images, best first. `still_wanted` is called before each costly
+        step and raises when the caller has gone (deadline, cancel)."""
+        whitening = self._whitening.current() if self._whitening is not None else None
+        pool = max(limit, BACKGROUND_SIZE, RESCORE_POOL if whitening else 0)
+        with SEARCH_STAGE.labels("ann").time():
+            # The background is measured without min_score, which would hide it.
+            hits = self._store.search(query.vectors, pool, subfolder=subfolder)
+        best_raw = hits[0].score if hits else 0.0
+        if whitening is not None and hits:
+            with SEARCH_STAGE.labels("rescore").time():
+                hits = rescore_whitened(self._store, hits, query.vectors, whitening)
+        background = background_of(hits)
+        if min_score:
+            hits = [h for h in hits if h.score >= min_score]
+        threshold = (
+            self._settings.whitened_match_threshold if whitening else self._settings.match_threshold
+        )
+        checked = self._verified(hits[:limit], query, background, threshold, best_raw, still_wanted)
+        min_inliers = self._settings.min_inliers
+        return Ranking(
+            matches=[
+                RankedMatch(
+                    path=c.hit.path,
+                    score=c.hit.score,
+                    margin=c.hit.score - background,
+                    match=c.hit.score - background >= threshold or c.inliers >= min_inliers,
+                    box=c.outline or c.hit.box,
+                    inliers=c.inliers,
+                )
+                for c in checked
+            ],
+            threshold=threshold,
+            whitened=whitening is not None,
+        )
+
+    def _verified(
+        self,
+        hits: list[Hit],
+        query: QueryDescription,
+        background: float,
+        threshold: float,
+        best_raw: float,
+        still_wanted: Callable[[], None],
+    ) -> list[_Checked]:
+        """Verify the first candidates when the descriptor alone is not conclusive; verified
+        candidates move to the front (most inliers first), the rest keep their order.
+        `best_raw` is the best raw cosine: the floor is on that scale, whitened or not."""
+        verify_top, min_inliers = self._settings.verify_top, self._settings.min_inliers
+        if (
+            self._verifier is None
+            or query.image is None
+            or not hits
+            or best_raw < VERIFY_FLOOR
+            or hits[0].score - background >= threshold
+        ):
+            return [_Checked(h) for h in hits]
+        still_wanted()
+        with SEARCH_STAGE.labels("verify").time():
+            keypoints = self._verifier.describe(query.image)
+            checked = []
+            for hit in hits[:verify_top]:
+                result = self._verifier.verify(keypoints, hit.path)
+                checked.append(_Checked(hit, result.inliers, result.box))
+        confirmed = sorted(
+            (c for c in checked if c.inliers >= min_inliers), key=lambda c: -c.inliers
+        )
+        VERIFICATIONS.labels("confirmed" if confirmed else "rejected").inc()
+        rest = [c for c in checked if c.inliers < min_inliers]
+        return confirmed + rest + [_Checked(h) for h in hits[verify_top:]]
+
+
+def background_of(hits: list[Hit]) -> float:
+    """What the margin subtracts: the weighted mean score of the query's nearest images."""
+    nearest = [h.score for h in hits[:BACKGROUND_SIZE]]
+    return BACKGROUND_WEIGHT * sum(nearest) / len(nearest) if nearest else 0.0
+
+
+def rescore_whitened(
+    store: VectorStore, hits: list[Hit], queries: NDArray[np.float32], white: Whitening
+) -> list[Hit]:
+    """The candidates re-scored by whitened cosine (best pair of query view and stored row, as
+    the store scores raw vectors), best first; files deleted since the search drop out.
+    Whole-image vectors come by point id; only a store with regions needs the slower lookup
+    of every row of each candidate."""
+    paths = [h.path for h in hits]
+    if store.grouped:
+        sets = {p: (d.vectors, d.boxes) for p, d in store.descriptors_of(paths).items()}
+    else:
+        vectors = store.vectors_of(paths)
+        sets = {p: (v[None], WHOLE_IMAGE_BOX) for p, v in vectors.items()}
+    found = [p for p in paths if p in sets]
+    if not found:
+        return []
+    rows = np.concatenate([sets[p][0] for p in found])
+    boxes = np.concatenate([sets[p][1] for p in found])
+    owner = np.repeat(np.arange(len(found)), [len(sets[p][0]) for p in found])
+    row_scores = (white.apply(rows) @ white.apply(np.atleast_2d(queries)).T).max(axis=1)
+    rescored = []
+    for index, path in enumerate(found):
+        mine = np.flatnonzero(owner == index)
+        best = int(mine[np.argmax(row_scores[mine])])
+        box = tuple(float(v) for v in boxes[best])
+        rescored.append(Hit(path, float(row_scores[best]), box))
+    return sorted(rescored, key=lambda h: -h.score)
