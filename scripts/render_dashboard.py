@@ -7,7 +7,7 @@ for time series, an instant query for stat and table panels) and drawn with matp
     python scripts/render_dashboard.py --prometheus http://127.0.0.1:9090 \\
         --dashboard deploy/grafana/dashboards/imgsearch.json --out docs/dashboard.png
 
-`IMGSEARCH_DASHBOARD_PNG=docs/dashboard.png pytest tests/test_prometheus.py` runs it on the
+`IMGSEARCH_DASHBOARD_PNG=docs/dashboard.png pytest tests/e2e/test_prometheus.py` runs it on the
 data of a test run. Needs matplotlib (`pip install matplotlib`).
 """
 
@@ -184,7 +184,7 @@ def render(prometheus: str, dashboard: dict[str, Any], out: Path, start: float, 
         1 - 1.0 / height,
         f"Rendered from the dashboard's own queries against Prometheus; data of one run "
         f"({(end - start) / 60:.0f} min to {stamp}) of an imgsearch serve process under test "
-        "traffic (tests/test_prometheus.py).",
+        "traffic (tests/e2e/test_prometheus.py).",
         color=MUTED,
         fontsize=9,
         va="center",

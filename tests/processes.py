@@ -31,11 +31,12 @@ def start_serve(
     """`imgsearch serve FOLDER` in a child process, its log going to `stderr`."""
     command = [sys.executable, "-m", "imgsearch.cli", "serve", str(folder), "--listen", address]
     command += ["--data", str(data), "--metrics-listen", metrics_listen]
-    return subprocess.Popen(
-        command,
-        stderr=stderr.open("wb") if stderr else subprocess.DEVNULL,
-        env={**os.environ, **(env or {})},
-    )
+    if stderr is None:
+        return subprocess.Popen(
+            command, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})}
+        )
+    with stderr.open("wb") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(command, stderr=log, env={**os.environ, **(env or {})})
 
 
 def status_code(call: Callable[[], object]) -> grpc.StatusCode:

@@ -243,22 +243,9 @@ def _grpc_phase(port: int, queries: list[bytes], sources: list[str], clients: in
 
 
 def nearest_ids(store: Any, vector: F32, limit: int) -> list[str]:  # noqa: ANN401
-    """Point ids of the nearest points with the production search parameters (no grouping,
-    no payload), for recall checks on an EdgeStore."""
-    import qdrant_edge as qe
-
-    from imgsearch.store import VECTOR_NAME
-    from imgsearch.store.edge import _SEARCH_PARAMS
-
-    points = store._shard.query(
-        qe.QueryRequest(
-            limit=limit,
-            query=qe.Query.Nearest(vector.tolist(), using=VECTOR_NAME),
-            with_payload=False,
-            params=_SEARCH_PARAMS,
-        )
-    )
-    return [str(p.id) for p in points]
+    """Point ids of the nearest images by the production search (a store of one point per
+    image), for recall checks against exact ids."""
+    return [region_point_id(hit.path, 0) for hit in store.search(vector[None], limit)]
 
 
 def _ann_phase(store: Any, inputs: Inputs, gt_ids: list[list[str]] | None, n: int) -> JSON:  # noqa: ANN401
@@ -270,7 +257,7 @@ def _ann_phase(store: Any, inputs: Inputs, gt_ids: list[list[str]] | None, n: in
         store.search(vectors, 10)
         times.append(time.perf_counter() - start)
     out: JSON = latency_summary(times)
-    if gt_ids is not None and hasattr(store, "_shard"):
+    if gt_ids is not None and store.engine_name == "qdrant-edge":
         out.update(_recall(store, inputs, gt_ids))
     return out
 

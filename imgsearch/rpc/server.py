@@ -187,16 +187,19 @@ def start_server(
         server,
     )
     try:
-        if tls is None:
-            port = server.add_insecure_port(listen)
-        else:
-            port = server.add_secure_port(listen, tls.server_credentials())
-        if port == 0:
-            raise OSError(f"cannot listen on {listen}")
-        server.start()
+        port = (
+            server.add_insecure_port(listen)
+            if tls is None
+            else server.add_secure_port(listen, tls.server_credentials())
+        )
+        if port:
+            server.start()
     except BaseException:
         pool.shutdown(wait=False)
         raise
+    if port == 0:
+        pool.shutdown(wait=False)
+        raise OSError(f"cannot listen on {listen}")
     running = RunningServer(server, port, health_servicer, pool)
     running.set_serving(names, serving=True)
     log.info(

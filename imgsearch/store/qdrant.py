@@ -6,6 +6,7 @@ opt-in `local` engine. A server is the way to scale out (HNSW, replication, snap
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -53,13 +54,34 @@ def _client(url: str | None, path: Path | None, api_key: str | None) -> QdrantCl
     if (url is None) == (path is None):
         raise ValueError("give exactly one of url (server) or path (embedded)")
     if url is not None:
-        return QdrantClient(url=url, api_key=api_key, prefer_grpc=True, timeout=10)
+        # No compatibility check: qdrant-client runs it in a thread of its own that warns at
+        # some later moment; a server we cannot use fails our first call, with its reason.
+        return QdrantClient(
+            url=url, api_key=api_key, prefer_grpc=True, timeout=10, check_compatibility=False
+        )
     assert path is not None
     path.mkdir(parents=True, exist_ok=True)
+    if _locked_by_another(path):
+        raise StoreBusyError(f"embedded store {path} is busy: another process has it open")
     try:
         return QdrantClient(path=str(path))
     except RuntimeError as exc:  # another process holds the embedded store's lock
         raise StoreBusyError(f"embedded store {path} is busy: {exc}") from exc
+
+
+def _locked_by_another(path: Path) -> bool:
+    """Whether the local-mode store's lock is taken. Checked before qdrant-client tries, since
+    it leaves its lock file open when the lock is taken (a ResourceWarning per refusal)."""
+    lock = path / ".lock"
+    if not lock.is_file():
+        return False
+    with lock.open("r+") as probe:
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(probe, fcntl.LOCK_UN)
+    return False
 
 
 class QdrantStore(VectorStore):

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import Served
 from tests.imaging import crop, encode, load
 
-CLIENT = Path(__file__).parent / "node" / "search_client.js"
+CLIENT = Path(__file__).parents[1] / "node" / "search_client.js"
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "export_model.py"
 BUNDLED = ROOT / "imgsearch" / "model" / "weights" / "efficientnet_lite0.onnx"
 NOTICE = BUNDLED.parent / "NOTICE"

@@ -17,7 +17,7 @@ from bench.speed.vectors import DescriptorModel, ExactTopK
 from imgsearch.model.preprocess import DecodeLimits, decode_image
 from imgsearch.settings import BUNDLED_SAMPLES
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_exact_top_k_fed_in_chunks_equals_brute_force() -> None:

@@ -4,7 +4,7 @@ Every PromQL expression of the Grafana dashboard must parse and return data, and
 rules of deploy/prometheus must load and evaluate cleanly. The same process, run with
 `--log-format json`, must log only JSON lines and stop cleanly on SIGTERM.
 
-`IMGSEARCH_DASHBOARD_PNG=docs/dashboard.png pytest tests/test_prometheus.py` also renders the
+`IMGSEARCH_DASHBOARD_PNG=docs/dashboard.png pytest tests/e2e/test_prometheus.py` also renders the
 dashboard from this run (scripts/render_dashboard.py, needs matplotlib), after
 IMGSEARCH_DASHBOARD_SECONDS (default 180) more seconds of varied traffic.
 """
@@ -38,7 +38,7 @@ from imgsearch.settings import BUNDLED_SAMPLES
 from tests.conftest import SAMPLE_SUFFIXES, wait_until
 from tests.imaging import crop, encode, load, variants
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "imgsearch.json"
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 RATE_INTERVAL = "30s"  # what Grafana's $__rate_interval becomes here (1 s scrapes)

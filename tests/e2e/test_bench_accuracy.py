@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 METHODS = ("sift-bovw", "cnn-avg-centre", "imgsearch")
 FAMILIES = ("jpeg", "crop50", "crop20", "screenshot")  # the quick mode's families
 SOURCES, HELD_OUT, DISTRACTORS = 40, 20, 200

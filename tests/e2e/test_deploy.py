@@ -28,7 +28,7 @@ from imgsearch.model import ImageEncoder
 from imgsearch.settings import GROUP_OF_FIELD, Settings
 from tests.metrics_doc import documented_metrics
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 DEPLOY = ROOT / "deploy"
 PROMETHEUS = DEPLOY / "prometheus"
 K8S = DEPLOY / "k8s"
@@ -407,6 +407,15 @@ def test_image_context_builds_a_wheel_with_the_model(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     model = Settings().model.model_path.relative_to(ROOT)
     assert str(model) in names
-    assert {"imgsearch/healthcheck.py", "imgsearch/backup.py", "imgsearch/py.typed"} <= names
-    assert any(n.startswith("embedder/") for n in names)
-    assert any(n.startswith("searcher/") for n in names)
+    assert {
+        "imgsearch/rpc/healthcheck.py",
+        "imgsearch/store/backup.py",
+        "imgsearch/embedder/indexer.py",
+        "imgsearch/searcher/verdict.py",
+        "imgsearch/py.typed",
+    } <= names
+    # One installed package: nothing beside imgsearch/ (and its metadata) in the wheel.
+    assert {n.split("/")[0] for n in names} == {
+        "imgsearch",
+        wheel.name.split("-")[0] + "-0.1.0.dist-info",
+    }

@@ -1,0 +1,1 @@
+"""Whole processes and artefacts: the CLI, crashes, deployment files, benchmarks, clients."""

@@ -1,0 +1,1 @@
+"""Single components: paths, decoding, the model, the store engines, generated code."""
