@@ -25,9 +25,13 @@ install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
 
+# FOLDER goes to the shell in single quotes (a ' inside becomes '\''): a path with spaces or
+# quotes stays one argument. ARGS is flags, split by the shell as written.
+shell_quote = '$(subst ','\'',$(1))'
+
 ## Index and watch FOLDER (default: the bundled samples) and serve on 127.0.0.1:50051.
 run: install
-	$(BIN)/imgsearch serve $(FOLDER) $(ARGS)
+	$(BIN)/imgsearch serve $(if $(FOLDER),$(call shell_quote,$(FOLDER))) $(ARGS)
 
 ## Everything CI checks: generated code up to date, lint, types, the test suite.
 test: install-test

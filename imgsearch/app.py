@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 from pathlib import Path
 from wsgiref.simple_server import WSGIServer
@@ -11,19 +10,22 @@ from wsgiref.simple_server import WSGIServer
 from pydantic import SecretStr
 
 from imgsearch import __version__
+from imgsearch.embedder.failures import failure_log_for
+from imgsearch.embedder.folder import prepare_folder
 from imgsearch.embedder.indexer import Indexer
 from imgsearch.embedder.service import EmbedderService
 from imgsearch.embedder.watcher import FolderWatcher
 from imgsearch.errors import StoreUnavailableError
-from imgsearch.metrics import BUILD_INFO, serve_metrics
+from imgsearch.listen import ensure_available
+from imgsearch.metrics import BUILD_INFO, METRICS_FLAG, serve_metrics
 from imgsearch.model import ImageEncoder
 from imgsearch.rpc.security import AccessPolicy, TlsFiles
-from imgsearch.rpc.server import RunningServer, ServiceRegistration, start_server
+from imgsearch.rpc.server import LISTEN_FLAG, RunningServer, ServiceRegistration, start_server
 from imgsearch.searcher.service import SearcherService
 from imgsearch.searcher.verdict import Ranker
 from imgsearch.searcher.verify import Verifier
 from imgsearch.searcher.whitening import FolderWhitening
-from imgsearch.settings import BUNDLED_SAMPLES, Settings, VerdictSettings
+from imgsearch.settings import Settings, VerdictSettings
 from imgsearch.store import StoreLocation, VectorStore, open_store
 
 log = logging.getLogger(__name__)
@@ -45,15 +47,6 @@ def open_settings_store(settings: Settings, encoder: ImageEncoder) -> VectorStor
     )
 
 
-def prepare_folder(settings: Settings) -> Path:
-    """The folder to watch; with none configured, a writable copy of the bundled samples."""
-    folder = settings.watched_folder
-    if settings.index.folder is None and not folder.exists():
-        shutil.copytree(BUNDLED_SAMPLES, folder, ignore=shutil.ignore_patterns("NOTICE"))
-        log.info("no folder given: serving a copy of the bundled samples folder=%s", folder)
-    return folder
-
-
 def _access_policy(settings: Settings) -> AccessPolicy:
     def secret(value: SecretStr | None) -> str | None:
         return value.get_secret_value() if value is not None else None
@@ -71,6 +64,15 @@ def _tls_files(settings: Settings) -> TlsFiles | None:
     return TlsFiles(
         settings.security.tls_cert, settings.security.tls_key, settings.security.tls_client_ca
     )
+
+
+def indexing_encoder(settings: Settings, encoder: ImageEncoder) -> ImageEncoder:
+    """The encoder the indexing workers share: one inference thread each by default, while
+    the query encoder keeps them all for latency."""
+    threads = max(1, settings.model.inference_threads // settings.index.embed_workers)
+    if threads == settings.model.inference_threads:
+        return encoder
+    return ImageEncoder(settings.model, threads=threads)
 
 
 def _warn_unpaired_threshold(verdict: VerdictSettings) -> None:
@@ -108,23 +110,27 @@ class Application:
         self.settings = settings
         self.encoder = ImageEncoder(settings.model)
         self.store = store or open_settings_store(settings, self.encoder)
+        try:
+            self._build(with_embedder=with_embedder, with_searcher=with_searcher)
+        except BaseException:
+            self.store.close()
+            raise
+
+    def _build(self, *, with_embedder: bool, with_searcher: bool) -> None:
+        settings = self.settings
         self.folder: Path | None = None
         self.indexer: Indexer | None = None
         self._watcher: FolderWatcher | None = None
         self.whitening: FolderWhitening | None = None
         services: list[ServiceRegistration] = []
         if with_embedder:
-            self.folder = prepare_folder(settings)
-            # The indexing workers share the inference threads (one each by default); the
-            # query encoder keeps them all for latency.
-            index_threads = max(1, settings.model.inference_threads // settings.index.embed_workers)
+            self.folder = prepare_folder(settings, self.store)
             self.indexer = Indexer(
                 self.folder,
-                self.encoder
-                if index_threads == settings.model.inference_threads
-                else ImageEncoder(settings.model, threads=index_threads),
+                indexing_encoder(settings, self.encoder),
                 self.store,
                 settings.index,
+                failure_log_for(settings),
             )
             self._watcher = FolderWatcher(
                 self.folder, self.indexer, settings.index.watch_mode, settings.index.poll_interval
@@ -166,6 +172,10 @@ class Application:
         return None if self._metrics is None else int(self._metrics.server_port)
 
     def start(self) -> None:
+        # Both addresses first: a taken one must stop us before anything starts working.
+        ensure_available(self.settings.serve.listen, what="gRPC", flag=LISTEN_FLAG)
+        if self.settings.serve.metrics_listen:
+            ensure_available(self.settings.serve.metrics_listen, what="metrics", flag=METRICS_FLAG)
         BUILD_INFO.info({"version": __version__, "model": self.encoder.name})
         if self.settings.serve.metrics_listen:
             self._metrics = serve_metrics(self.settings.serve.metrics_listen)

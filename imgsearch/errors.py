@@ -17,6 +17,15 @@ class ImageTooLargeError(InvalidImageError):
     """The image would decode to more pixels than allowed (decompression-bomb guard)."""
 
 
+class ListenError(ImgsearchError):
+    """An address to serve on cannot be had: in use (another server), not local, or denied."""
+
+
+class FolderError(ImgsearchError):
+    """The folder to index cannot be: not a folder, missing with nothing indexed from it yet,
+    or another folder than the one whose index the data directory holds."""
+
+
 class ModelError(ImgsearchError):
     """The ONNX model is missing, does not meet the contract, or failed to run."""
 
@@ -43,6 +52,10 @@ class OutsideFolderError(InvalidRequestError):
 
 class NotFoundError(ImgsearchError):
     """A request names a file that does not exist in the watched folder."""
+
+
+class ServerUnreachableError(ImgsearchError):
+    """No server answered at the address a client was given."""
 
 
 class CallEndedError(ImgsearchError):

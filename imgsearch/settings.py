@@ -24,6 +24,14 @@ MAX_PIXELS = 64_000_000
 MIN_SIDE = 16
 
 
+def host_port(value: str, *, lowest: int) -> str:
+    """`value` if it is HOST:PORT with a port from `lowest` (0: any free one) to 65535."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not lowest <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT with a port from {lowest} to 65535, got {value!r}")
+    return value
+
+
 def _default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
     return Path(base) / "imgsearch"
@@ -58,7 +66,7 @@ class _Group(BaseSettings):
 class ModelSettings(_Group):
     """The backbone and how images are fed to it."""
 
-    model_path: Path = BUNDLED_MODEL
+    model_path: Path = Field(BUNDLED_MODEL, description="ONNX backbone meeting the contract.")
     image_size: int = Field(384, ge=64, le=2048, description="Longer side fed to the model.")
     query_sizes: list[int] = Field(
         [224], description="Extra, smaller sizes a query is also described at (for crops)."
@@ -77,7 +85,7 @@ class StoreSettings(_Group):
     engine: StoreEngine = Field(
         StoreEngine.EDGE, description="Embedded engine when qdrant_url is unset: edge or local."
     )
-    collection: str = "images"
+    collection: str = Field("images", description="Qdrant collection name.")
 
     @property
     def embedded_store_path(self) -> Path:
@@ -110,7 +118,9 @@ class IndexSettings(_Group):
         2, ge=1, le=64, description="Parallel embedding workers (one onnxruntime thread each)."
     )
     settle_seconds: float = Field(0.5, ge=0.0, description="Quiet time before a file is read.")
-    watch_mode: WatchMode = WatchMode.AUTO
+    watch_mode: WatchMode = Field(
+        WatchMode.AUTO, description="native events, polling, or native with polling fallback."
+    )
     poll_interval: float = Field(1.0, gt=0.0)
     rescan_interval: float = Field(600.0, ge=0.0, description="Full reconcile period; 0 = never.")
     mass_delete_fraction: float = Field(
@@ -159,7 +169,7 @@ class VerdictSettings(_Group):
 class ServeSettings(_Group):
     """The gRPC server and the metrics endpoint."""
 
-    listen: str = "127.0.0.1:50051"
+    listen: str = Field("127.0.0.1:50051", description="gRPC address (HOST:PORT).")
     metrics_listen: str | None = Field("127.0.0.1:9464", description="HOST:PORT for /metrics.")
     max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     grace_seconds: float = Field(5.0, ge=0)
@@ -169,12 +179,7 @@ class ServeSettings(_Group):
     @field_validator("listen", "metrics_listen")
     @classmethod
     def _host_port(cls, value: str | None) -> str | None:
-        if value in (None, ""):
-            return None
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"expected HOST:PORT, got {value!r}")
-        return value
+        return None if value in (None, "") else host_port(value, lowest=0)
 
 
 class SecuritySettings(_Group):
@@ -197,8 +202,8 @@ class SecuritySettings(_Group):
 
 
 class LogSettings(_Group):
-    log_level: str = "INFO"
-    log_format: LogFormat = LogFormat.TEXT
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    log_format: LogFormat = Field(LogFormat.TEXT, description="text, or json (one object a line).")
 
 
 _GROUPS: dict[str, type[_Group]] = {
@@ -212,6 +217,20 @@ _GROUPS: dict[str, type[_Group]] = {
 }
 # Which group each field (and IMGSEARCH_<FIELD> variable) belongs to.
 GROUP_OF_FIELD = {field: group for group, kind in _GROUPS.items() for field in kind.model_fields}
+
+
+def field_help(model: type[BaseSettings], name: str) -> str:
+    """A flag's help: the field's description, its default and its variable."""
+    info = model.model_fields[name]
+    default = info.get_default(call_default_factory=True)
+    shown = "unset" if default in (None, "") else getattr(default, "value", default)
+    description = (info.description or "").rstrip(".")
+    return f"{description} (default: {shown}; IMGSEARCH_{name.upper()})"
+
+
+def setting_help(name: str) -> str:
+    """`field_help` of a server setting, found in its group."""
+    return field_help(_GROUPS[GROUP_OF_FIELD[name]], name)
 
 
 class Settings(BaseModel):
@@ -257,10 +276,15 @@ class ClientSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="IMGSEARCH_")
 
-    server: str = "127.0.0.1:50051"
-    token: SecretStr | None = None
-    tls: bool = False
-    tls_ca: Path | None = None
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    timeout: float = Field(30.0, gt=0)
+    server: str = Field("127.0.0.1:50051", description="Server address (HOST:PORT).")
+    token: SecretStr | None = Field(None, description="Bearer token (IMGSEARCH_TOKEN only).")
+    tls: bool = Field(False, description="Use TLS.")
+    tls_ca: Path | None = Field(None, description="CA that signed the server certificate.")
+    tls_cert: Path | None = Field(None, description="Client certificate (mTLS).")
+    tls_key: Path | None = Field(None, description="Client private key (mTLS).")
+    timeout: float = Field(30.0, gt=0, description="Seconds a call may take.")
+
+    @field_validator("server")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        return host_port(value, lowest=1)

@@ -11,9 +11,11 @@ embedding threads (onnxruntime and Pillow release the GIL; each thread runs the 
 onnxruntime thread); the worker thread waits for the whole batch before writing it, so every
 decision, write and mirror update still happens in that one thread, in order.
 
-Locks: the queue guards itself; the mirrors of the index (`_indexed`, `_failures`,
-`_ignored`, `_held_deletions`) are written by the worker only, always under `_lock`, and
-read under it by `status()` from gRPC threads.
+Locks: one re-entrant lock, shared with the queue, guards the queue and the mirrors of the
+index (`_indexed`, `_failures`, `_ignored`, `_held_deletions`). The mirrors are written by the
+worker only, always under it; `status()` reads queue and mirrors under it at one instant, and
+the worker moves a batch from "pending" to "indexed" or "failed" in one step under it, so the
+counts always add up.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgsearch.descriptors import DescriptorSet
+from imgsearch.embedder.failures import Failure, FailureLog
 from imgsearch.embedder.progress import Progress
 from imgsearch.embedder.queue import WorkQueue
 from imgsearch.embedder.reconcile import Version, candidates, diff_folder, holds_mass_deletion
@@ -64,13 +67,6 @@ _RECENTLY_DELETED = 256  # descriptor sets kept after deletion, for moves (~18 M
 
 
 @dataclass(frozen=True, slots=True)
-class Failure:
-    reason: str
-    size: int
-    mtime_ns: int
-
-
-@dataclass(frozen=True, slots=True)
 class IndexStatus:
     indexed: int
     pending: int
@@ -93,23 +89,36 @@ class _Batch:
     reuse: list[tuple[FileState, DescriptorSet]] = field(default_factory=list)
     delete: list[str] = field(default_factory=list)
     failed: dict[str, Failure] = field(default_factory=dict)
-    retry: list[str] = field(default_factory=list)
+    # Looked at again after a delay (None: the settle time), when the batch is applied.
+    retry: list[tuple[str, float | None]] = field(default_factory=list)
 
 
 class Indexer:
     """Owns the worker thread that keeps the index equal to the folder."""
 
     def __init__(
-        self, root: Path, encoder: ImageEncoder, store: VectorStore, settings: IndexSettings
+        self,
+        root: Path,
+        encoder: ImageEncoder,
+        store: VectorStore,
+        settings: IndexSettings,
+        failure_log: FailureLog | None = None,
     ) -> None:
         """`settings.embed_workers` threads decode and embed in parallel: give `encoder` one
-        onnxruntime thread per worker's share of the cores."""
+        onnxruntime thread per worker's share of the cores. `failure_log` keeps what could
+        not be indexed across restarts."""
         self.root = root
         self._encoder = encoder
         self._store = store
         self._settings = settings
-        self._queue = WorkQueue(settings.settle_seconds)
+        self._lock = threading.RLock()
+        self._queue = WorkQueue(settings.settle_seconds, self._lock)
         self._progress = Progress()
+        self._failure_log = failure_log or FailureLog(None)
+        self._failures_changed = False
+        self._started = 0.0
+        self._done_this_run = 0
+        self._initial_logged = False
         self._store_failures = 0  # consecutive failed batches, for the retry backoff
         self._scanning = False
         self._folder_missing = False
@@ -117,7 +126,6 @@ class Indexer:
 
         # Mirrors of the index and of what could not be indexed: written by the worker only,
         # always under `_lock`; status readers copy them under it.
-        self._lock = threading.Lock()
         self._indexed: dict[str, FileState] = {}
         self._failures: dict[str, Failure] = {}
         self._ignored: dict[str, Version] = {}  # non-image files
@@ -176,8 +184,8 @@ class Indexer:
         self._queue.request_rescan(allow_mass_delete=allow_mass_delete)
 
     def status(self) -> IndexStatus:
-        pending = self._queue.pending()
         with self._lock:
+            pending = self._queue.pending()
             failures = sorted((p, f.reason) for p, f in self._failures.items())
             indexed = len(self._indexed)
             held = len(self._held_deletions)
@@ -212,13 +220,23 @@ class Indexer:
             self._embedders.shutdown(wait=True, cancel_futures=True)
 
     def _index_until_stopped(self) -> None:
+        self._started = time.monotonic()
         indexed = self._load_index()
         if indexed is None:
             return
+        failures, ignored = self._failure_log.load()
         with self._lock:
             self._indexed = indexed
+            self._failures = failures
+            self._ignored = ignored
         IMAGES_INDEXED.set(len(indexed))
-        log.info("index loaded images=%d folder=%s", len(indexed), self.root)
+        IMAGES_FAILED.set(len(failures))
+        log.info(
+            "index loaded images=%d known_failures=%d folder=%s",
+            len(indexed),
+            len(failures),
+            self.root,
+        )
         while True:
             batch = self._queue.next_batch(self._settings.batch_size)
             if batch is None:
@@ -227,6 +245,32 @@ class Indexer:
                 self._process(batch)
             else:
                 self._reconcile()
+            self._save_failures()
+            self._log_initial_done()
+
+    def _save_failures(self) -> None:
+        if not self._failures_changed:
+            return
+        with self._lock:
+            failures, ignored = dict(self._failures), dict(self._ignored)
+            self._failures_changed = False
+        self._failure_log.save(failures, ignored)
+
+    def _log_initial_done(self) -> None:
+        """One line when the work the first scan found is done."""
+        if self._initial_logged or not self._ready.is_set() or self._queue.pending():
+            return
+        self._initial_logged = True
+        took = max(time.monotonic() - self._started, 1e-3)
+        status = self.status()
+        log.info(
+            "initial index complete: %d images in %.1f s (%.1f img/s) indexed=%d failed=%d",
+            self._done_this_run,
+            took,
+            self._done_this_run / took,
+            status.indexed,
+            status.failed,
+        )
 
     def _load_index(self) -> dict[str, FileState] | None:
         """What the store holds, retried with backoff while it is unreachable (None: stopping)."""
@@ -265,6 +309,7 @@ class Indexer:
         with self._lock:
             for relative in [p for p in self._failures if p not in diff.seen]:
                 del self._failures[relative]
+                self._failures_changed = True
         self._scanning = False
         RECONCILE_RUNS.labels("ok").inc()
         RECONCILE_CHANGES.labels("added").inc(len(diff.added))
@@ -315,8 +360,7 @@ class Indexer:
                 self._examine(relative, batch)
             if batch.delete and not self.root.is_dir():
                 # The folder vanished (unmount, rm -r of the root): keep the index as it is.
-                for relative in batch.delete:
-                    self.schedule(relative, delay=_FOLDER_RETRY)
+                batch.retry += [(relative, _FOLDER_RETRY) for relative in batch.delete]
                 batch.delete = []
             embedded = self._embed(batch)
             ready = batch.reuse + embedded
@@ -332,19 +376,25 @@ class Indexer:
                 delay,
                 exc,
             )
-            for relative in paths:
-                self.schedule(relative, delay=delay)
-            self._abandon(batch)
+            self._requeue(paths, delay, batch)
             return
         except Exception:
             # A bug must not stop the watcher: log it, try these files again later.
             log.exception("unexpected error, batch re-queued files=%d", len(paths))
-            for relative in paths:
-                self.schedule(relative, delay=_STORE_RETRY_MAX)
-            self._abandon(batch)
+            self._requeue(paths, _STORE_RETRY_MAX, batch)
             return
         self._store_failures = 0
         self._apply(batch, ready)
+
+    def _requeue(self, paths: list[str], delay: float, batch: _Batch) -> None:
+        """The batch failed as a whole: its paths go back on the queue, its embeddings not
+        started yet are dropped."""
+        with self._lock:
+            for relative in paths:
+                self.schedule(relative, delay=delay)
+            self._queue.batch_done()
+        for _, future in batch.embed:
+            future.cancel()
 
     def _examine(self, relative: str, batch: _Batch) -> None:
         """Decide what one path needs: nothing, an embedding, a reused vector or a deletion."""
@@ -358,12 +408,13 @@ class Indexer:
             if relative in self._indexed:
                 batch.delete.append(relative)
             with self._lock:
-                self._failures.pop(relative, None)
-                self._ignored.pop(relative, None)
+                failed = self._failures.pop(relative, None)
+                ignored = self._ignored.pop(relative, None)
+                self._failures_changed |= failed is not None or ignored is not None
             self._queue.forget_writes(relative)
             return
         if not self._queue.looks_complete(relative, info.st_mtime):
-            batch.retry.append(relative)
+            batch.retry.append((relative, None))
             return
         known = self._indexed.get(relative)
         version = (info.st_size, info.st_mtime_ns)
@@ -393,7 +444,7 @@ class Indexer:
             batch.failed[relative] = Failure(f"cannot read file: {exc.strerror or exc}", *version)
             return
         if (after.st_size, after.st_mtime_ns) != version or len(data) != version[0]:
-            batch.retry.append(relative)  # changed while we read it
+            batch.retry.append((relative, None))  # changed while we read it
             return
         state = FileState(relative, *version, hashlib.sha256(data).hexdigest())
         stored = self._stored_for_content(state, known)
@@ -430,18 +481,13 @@ class Indexer:
         elif isinstance(exc, UnrecognisedImageError) and not has_image_suffix(relative):
             with self._lock:
                 self._ignored[relative] = version  # a sidecar or document, not an image
+                self._failures_changed = True
             log.debug("ignoring non-image file path=%s", relative)
         elif time.time() - version[1] / 1e9 < _RECENT_WRITE:
             # Possibly a writer that pauses between chunks: look again before failing it.
-            self.schedule(relative, delay=_RECENT_WRITE / 4)
+            batch.retry.append((relative, _RECENT_WRITE / 4))
         else:
             batch.failed[relative] = Failure(str(exc), *version)
-
-    @staticmethod
-    def _abandon(batch: _Batch) -> None:
-        """The batch is re-queued: drop its embeddings not started yet."""
-        for _, future in batch.embed:
-            future.cancel()
 
     def _stored_for_content(
         self, state: FileState, known: FileState | None
@@ -488,17 +534,21 @@ class Indexer:
         return embedded
 
     def _apply(self, batch: _Batch, written: list[tuple[FileState, DescriptorSet]]) -> None:
-        """Record in the mirrors what the store now holds."""
-        for relative in batch.retry:
-            self.schedule(relative)
+        """Record in the mirrors what the store now holds, and take the batch off the queue's
+        pending count in the same step."""
         with self._lock:
             for state, _ in written:
                 self._indexed[state.path] = state
-                self._failures.pop(state.path, None)
+                if self._failures.pop(state.path, None) is not None:
+                    self._failures_changed = True
             for relative in batch.delete:
                 self._indexed.pop(relative, None)
             self._failures.update(batch.failed)
-        self._queue.batch_done()  # after the mirrors: pending never drops before indexed grows
+            self._failures_changed |= bool(batch.failed)
+            self._queue.batch_done()
+            for relative, delay in batch.retry:
+                self.schedule(relative, delay)
+        self._done_this_run += len(written)
         for relative, failure in batch.failed.items():
             log.warning("cannot index path=%s reason=%s", relative, failure.reason)
         INDEX_OPERATIONS.labels("embedded").inc(len(written) - len(batch.reuse))

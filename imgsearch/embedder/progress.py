@@ -1,40 +1,56 @@
-"""Indexing rate and ETA over a sliding window, and the periodic progress log line."""
+"""Indexing rate and ETA, smoothed so that the ETA a user watches does not jump, and the
+periodic progress log line.
+
+Files finish in bursts (a batch at a time, big images slower), so a rate counted over a
+window jumps whenever a burst lands or leaves it. The rate here is an exponentially weighted
+average with a time constant of half a minute (as a load average is): each burst moves it a
+little, and while nothing finishes it decays smoothly. It starts from the plain average since
+indexing started, at the first burst.
+"""
 
 from __future__ import annotations
 
-import logging
+import math
 import threading
 import time
-from collections import deque
-
-log = logging.getLogger(__name__)
+from collections.abc import Callable
 
 _PROGRESS_EVERY = 5.0
-_RATE_WINDOW = 60.0
+_TIME_CONSTANT = 30.0
 
 
 class Progress:
-    """Files indexed per second over the last minute; thread-safe."""
+    """Files indexed per second; thread-safe."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._lock = threading.Lock()
-        self._done_times: deque[tuple[float, int]] = deque()
+        self._started = clock()
+        self._rate: float | None = None  # images per second, as of `_updated`
+        self._updated = self._started
         self._last_log = 0.0
 
     def record(self, done: int) -> None:
-        if done:
-            with self._lock:
-                self._done_times.append((time.monotonic(), done))
+        """`done` more files were indexed just now."""
+        if not done:
+            return
+        now = self._clock()
+        with self._lock:
+            if self._rate is None:
+                self._rate = done / max(now - self._started, 1e-3)
+            else:
+                elapsed = max(now - self._updated, 1e-6)
+                weight = 1.0 - math.exp(-elapsed / _TIME_CONSTANT)
+                self._rate += weight * (done / elapsed - self._rate)
+            self._updated = now
 
     def rate(self) -> float:
-        now = time.monotonic()
+        """The smoothed rate now (0 until the first files are done)."""
+        now = self._clock()
         with self._lock:
-            while self._done_times and self._done_times[0][0] < now - _RATE_WINDOW:
-                self._done_times.popleft()
-            if not self._done_times:
+            if self._rate is None:
                 return 0.0
-            span = max(now - self._done_times[0][0], 1.0)
-            return sum(n for _, n in self._done_times) / span
+            return self._rate * math.exp(-(now - self._updated) / _TIME_CONSTANT)
 
     @staticmethod
     def eta(pending: int, rate: float) -> float:
@@ -42,7 +58,7 @@ class Progress:
 
     def log_due(self, *, finished: bool) -> bool:
         """Whether to log a progress line now: when indexing finished, else every few seconds."""
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             if finished or now - self._last_log >= _PROGRESS_EVERY:
                 self._last_log = now

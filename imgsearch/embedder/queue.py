@@ -1,8 +1,8 @@
 """The paths waiting to be looked at: debounced, with write tracking, and the rescan clock.
 
 Watcher events and scans only put relative paths here with a due time; the indexer's worker
-takes due paths in batches. Everything in this class is guarded by its one condition lock,
-and every method takes it: callers never touch the fields.
+takes due paths in batches. Everything in this class is guarded by its one condition lock
+(the indexer's, shared), and every method takes it: callers never touch the fields.
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ _OPEN_WRITE_TIMEOUT = 30.0  # a file written to without a close event for this l
 class WorkQueue:
     """Due times of paths, files still open for writing, and when the next full scan is due."""
 
-    def __init__(self, settle_seconds: float) -> None:
+    def __init__(self, settle_seconds: float, lock: threading.RLock | None = None) -> None:
+        """`lock`: an owner that reads the queue with state of its own passes its lock, so
+        both are seen at one instant (re-entrant: the owner may hold it when calling)."""
         self._settle = settle_seconds
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(lock or threading.RLock())
         self._due: dict[str, float] = {}  # relative path -> monotonic time to look at it
         self._in_flight = 0
         self._rescan_at = 0.0  # the first pass of the worker is a full scan

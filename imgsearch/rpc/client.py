@@ -7,6 +7,7 @@ from types import TracebackType
 
 import grpc
 
+from imgsearch.errors import ServerUnreachableError
 from imgsearch.rpc.security import channel_credentials
 from imgsearch.v1 import embedder_pb2, embedder_pb2_grpc, searcher_pb2, searcher_pb2_grpc
 
@@ -32,9 +33,20 @@ class Client:
         else:
             self._channel = grpc.insecure_channel(target, options=options)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self.target = target
         self._searcher = searcher_pb2_grpc.SearcherStub(self._channel)
         self._embedder = embedder_pb2_grpc.EmbedderStub(self._channel)
         self.timeout = timeout
+
+    def wait_ready(self, timeout: float) -> None:
+        """Connect, or raise ServerUnreachableError when nothing answers within `timeout`."""
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError as exc:
+            raise ServerUnreachableError(
+                f"no server answers at {self.target}: is `imgsearch serve` running there? "
+                "(--server HOST:PORT or IMGSEARCH_SERVER)"
+            ) from exc
 
     def search(
         self,

@@ -21,15 +21,19 @@ from imgsearch.errors import (
     ImgsearchError,
     InvalidImageError,
     InvalidRequestError,
+    ListenError,
     ModelError,
     NotFoundError,
     StoreMismatchError,
     StoreUnavailableError,
 )
+from imgsearch.listen import ensure_available
 from imgsearch.metrics import RPC_DURATION, RPC_REQUESTS
 from imgsearch.rpc.security import AccessInterceptor, AccessPolicy, TlsFiles
 
 log = logging.getLogger(__name__)
+
+LISTEN_FLAG = "--listen HOST:PORT"
 
 _Request = TypeVar("_Request")
 _Response = TypeVar("_Response")
@@ -163,6 +167,7 @@ def start_server(
     Calls beyond `max_concurrent_rpcs` are refused with RESOURCE_EXHAUSTED instead of
     queueing without bound.
     """
+    ensure_available(listen, what="gRPC", flag=LISTEN_FLAG)
     pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc")
     server = grpc.server(
         pool,
@@ -171,6 +176,9 @@ def start_server(
         options=[
             ("grpc.max_receive_message_length", max_request_bytes),
             ("grpc.max_send_message_length", 16 * 1024 * 1024),
+            # One server per address: with reuse on, a second server would share the port
+            # and the kernel would split clients between two indexes.
+            ("grpc.so_reuseport", 0),
         ],
     )
     health_servicer = health.HealthServicer()
@@ -199,7 +207,7 @@ def start_server(
         raise
     if port == 0:
         pool.shutdown(wait=False)
-        raise OSError(f"cannot listen on {listen}")
+        raise ListenError(f"cannot listen for gRPC on {listen}; choose another with {LISTEN_FLAG}")
     running = RunningServer(server, port, health_servicer, pool)
     running.set_serving(names, serving=True)
     log.info(

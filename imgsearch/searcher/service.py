@@ -59,7 +59,7 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
             min_score=request.min_score,
             still_wanted=lambda: ensure_active(context),
         )
-        return _response(ranking, self._encoder.name)
+        return response_of(ranking, self._encoder.name)
 
     def _limit(self, requested: int) -> int:
         if requested > self._settings.max_limit:
@@ -112,7 +112,8 @@ def _stages(context: grpc.ServicerContext) -> Stage:
     return stage
 
 
-def _response(ranking: Ranking, model: str) -> searcher_pb2.SearchResponse:
+def response_of(ranking: Ranking, model: str) -> searcher_pb2.SearchResponse:
+    """The gRPC reply for a ranking."""
     return searcher_pb2.SearchResponse(
         matches=[
             searcher_pb2.Match(

@@ -1,0 +1,98 @@
+"""What the command line prints: search results and status as text for people, JSON for scripts.
+
+JSON carries every field, defaults included, numbers as JSON numbers: protobuf's own JSON
+mapping writes 64-bit integers as strings and drops fields at their default, which a script
+reading `indexed` or `match` should not have to know.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+
+from imgsearch.v1 import embedder_pb2, searcher_pb2
+
+_FLOAT_DIGITS = 6  # what a float32 holds
+
+
+def message_json(message: Message) -> dict[str, Any]:
+    """Every field of `message` by its proto name, numbers as numbers, nested messages as
+    objects, repeated fields as lists."""
+    out: dict[str, Any] = {}
+    for field in message.DESCRIPTOR.fields:
+        value = getattr(message, field.name)
+        if field.is_repeated:
+            out[field.name] = [_value(field, item) for item in value]
+        else:
+            out[field.name] = _value(field, value)
+    return out
+
+
+def _value(field: Any, value: Any) -> Any:  # noqa: ANN401 - protobuf's descriptor types vary
+    if field.type == FieldDescriptor.TYPE_MESSAGE:
+        return message_json(value)
+    if field.type == FieldDescriptor.TYPE_FLOAT:
+        return round(float(value), _FLOAT_DIGITS)
+    return value
+
+
+def search_json(query: str, response: searcher_pb2.SearchResponse) -> str:
+    """One line of JSON for one query: the response, the query's name and the verdict."""
+    return json.dumps(
+        {"query": query, "source_found": source_found(response), **message_json(response)}
+    )
+
+
+def status_json(status: embedder_pb2.GetStatusResponse) -> str:
+    return json.dumps(message_json(status), indent=2)
+
+
+def source_found(response: searcher_pb2.SearchResponse) -> bool:
+    return any(m.match for m in response.matches)
+
+
+def search_text(response: searcher_pb2.SearchResponse) -> str:
+    if not response.matches:
+        return "no images indexed yet"
+    lines = [f"{'rank':>4}  {'score':>6}  {'margin':>6}  {'verdict':<7}  path"]
+    for rank, match in enumerate(response.matches, 1):
+        verdict = "SOURCE" if match.match else "similar"
+        lines.append(
+            f"{rank:>4}  {match.score:6.3f}  {match.margin:6.3f}  {verdict:<7}  {match.path}"
+        )
+    sources = [m.path for m in response.matches if m.match]
+    if sources:
+        lines.append(f"\nverdict: source found: {', '.join(sources)}")
+    else:
+        best = response.matches[0].margin
+        lines.append(
+            f"\nverdict: no source in the index "
+            f"(best margin {best:.3f} < threshold {response.match_threshold:.3f})"
+        )
+    if response.whitened:
+        lines.append("scores are whitened (learned on this folder's images)")
+    return "\n".join(lines)
+
+
+def status_text(status: embedder_pb2.GetStatusResponse) -> str:
+    observer = f" ({status.observer} events)" if status.observer else ""
+    lines = [
+        f"folder:   {status.folder}",
+        f"state:    {status.state}{observer}",
+        f"indexed:  {status.indexed}",
+        f"pending:  {status.pending}",
+    ]
+    if status.pending and status.index_rate:
+        lines.append(f"rate:     {status.index_rate:.1f} images/s, eta {status.eta_seconds:.0f} s")
+    if status.held_deletions:
+        lines.append(
+            f"held:     {status.held_deletions} missing files kept in the index "
+            "(confirm with `imgsearch rescan --allow-mass-delete`)"
+        )
+    lines.append(f"failed:   {status.failed}")
+    lines += [f"  {failure.path}: {failure.reason}" for failure in status.failures]
+    lines.append(f"model:    {status.model} ({status.dimensions} dimensions)")
+    return "\n".join(lines)
