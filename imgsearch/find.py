@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from prometheus_client import REGISTRY
 from tqdm import tqdm
 
 from imgsearch.app import indexing_encoder, open_settings_store
@@ -91,9 +92,16 @@ def find_in_folder(
         store.close()
 
 
+def _embedded() -> int:
+    """Images embedded by this process so far (the indexer's own counter)."""
+    value = REGISTRY.get_sample_value("imgsearch_index_operations_total", {"op": "embedded"})
+    return int(value or 0)
+
+
 def _index(indexer: Indexer, folder: Path, *, quiet: bool) -> None:
     """Wait for the first scan's work to be done, with a progress bar on a terminal."""
     started = time.monotonic()
+    embedded_before = _embedded()
     with tqdm(
         desc=f"indexing {folder.name}",
         unit="img",
@@ -116,8 +124,8 @@ def _index(indexer: Indexer, folder: Path, *, quiet: bool) -> None:
     status = indexer.status()
     if not quiet:
         print(
-            f"{folder}: {status.indexed} images indexed, {status.failed} failed "
-            f"({time.monotonic() - started:.1f} s)",
+            f"{folder}: {status.indexed} images indexed ({_embedded() - embedded_before} new), "
+            f"{status.failed} failed ({time.monotonic() - started:.1f} s)",
             file=sys.stderr,
         )
         for path, reason in status.failures[:_SHOWN_FAILURES]:
