@@ -60,8 +60,11 @@ def search_text(response: searcher_pb2.SearchResponse) -> str:
     lines = [f"{'rank':>4}  {'score':>6}  {'margin':>6}  {'verdict':<7}  path"]
     for rank, match in enumerate(response.matches, 1):
         verdict = "SOURCE" if match.match else "similar"
+        # A verified candidate ranks by its keypoints, so it can stand above higher scores.
+        checked = f"  ({match.inliers} keypoints agree)" if match.inliers else ""
         lines.append(
             f"{rank:>4}  {match.score:6.3f}  {match.margin:6.3f}  {verdict:<7}  {match.path}"
+            f"{checked}"
         )
     sources = [m.path for m in response.matches if m.match]
     if sources:

@@ -69,10 +69,18 @@ def _stage_cause(stages: dict[str, float]) -> str:
 
 
 def _search_cause(run: JSON | None) -> str:
-    stages = _get(run, "grpc_1_client", "stage_mean_ms")
-    if not stages:
-        return ""
-    return "mean per query: " + ", ".join(f"{k} {v:.1f} ms" for k, v in stages.items())
+    phase = _get(run, "grpc_1_client")
+    return _phase_text(phase) if phase and phase.get("stage_mean_ms") else ""
+
+
+def _phase_text(phase: JSON) -> str:
+    """Where a gRPC phase's time went, and what it was measured on."""
+    stages = ", ".join(f"{k} {v:.1f} ms" for k, v in phase["stage_mean_ms"].items())
+    sides = phase.get("query_longer_side_px")
+    shown = f"queries {sides['min']}-{sides['max']} px (longer side); " if sides else ""
+    share = phase.get("verified_share")
+    checked = f"geometric check on {100 * share:.0f}% of them; " if share is not None else ""
+    return f"{shown}{checked}mean per query (verify: per checked query): {stages}"
 
 
 Row = tuple[str, str, str, str, str]
@@ -323,8 +331,7 @@ def _graph_rows(run: JSON) -> list[Row]:
                 f"{_fmt(served.get('p50_ms'), ' ms')} / {_fmt(served.get('p99_ms'), ' ms')}",
                 "<= 30 / 100 ms",
                 f"p50 {_met(served.get('p50_ms'), 30, at_most=True)}",
-                "mean per query: "
-                + ", ".join(f"{k} {v:.1f} ms" for k, v in served["stage_mean_ms"].items()),
+                _phase_text(served),
             )
         )
     return rows

@@ -12,6 +12,7 @@ real degraded query photos are sent over gRPC. Store-only runs (`grpc: False`, t
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import statistics
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from PIL import Image
 
 from bench.speed import compat
 from bench.speed.common import JSON, latency_summary, loadavg, memory, write_partial
@@ -233,11 +235,20 @@ def _grpc_phase(port: int, queries: list[bytes], sources: list[str], clients: in
     stages = {
         s: 1e3 * (after[s][0] - before[s][0]) / max(1.0, after[s][1] - before[s][1]) for s in after
     }
+    sides = sorted(max(Image.open(io.BytesIO(q)).size) for q in queries)
     return {
         "clients": clients,
         **latency_summary(latencies),
         "throughput_qps": len(latencies) / wall,
         "stage_mean_ms": stages,
+        # What the latency was measured on: how large the queries were, and how many of them
+        # needed the geometric check (its cost is in stage_mean_ms["verify"] per checked query).
+        "query_longer_side_px": {
+            "min": sides[0],
+            "median": sides[len(sides) // 2],
+            "max": sides[-1],
+        },
+        "verified_share": (after["verify"][1] - before["verify"][1]) / max(1, len(latencies)),
         "rank1_source": correct / max(1, len(latencies)),
     }
 
