@@ -65,9 +65,7 @@ def _save_jpeg(image: Image.Image, path: Path, quality: int) -> None:
 def session(queries: Path, work: Path) -> str:
     """Serve the samples (all but HELD_OUT) and run the README's commands against them."""
     folder = work / "samples"
-    shutil.copytree(
-        BUNDLED_SAMPLES, folder, ignore=shutil.ignore_patterns("NOTICE", HELD_OUT)
-    )
+    shutil.copytree(BUNDLED_SAMPLES, folder, ignore=shutil.ignore_patterns("NOTICE", HELD_OUT))
     settings = Settings(
         folder=folder, data_dir=work / "data", listen="127.0.0.1:0", metrics_listen=None
     )

@@ -225,9 +225,18 @@ class VectorStore(ABC):
     def payload_indexes(self) -> dict[str, str]:
         """Indexed payload fields and their types, named as Qdrant's REST API does."""
 
-    @abstractmethod
-    def raw_points(self, page_size: int) -> Iterator[RawPoint]:
+    def raw_points(self, page_size: int = 1024) -> Iterator[RawPoint]:
         """Every point with its vector and whole payload, page by page."""
+        for point_id, vector, payload in self._all_points(page_size):
+            yield RawPoint(
+                point_id if isinstance(point_id, int) else str(point_id), vector.tolist(), payload
+            )
+
+    @abstractmethod
+    def _all_points(
+        self, page_size: int
+    ) -> Iterator[tuple[object, NDArray[np.float32], dict[str, Any]]]:
+        """(id, vector, payload) of every point, regions too, page by page."""
 
     @abstractmethod
     def write_raw(self, points: Sequence[RawPoint]) -> None:

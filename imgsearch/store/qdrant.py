@@ -350,14 +350,11 @@ class QdrantStore(VectorStore):
         info = self._call("get_collection", lambda: self._client.get_collection(self.collection))
         return {name: str(schema.data_type.value) for name, schema in info.payload_schema.items()}
 
-    def raw_points(self, page_size: int = _SCROLL_PAGE) -> Iterator[RawPoint]:
+    def _all_points(
+        self, page_size: int
+    ) -> Iterator[tuple[object, NDArray[np.float32], dict[str, Any]]]:
         for record in self._scroll(None, True, True, page_size):
-            point_id_ = record.id
-            yield RawPoint(
-                point_id_ if isinstance(point_id_, int) else str(point_id_),
-                _vector(record).tolist(),
-                dict(record.payload or {}),
-            )
+            yield record.id, _vector(record), dict(record.payload or {})
 
     def write_raw(self, points: Sequence[RawPoint]) -> None:
         if not points:

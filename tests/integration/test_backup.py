@@ -43,7 +43,7 @@ def test_restored_index_serves_the_same_results_without_re_embedding(
     backup_file = tmp_path / "backup" / "images.jsonl.gz"
     backup_file.parent.mkdir()
     # A running service holds the embedded store: the backup refuses instead of racing it.
-    assert main(["backup", "--data", str(tmp_path / "data"), str(backup_file)]) == 1
+    assert main(["backup", "--data", str(tmp_path / "data"), str(backup_file)]) == 4  # failed
     assert "in use by another process" in capsys.readouterr().err
     assert not backup_file.exists()
     first.stop()
