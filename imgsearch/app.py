@@ -131,6 +131,7 @@ class Application:
                 self.store,
                 settings.index,
                 failure_log_for(settings),
+                disk=None if settings.store.qdrant_url else settings.store.engine_store_path,
             )
             self._watcher = FolderWatcher(
                 self.folder, self.indexer, settings.index.watch_mode, settings.index.poll_interval
@@ -140,7 +141,11 @@ class Application:
             self.folder = settings.watched_folder
         if with_searcher:
             verifier = (
-                Verifier(self.folder, limits=self.encoder.limits)
+                Verifier(
+                    self.folder,
+                    limits=self.encoder.limits,
+                    max_file_bytes=settings.index.max_file_bytes,
+                )
                 if self.folder is not None and settings.verdict.verify_top > 0
                 else None
             )
@@ -154,7 +159,14 @@ class Application:
             _warn_unpaired_threshold(settings.verdict)
             ranker = Ranker(self.store, settings.verdict, verifier, self.whitening)
             services.append(
-                SearcherService(self.encoder, self.store, ranker, settings.verdict, self.folder)
+                SearcherService(
+                    self.encoder,
+                    self.store,
+                    ranker,
+                    settings.verdict,
+                    self.folder,
+                    max_file_bytes=settings.index.max_file_bytes,
+                )
             )
         self._services = services
         self._server: RunningServer | None = None

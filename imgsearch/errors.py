@@ -46,6 +46,11 @@ class InvalidRequestError(ImgsearchError):
     """A request field is missing, malformed or out of range."""
 
 
+class UnreadableFileError(InvalidRequestError):
+    """A file of the folder that is not read: a link, not a regular file (FIFO, device), or
+    larger than the limit."""
+
+
 class OutsideFolderError(InvalidRequestError):
     """A path that is not inside the watched folder (traversal, absolute path, symlink escape)."""
 
@@ -56,6 +61,10 @@ class NotFoundError(ImgsearchError):
 
 class ServerUnreachableError(ImgsearchError):
     """No server answered at the address a client was given."""
+
+
+class BusyError(ImgsearchError):
+    """The work cannot be taken on now (the decode memory is in use): try again shortly."""
 
 
 class CallEndedError(ImgsearchError):

@@ -74,7 +74,9 @@ def find_in_folder(
             )
             whitening.refresh()  # learned now when the folder is big enough
         verifier = (
-            Verifier(folder, limits=encoder.limits) if settings.verdict.verify_top > 0 else None
+            Verifier(folder, limits=encoder.limits, max_file_bytes=settings.index.max_file_bytes)
+            if settings.verdict.verify_top > 0
+            else None
         )
         ranker = Ranker(store, settings.verdict, verifier, whitening)
         results: list[tuple[str, Outcome]] = []

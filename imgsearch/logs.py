@@ -10,6 +10,16 @@ from pythonjsonlogger.json import JsonFormatter
 from imgsearch.settings import LogFormat
 
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Control characters, shown escaped: a file name with a newline cannot forge a log line.
+_ESCAPES = {code: repr(chr(code))[1:-1] for code in [*range(32), 127]}
+
+
+class OneLineFormatter(logging.Formatter):
+    """Text lines that stay one line per event, whatever the message holds (a traceback, added
+    after the message, keeps its own lines)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        return super().formatMessage(record).translate(_ESCAPES)
 
 
 def configure_logging(level: str, fmt: LogFormat) -> None:
@@ -19,7 +29,7 @@ def configure_logging(level: str, fmt: LogFormat) -> None:
             JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s", timestamp=True)
         )
     else:
-        handler.setFormatter(logging.Formatter(_TEXT_FORMAT))
+        handler.setFormatter(OneLineFormatter(_TEXT_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

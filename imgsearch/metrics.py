@@ -78,6 +78,10 @@ DELETIONS_HELD = Gauge(
 FOLDER_AVAILABLE = Gauge(
     "imgsearch_folder_available", "1 while the watched folder exists and is watched, else 0."
 )
+DISK_FULL = Gauge(
+    "imgsearch_disk_full",
+    "1 while indexing waits for free space on the index's disk (searches go on), else 0.",
+)
 RECONCILE_CHANGES = Counter(
     "imgsearch_reconcile_changes_total",
     "Differences found by full folder scans.",

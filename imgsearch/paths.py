@@ -56,7 +56,12 @@ def resolve_inside(root: Path, relative: str) -> Path:
     """The real file for a client-supplied relative path, refusing anything that escapes `root`."""
     if not relative or relative.startswith("/") or "\\" in relative or "\x00" in relative:
         raise OutsideFolderError(f"path must be relative to the watched folder: {relative!r}")
-    candidate = (root / relative).resolve()
+    try:
+        candidate = (root / relative).resolve()
+    except (RuntimeError, OSError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
+        raise OutsideFolderError(
+            f"path cannot be resolved (a symbolic link loop?): {relative!r}"
+        ) from exc
     if not candidate.is_relative_to(root.resolve()):
         raise OutsideFolderError(f"path is outside the watched folder: {relative!r}")
     return candidate

@@ -22,6 +22,7 @@ BUNDLED_SAMPLES = Path(__file__).parent / "samples"
 # Decode limits: also the defaults of `imgsearch.model.preprocess.DecodeLimits`.
 MAX_PIXELS = 64_000_000
 MIN_SIDE = 16
+DECODE_MEMORY = 1536 * 1024 * 1024
 
 
 def host_port(value: str, *, lowest: int) -> str:
@@ -73,6 +74,12 @@ class ModelSettings(_Group):
     )
     max_pixels: int = Field(MAX_PIXELS, ge=1, description="Largest decoded image accepted.")
     min_side: int = Field(MIN_SIDE, ge=1, description="Smallest width or height accepted.")
+    decode_memory_bytes: int = Field(
+        DECODE_MEMORY,
+        ge=64 * 1024 * 1024,
+        description="Memory all image decodes of the process may hold at once (they wait their "
+        "turn; one image needing more is refused).",
+    )
     inference_threads: int = Field(2, ge=1)
 
 
@@ -127,6 +134,11 @@ class IndexSettings(_Group):
         0.5, ge=0.0, le=1.0, description="A scan removing more of the index than this waits."
     )
     max_file_bytes: int = Field(256 * 1024 * 1024, ge=1, description="Larger files are skipped.")
+    min_free_disk_bytes: int = Field(
+        512 * 1024 * 1024,
+        ge=0,
+        description="Indexing waits while the embedded index's disk has less free; 0 = never.",
+    )
 
 
 class VerdictSettings(_Group):

@@ -71,3 +71,17 @@ def on_screen(
     top = round((canvas[1] - size[1]) * at[1])
     page.paste(image.resize(size, Image.Resampling.BILINEAR), (left, top))
     return page, (left, top, left + size[0], top + size[1])
+
+
+def progressive_jpeg(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=90, progressive=True)
+    return out.getvalue()
+
+
+def scan_bomb(scans: int) -> bytes:
+    """A real progressive JPEG whose last scan is repeated `scans` times: valid, and each
+    repetition is one more pass over the whole image for a decoder."""
+    data = progressive_jpeg(Image.effect_noise((1600, 1600), 60).convert("RGB"))
+    last_scan, end = data.rindex(b"\xff\xda"), data.rindex(b"\xff\xd9")
+    return data[:end] + data[last_scan:end] * scans + data[end:]

@@ -24,6 +24,9 @@ class Failure:
     reason: str
     size: int
     mtime_ns: int
+    # The cause may pass (permission denied, too many open files): tried again with back-off,
+    # and again at each start.
+    transient: bool = False
 
 
 class FailureLog:
@@ -41,8 +44,8 @@ class FailureLog:
             if data.get("format") != _FORMAT:
                 return {}, {}
             failures = {
-                str(path): Failure(str(reason), int(size), int(mtime))
-                for path, (reason, size, mtime) in data["failures"].items()
+                str(path): Failure(str(item[0]), int(item[1]), int(item[2]), bool(item[3:4] == [1]))
+                for path, item in data["failures"].items()
             }
             ignored = {
                 str(path): (int(size), int(mtime))
@@ -65,13 +68,16 @@ class FailureLog:
             return
         data = {
             "format": _FORMAT,
-            "failures": {p: [f.reason, f.size, f.mtime_ns] for p, f in failures.items()},
+            "failures": {
+                p: [f.reason, f.size, f.mtime_ns, int(f.transient)] for p, f in failures.items()
+            },
             "ignored": {p: list(version) for p, version in ignored.items()},
         }
         partial = self._path.with_name(self._path.name + ".partial")
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
-            partial.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+            # ASCII escapes keep names that are not UTF-8 (surrogates) writable and exact.
+            partial.write_text(json.dumps(data), encoding="utf-8")
             partial.replace(self._path)
         except OSError as exc:
             log.warning("cannot save the failure list file=%s error=%s", self._path, exc)

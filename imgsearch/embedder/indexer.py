@@ -20,12 +20,14 @@ counts always add up.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
+import shutil
 import stat
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,13 +38,18 @@ from imgsearch.embedder.progress import Progress
 from imgsearch.embedder.queue import WorkQueue
 from imgsearch.embedder.reconcile import Version, candidates, diff_folder, holds_mass_deletion
 from imgsearch.errors import (
+    BusyError,
     InvalidImageError,
     ModelError,
     StoreUnavailableError,
+    UnreadableFileError,
     UnrecognisedImageError,
 )
+from imgsearch.files import read_folder_file
+from imgsearch.ids import shown
 from imgsearch.metrics import (
     DELETIONS_HELD,
+    DISK_FULL,
     IMAGES_FAILED,
     IMAGES_INDEXED,
     IMAGES_PENDING,
@@ -64,6 +71,15 @@ _MAX_LISTED_FAILURES = 100
 _FOLDER_RETRY = 5.0
 _RECENT_WRITE = 8.0  # an unreadable file modified this recently is retried, not failed
 _RECENTLY_DELETED = 256  # descriptor sets kept after deletion, for moves (~18 MB)
+# Read errors whose cause may pass: tried again after 5 s, doubling up to 10 minutes.
+_TRANSIENT_ERRORS = frozenset(
+    {errno.EACCES, errno.EPERM, errno.EMFILE, errno.ENFILE, errno.EIO, errno.EAGAIN, errno.EBUSY}
+)
+_DISK_RETRY = 5.0  # seconds between checks of a full disk
+_BUSY_RETRY = 2.0  # seconds before a file whose decode found no memory budget is tried again
+_DELETION_WINDOW = 60.0  # deletions seen through events within this long add up for the guard
+_READ_RETRY_FIRST = 5.0
+_READ_RETRY_MAX = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +109,11 @@ class _Batch:
     retry: list[tuple[str, float | None]] = field(default_factory=list)
 
 
+def free_bytes(path: Path) -> int:
+    """Free space on the disk that holds `path`."""
+    return shutil.disk_usage(path).free
+
+
 class Indexer:
     """Owns the worker thread that keeps the index equal to the folder."""
 
@@ -103,10 +124,12 @@ class Indexer:
         store: VectorStore,
         settings: IndexSettings,
         failure_log: FailureLog | None = None,
+        disk: Path | None = None,
     ) -> None:
         """`settings.embed_workers` threads decode and embed in parallel: give `encoder` one
         onnxruntime thread per worker's share of the cores. `failure_log` keeps what could
-        not be indexed across restarts."""
+        not be indexed across restarts. `disk`: where the embedded index writes, checked for
+        free space before each batch."""
         self.root = root
         self._encoder = encoder
         self._store = store
@@ -115,6 +138,8 @@ class Indexer:
         self._queue = WorkQueue(settings.settle_seconds, self._lock)
         self._progress = Progress()
         self._failure_log = failure_log or FailureLog(None)
+        self._disk = disk
+        self._disk_full = False
         self._failures_changed = False
         self._started = 0.0
         self._done_this_run = 0
@@ -129,8 +154,10 @@ class Indexer:
         self._indexed: dict[str, FileState] = {}
         self._failures: dict[str, Failure] = {}
         self._ignored: dict[str, Version] = {}  # non-image files
-        self._held_deletions: list[str] = []
+        self._held_deletions: set[str] = set()
         self._recently_deleted: OrderedDict[str, DescriptorSet] = OrderedDict()  # by sha256
+        self._read_attempts: dict[str, int] = {}  # files whose reads failed for a passing cause
+        self._recent_deletions: deque[tuple[float, int]] = deque()  # (time, files) by events
 
         self._thread = threading.Thread(target=self._run, name="indexer", daemon=True)
         workers = max(1, settings.embed_workers)
@@ -179,18 +206,25 @@ class Indexer:
         for relative in known:
             self.schedule(relative)
 
-    def request_rescan(self, *, allow_mass_delete: bool = False) -> None:
-        """Scan the whole folder now; `allow_mass_delete` confirms removals the guard held back."""
-        self._queue.request_rescan(allow_mass_delete=allow_mass_delete)
+    def request_rescan(
+        self, *, allow_mass_delete: bool = False, retry_failures: bool = False
+    ) -> None:
+        """Scan the whole folder now; `allow_mass_delete` confirms removals the guard held back,
+        `retry_failures` reads every failed file again (its cause may have gone)."""
+        self._queue.request_rescan(
+            allow_mass_delete=allow_mass_delete, retry_failures=retry_failures
+        )
 
     def status(self) -> IndexStatus:
         with self._lock:
             pending = self._queue.pending()
-            failures = sorted((p, f.reason) for p, f in self._failures.items())
+            failures = sorted((shown(p), f.reason) for p, f in self._failures.items())
             indexed = len(self._indexed)
             held = len(self._held_deletions)
         if self._folder_missing:
             state = "folder_missing"
+        elif self._disk_full:
+            state = "disk_full"
         elif held:
             state = "deletion_held"
         elif not self._ready.is_set():
@@ -302,7 +336,18 @@ class Indexer:
         started = time.monotonic()
         with self._lock:
             indexed = dict(self._indexed)
+            if self._queue.take_retry_failures() and self._failures:
+                log.info("rescan retries every failed file files=%d", len(self._failures))
+                self._failures.clear()
+                self._failures_changed = True
         diff = diff_folder(self.root, indexed, self._is_settled_failure)
+        if diff.unlisted:
+            RECONCILE_RUNS.labels("unlisted_folders").inc()
+        for folder in diff.unlisted:
+            log.error(
+                "cannot list a folder, its indexed files are kept folder=%s",
+                shown(folder) or ".",
+            )
         removed = [] if self._hold_mass_deletion(diff.removed) else diff.removed
         for relative in [*diff.added, *diff.changed, *removed]:
             self.schedule(relative, delay=0)
@@ -332,7 +377,7 @@ class Indexer:
         with self._lock:
             indexed = len(self._indexed)
             hold = holds_mass_deletion(len(removed), indexed, fraction, allowed=allowed)
-            self._held_deletions = removed if hold else []
+            self._held_deletions = set(removed) if hold else set()
         DELETIONS_HELD.set(len(removed) if hold else 0)
         if hold:
             RECONCILE_RUNS.labels("deletion_held").inc()
@@ -345,15 +390,94 @@ class Indexer:
             )
         return hold
 
+    def _guard_deletions(self, batch: _Batch) -> None:
+        """The mass-delete guard for deletions seen one by one (watch events): `rm -rf
+        folder/*`, or the folder deleted and made again, must not empty the index either.
+        Deletions within a minute add up; past the guard they are held like a scan's."""
+        if not batch.delete:
+            return
+        now = time.monotonic()
+        while self._recent_deletions and self._recent_deletions[0][0] < now - _DELETION_WINDOW:
+            self._recent_deletions.popleft()
+        recent = sum(count for _, count in self._recent_deletions)
+        fraction = self._settings.mass_delete_fraction
+        with self._lock:
+            before = len(self._indexed) + recent  # the index before this run of deletions
+            held = bool(self._held_deletions)
+            hold = held or holds_mass_deletion(
+                recent + len(batch.delete), before, fraction, allowed=False
+            )
+            if hold:
+                self._held_deletions.update(batch.delete)
+                total = len(self._held_deletions)
+        if not hold:
+            self._recent_deletions.append((now, len(batch.delete)))
+            log.info("removing from the index files=%d", len(batch.delete))
+            return
+        DELETIONS_HELD.set(total)
+        if not held:
+            RECONCILE_RUNS.labels("deletion_held").inc()
+            log.error(
+                "%d files of %d deleted within a minute, more than the %.0f%% guard: index "
+                "kept; restore the files or confirm with a rescan allowing mass deletion",
+                recent + len(batch.delete),
+                before,
+                fraction * 100,
+            )
+        batch.delete = []
+
+    def _came_back(self, relative: str) -> None:
+        """A file the mass-delete guard held is there again: it is no longer a held deletion
+        (all back: the state returns to watching without waiting for a scan)."""
+        with self._lock:
+            if relative not in self._held_deletions:
+                return
+            self._held_deletions.discard(relative)
+            left = len(self._held_deletions)
+        DELETIONS_HELD.set(left)
+        if not left:
+            log.warning("every file the mass-deletion guard held is back; nothing was removed")
+
     def _is_settled_failure(self, relative: str, version: Version) -> bool:
         """This version of the file already failed, or is not an image: do not read it again."""
         with self._lock:
             failure = self._failures.get(relative)
             if failure is not None and (failure.size, failure.mtime_ns) == version:
-                return True
+                return not failure.transient
             return self._ignored.get(relative) == version
 
+    def _waiting_for_disk(self, paths: list[str]) -> bool:
+        """A full disk kills an embedded engine mid-write (qdrant-edge maps its log: SIGBUS),
+        so indexing waits, with the reason in the status, a metric and the log, while
+        searches go on; it carries on by itself once space is back."""
+        if self._disk is None or not self._settings.min_free_disk_bytes:
+            return False
+        try:
+            free = free_bytes(self._disk)
+        except OSError as exc:
+            log.warning("cannot tell the free disk space path=%s error=%s", self._disk, exc)
+            return False
+        full = free < self._settings.min_free_disk_bytes
+        if full != self._disk_full:
+            self._disk_full = full
+            DISK_FULL.set(int(full))
+            if full:
+                log.error(
+                    "indexing paused: %d MB free on the index's disk, under the %d MB kept free; "
+                    "searches go on path=%s",
+                    free // 2**20,
+                    self._settings.min_free_disk_bytes // 2**20,
+                    self._disk,
+                )
+            else:
+                log.warning("disk space is back, indexing resumes free_mb=%d", free // 2**20)
+        if full:
+            self._requeue(paths, _DISK_RETRY, _Batch())
+        return full
+
     def _process(self, paths: list[str]) -> None:
+        if self._waiting_for_disk(paths):
+            return
         batch = _Batch()
         try:
             for relative in paths:
@@ -362,6 +486,7 @@ class Indexer:
                 # The folder vanished (unmount, rm -r of the root): keep the index as it is.
                 batch.retry += [(relative, _FOLDER_RETRY) for relative in batch.delete]
                 batch.delete = []
+            self._guard_deletions(batch)
             embedded = self._embed(batch)
             ready = batch.reuse + embedded
             self._store.upsert(ready)
@@ -378,10 +503,20 @@ class Indexer:
             )
             self._requeue(paths, delay, batch)
             return
-        except Exception:
-            # A bug must not stop the watcher: log it, try these files again later.
-            log.exception("unexpected error, batch re-queued files=%d", len(paths))
-            self._requeue(paths, _STORE_RETRY_MAX, batch)
+        except Exception as exc:
+            # A bug must not stop the watcher, nor one file its batch: each file alone, and
+            # the one that still fails is listed failed with the error.
+            if len(paths) > 1:
+                log.exception(
+                    "unexpected error, files of the batch one by one files=%d", len(paths)
+                )
+                self._requeue([], 0.0, batch)
+                for relative in paths:
+                    self._process([relative])
+                return
+            log.exception("unexpected error, file listed failed path=%s", shown(paths[0]))
+            self._requeue([], 0.0, batch)
+            self._fail_alone(paths[0], f"unexpected error: {exc}")
             return
         self._store_failures = 0
         self._apply(batch, ready)
@@ -413,6 +548,14 @@ class Indexer:
                 self._failures_changed |= failed is not None or ignored is not None
             self._queue.forget_writes(relative)
             return
+        self._came_back(relative)
+        if shown(relative) != relative:
+            # Qdrant payloads and gRPC replies are UTF-8: such a file is listed, not indexed.
+            reason = "file name is not UTF-8: rename the file to index it"
+            version = (info.st_size, info.st_mtime_ns)
+            if not self._is_settled_failure(relative, version):
+                self._fail(relative, Failure(reason, *version), batch, content_gone=True)
+            return
         if not self._queue.looks_complete(relative, info.st_mtime):
             batch.retry.append((relative, None))
             return
@@ -425,10 +568,8 @@ class Indexer:
             return
         limit = self._settings.max_file_bytes
         if info.st_size > limit:
-            batch.failed[relative] = Failure(
-                f"file is {info.st_size} bytes, over the {limit} byte limit",
-                *version,
-            )
+            reason = f"file is {info.st_size} bytes, over the {limit} byte limit"
+            self._fail(relative, Failure(reason, *version), batch, content_gone=True)
             return
         self._load(relative, version, known, batch)
 
@@ -438,11 +579,22 @@ class Indexer:
         """Read a changed file: reuse a stored vector for known content, else decode it."""
         path = self.root / relative
         try:
-            data = path.read_bytes()
-            after = path.stat()
-        except OSError as exc:
-            batch.failed[relative] = Failure(f"cannot read file: {exc.strerror or exc}", *version)
+            data = read_folder_file(path, self._settings.max_file_bytes)
+            after = path.lstat()
+        except UnreadableFileError as exc:
+            self._fail(relative, Failure(str(exc), *version), batch, content_gone=True)
             return
+        except OSError as exc:
+            reason = f"cannot read file: {exc.strerror or exc}"
+            transient = exc.errno in _TRANSIENT_ERRORS
+            self._fail(relative, Failure(reason, *version, transient), batch, content_gone=False)
+            if transient:
+                attempts = self._read_attempts.get(relative, 0)
+                self._read_attempts[relative] = attempts + 1
+                delay = min(_READ_RETRY_MAX, _READ_RETRY_FIRST * 2**attempts)
+                batch.retry.append((relative, delay))
+            return
+        self._read_attempts.pop(relative, None)
         if (after.st_size, after.st_mtime_ns) != version or len(data) != version[0]:
             batch.retry.append((relative, None))  # changed while we read it
             return
@@ -475,19 +627,43 @@ class Indexer:
     def _not_embedded(self, state: FileState, exc: Exception, batch: _Batch) -> None:
         """Record why a file could not be embedded: ignored, retried soon, or failed."""
         relative, version = state.path, (state.size, state.mtime_ns)
-        if isinstance(exc, ModelError):
+        if isinstance(exc, BusyError):  # searches hold the decode memory: later
+            batch.retry.append((relative, _BUSY_RETRY))
+        elif isinstance(exc, ModelError):
             log.error("model failed on a file, marked failed path=%s error=%s", relative, exc)
-            batch.failed[relative] = Failure(str(exc), *version)
+            self._fail(relative, Failure(str(exc), *version), batch, content_gone=False)
         elif isinstance(exc, UnrecognisedImageError) and not has_image_suffix(relative):
             with self._lock:
                 self._ignored[relative] = version  # a sidecar or document, not an image
                 self._failures_changed = True
+            if relative in self._indexed:
+                batch.delete.append(relative)
             log.debug("ignoring non-image file path=%s", relative)
         elif time.time() - version[1] / 1e9 < _RECENT_WRITE:
             # Possibly a writer that pauses between chunks: look again before failing it.
             batch.retry.append((relative, _RECENT_WRITE / 4))
         else:
-            batch.failed[relative] = Failure(str(exc), *version)
+            self._fail(relative, Failure(str(exc), *version), batch, content_gone=True)
+
+    def _fail_alone(self, relative: str, reason: str) -> None:
+        """List one file failed outside of a batch (its batch could not be written)."""
+        try:
+            info = (self.root / relative).lstat()
+        except OSError:
+            return
+        batch = _Batch()
+        self._fail(
+            relative, Failure(reason, info.st_size, info.st_mtime_ns), batch, content_gone=False
+        )
+        self._apply(batch, [])
+
+    def _fail(self, relative: str, failure: Failure, batch: _Batch, *, content_gone: bool) -> None:
+        """List the file as failed. When its content is gone (no longer an image we can read,
+        not a regular file, too large), so are the vectors of what it was: a file that became
+        undecodable must not stay the source of searches."""
+        batch.failed[relative] = failure
+        if content_gone and relative in self._indexed and relative not in batch.delete:
+            batch.delete.append(relative)
 
     def _stored_for_content(
         self, state: FileState, known: FileState | None
@@ -519,7 +695,7 @@ class Indexer:
         for state, future in batch.embed:
             try:
                 descriptors = future.result()
-            except (InvalidImageError, ModelError) as exc:
+            except (InvalidImageError, ModelError, BusyError) as exc:
                 outcome[state.sha256] = exc
                 self._not_embedded(state, exc, batch)
                 continue
@@ -550,7 +726,7 @@ class Indexer:
                 self.schedule(relative, delay)
         self._done_this_run += len(written)
         for relative, failure in batch.failed.items():
-            log.warning("cannot index path=%s reason=%s", relative, failure.reason)
+            log.warning("cannot index path=%s reason=%s", shown(relative), failure.reason)
         INDEX_OPERATIONS.labels("embedded").inc(len(written) - len(batch.reuse))
         INDEX_OPERATIONS.labels("reused").inc(len(batch.reuse))
         INDEX_OPERATIONS.labels("deleted").inc(len(batch.delete))

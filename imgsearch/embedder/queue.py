@@ -28,6 +28,7 @@ class WorkQueue:
         self._in_flight = 0
         self._rescan_at = 0.0  # the first pass of the worker is a full scan
         self._allow_mass_delete = False
+        self._retry_failures = False
         self._stopping = False
         # Close-after-write tracking (native events only): last write time of files still
         # open for writing, and files whose writer closed them since we last looked.
@@ -74,12 +75,22 @@ class WorkQueue:
                 self._open_writes.pop(relative, None)
         return closed or time.time() - mtime >= self._settle
 
-    def request_rescan(self, *, allow_mass_delete: bool = False) -> None:
-        """Scan the whole folder now; `allow_mass_delete` confirms removals the guard held."""
+    def request_rescan(
+        self, *, allow_mass_delete: bool = False, retry_failures: bool = False
+    ) -> None:
+        """Scan the whole folder now; `allow_mass_delete` confirms removals the guard held,
+        `retry_failures` looks again at every file that failed."""
         with self._cond:
             self._rescan_at = 0.0
             self._allow_mass_delete = self._allow_mass_delete or allow_mass_delete
+            self._retry_failures = self._retry_failures or retry_failures
             self._cond.notify_all()
+
+    def take_retry_failures(self) -> bool:
+        """Whether the scan about to run should retry failed files (consumed by this call)."""
+        with self._cond:
+            retry, self._retry_failures = self._retry_failures, False
+            return retry
 
     def rescan_in(self, seconds: float) -> None:
         """The next full scan is due in `seconds` (inf: only when requested)."""

@@ -26,22 +26,30 @@ class FolderDiff:
     added: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    # Folders that could not be listed (permissions, I/O): what is indexed below them is kept.
+    unlisted: list[str] = field(default_factory=list)
 
 
-def walk_files(folder: Path) -> list[Path]:
-    """Regular files below `folder`, skipping hidden folders and not following symlinks."""
+def walk_files(folder: Path, unlisted: list[Path] | None = None) -> list[Path]:
+    """Regular files below `folder`, skipping hidden folders and not following symlinks; the
+    folders that cannot be listed are appended to `unlisted`."""
     found: list[Path] = []
-    for directory, subdirs, files in os.walk(folder, followlinks=False):
+
+    def note(error: OSError) -> None:
+        if unlisted is not None and error.filename is not None:
+            unlisted.append(Path(error.filename))
+
+    for directory, subdirs, files in os.walk(folder, onerror=note, followlinks=False):
         subdirs[:] = [d for d in subdirs if not d.startswith(".")]
         base = Path(directory)
         found.extend(base / name for name in files)
     return found
 
 
-def candidates(root: Path, folder: Path) -> list[str]:
+def candidates(root: Path, folder: Path, unlisted: list[Path] | None = None) -> list[str]:
     """Relative paths of the files below `folder` that may be images to index."""
     found = []
-    for path in walk_files(folder):
+    for path in walk_files(folder, unlisted):
         relative = relative_to_root(root, path)
         if relative is not None and is_candidate(relative):
             found.append(relative)
@@ -56,7 +64,8 @@ def diff_folder(
     """Compare the files below `root` with the index: new files (unless `settled`, a version
     that failed or is not an image), files whose version changed, and indexed files gone."""
     diff = FolderDiff()
-    for relative in candidates(root, root):
+    unlisted: list[Path] = []
+    for relative in candidates(root, root, unlisted):
         diff.seen.add(relative)
         try:
             info = (root / relative).stat()
@@ -69,7 +78,13 @@ def diff_folder(
                 diff.added.append(relative)
         elif (known.size, known.mtime_ns) != version:
             diff.changed.append(relative)
-    diff.removed = [p for p in indexed if p not in diff.seen]
+    diff.unlisted = sorted(
+        "" if folder == root else relative_to_root(root, folder) or "" for folder in unlisted
+    )
+    if "" in diff.unlisted:  # the root itself could not be listed: nothing can be judged gone
+        return diff
+    prefixes = tuple(f"{folder}/" for folder in diff.unlisted)
+    diff.removed = [p for p in indexed if p not in diff.seen and not p.startswith(prefixes)]
     return diff
 
 

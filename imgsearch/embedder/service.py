@@ -46,7 +46,9 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
     def Rescan(  # noqa: N802 - name fixed by the proto
         self, request: embedder_pb2.RescanRequest, context: grpc.ServicerContext
     ) -> embedder_pb2.RescanResponse:
-        self._indexer.request_rescan(allow_mass_delete=request.allow_mass_delete)
+        self._indexer.request_rescan(
+            allow_mass_delete=request.allow_mass_delete, retry_failures=True
+        )
         return embedder_pb2.RescanResponse()
 
     @maps_errors

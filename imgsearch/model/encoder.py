@@ -77,7 +77,11 @@ class ImageEncoder:
         # A small crop blown up to image_size is seen at a larger scale than the region it came
         # from; describing the query at smaller sizes too brings the scales back together.
         self.query_sizes = tuple(s for s in settings.query_sizes if s < self.image_size)
-        self.limits = DecodeLimits(max_pixels=settings.max_pixels, min_side=settings.min_side)
+        self.limits = DecodeLimits(
+            max_pixels=settings.max_pixels,
+            min_side=settings.min_side,
+            memory_bytes=settings.decode_memory_bytes,
+        )
         self.max_batch = MAX_FORWARD_BATCH
 
     @property

@@ -7,30 +7,110 @@ may come from any part of its source, borders included.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import io
 import math
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import pillow_heif
 from numpy.typing import NDArray
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageMode, ImageOps, UnidentifiedImageError
 
-from imgsearch.errors import ImageTooLargeError, InvalidImageError, UnrecognisedImageError
-from imgsearch.settings import MAX_PIXELS, MIN_SIDE
+from imgsearch.errors import (
+    BusyError,
+    ImageTooLargeError,
+    InvalidImageError,
+    UnrecognisedImageError,
+)
+from imgsearch.settings import DECODE_MEMORY, MAX_PIXELS, MIN_SIDE
 
 pillow_heif.register_heif_opener()
 
 _BACKGROUND = (255, 255, 255)
+_BUDGET_WAIT = 20.0  # seconds a decode waits for budget before the call is refused
+_TRIM_AFTER = 64 * 1024 * 1024  # decodes this large hand their memory back to the system
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if ctypes.util.find_library("c") else None
+# Progressive JPEGs have about 10 scans (a few more with an EXIF thumbnail); see _check_scans.
+MAX_JPEG_SCANS = 100
+# The documented formats (README), and only these: Pillow's other plugins include decoders no
+# client should reach (EPS runs Ghostscript on the client's PostScript; PSD, FITS, SPIDER...).
+# The JPEG plugin also opens phones' multi-picture JPEGs (MPO).
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "HEIF", "AVIF")
 
 
 @dataclass(frozen=True, slots=True)
 class DecodeLimits:
-    """Bounds applied to every decoded image."""
+    """Bounds applied to every decoded image; decodes with the same `memory_bytes` share one
+    budget of that many bytes."""
 
     max_pixels: int = MAX_PIXELS
     min_side: int = MIN_SIDE
+    memory_bytes: int = DECODE_MEMORY
+
+
+class DecodeBudget:
+    """Bytes of decoded pixels that the decodes of this process hold at once.
+
+    Inside the pixel limit one image can still take a gigabyte and more (a flat 8000x8000
+    RGBA PNG is half a megabyte of file); eight at once took 10 GB. Each decode reserves its
+    estimate before decoding: one that does not fit waits its turn (a little while), one
+    larger than the whole budget is refused. After a large decode, freed memory is handed
+    back to the system."""
+
+    def __init__(self, total: int, wait: float = _BUDGET_WAIT) -> None:
+        self.total = total
+        self._wait = wait
+        self._used = 0
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def hold(self, need: int) -> Iterator[None]:
+        if need > self.total:
+            raise ImageTooLargeError(
+                f"decoding the image needs about {need // 2**20} MB, more than the "
+                f"{self.total // 2**20} MB decode budget"
+            )
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._used + need <= self.total, self._wait):
+                raise BusyError("other large images are being decoded: try again shortly")
+            self._used += need
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._used -= need
+                self._cond.notify_all()
+            if need >= _TRIM_AFTER:
+                _give_memory_back()
+
+
+_BUDGETS: dict[int, DecodeBudget] = {}
+_BUDGETS_LOCK = threading.Lock()
+
+
+def _budget(total: int) -> DecodeBudget:
+    with _BUDGETS_LOCK:
+        return _BUDGETS.setdefault(total, DecodeBudget(total))
+
+
+def _give_memory_back() -> None:
+    """glibc keeps freed memory for the process; malloc_trim returns it (no-op elsewhere)."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _decode_bytes(image: Image.Image) -> int:
+    """A generous estimate of the memory decoding `image` takes: its pixels as decoded, a
+    rotated copy and the RGB conversion."""
+    mode = ImageMode.getmode(image.mode)
+    per_pixel = max(1, len(mode.bands) * np.dtype(mode.typestr).itemsize)
+    return image.width * image.height * (2 * per_pixel + 8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,13 +138,14 @@ def decode_image(
     """
     if not data:
         raise InvalidImageError("image is empty (0 bytes)")
+    _check_scans(data)
     try:
         with warnings.catch_warnings():
             # Our own pixel limit replaces Pillow's global bomb warning, and a corrupt file
             # ends in one precise error rather than a trail of decoder warnings.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             warnings.simplefilter("ignore", UserWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
             return _decode_opened(image, target_side, limits, box)
     except UnidentifiedImageError as exc:
         raise UnrecognisedImageError("not a recognised image format") from exc
@@ -76,6 +157,19 @@ def decode_image(
     except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
         # Pillow reports truncated and corrupt data through all of these.
         raise InvalidImageError(f"corrupt or truncated image data: {exc}") from exc
+
+
+def _check_scans(data: bytes) -> None:
+    """Refuse a JPEG with more scans than any camera or encoder writes: each progressive scan
+    is a pass over the whole image, and a few hundred kilobytes of empty scans can cost
+    minutes of CPU that no deadline interrupts (decoding is one call). Counting the start-of-
+    scan markers is exact: entropy-coded data never holds 0xFF 0xDA (0xFF is stuffed)."""
+    if data[:2] == b"\xff\xd8":
+        scans = data.count(b"\xff\xda")
+        if scans > MAX_JPEG_SCANS:
+            raise ImageTooLargeError(
+                f"JPEG has {scans} scans, more than the limit of {MAX_JPEG_SCANS}"
+            )
 
 
 def _decode_opened(
@@ -97,18 +191,20 @@ def _decode_opened(
     if image_format == "JPEG" and scale < 1:
         # DCT-domain downscaling: decodes a 12 MP JPEG at 1/8 the cost when the model needs less.
         image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
-    image.load()
-    image = ImageOps.exif_transpose(image)
-    image = _to_rgb(image)
-    if box is not None:
-        w, h = image.size
-        left, top = min(round(box[0] * w), w - 1), min(round(box[1] * h), h - 1)
-        image = image.crop(
-            (left, top, max(left + 1, round(box[2] * w)), max(top + 1, round(box[3] * h)))
-        )
-    new_width, new_height = _fit_longer_side(image.width, image.height, target_side)
-    image = image.resize((new_width, new_height), Image.Resampling.BILINEAR, reducing_gap=3.0)
-    pixels = np.asarray(image, dtype=np.uint8)
+    with _budget(limits.memory_bytes).hold(_decode_bytes(image)):
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        image = _to_rgb(image)
+        if box is not None:
+            w, h = image.size
+            left, top = min(round(box[0] * w), w - 1), min(round(box[1] * h), h - 1)
+            image = image.crop(
+                (left, top, max(left + 1, round(box[2] * w)), max(top + 1, round(box[3] * h)))
+            )
+        new_width, new_height = _fit_longer_side(image.width, image.height, target_side)
+        image = image.resize((new_width, new_height), Image.Resampling.BILINEAR, reducing_gap=3.0)
+        pixels = np.asarray(image, dtype=np.uint8)
+        del image  # the full-size pixels go before the budget is returned
     return DecodedImage(pixels, width, height, image_format)
 
 

@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from imgsearch.errors import (
+    BusyError,
     CallEndedError,
     ImgsearchError,
     InvalidImageError,
@@ -44,6 +45,7 @@ _STATUS_FOR: list[tuple[type[Exception], grpc.StatusCode]] = [
     (InvalidRequestError, grpc.StatusCode.INVALID_ARGUMENT),
     (NotFoundError, grpc.StatusCode.NOT_FOUND),
     (CallEndedError, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (BusyError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (StoreUnavailableError, grpc.StatusCode.UNAVAILABLE),
     (StoreMismatchError, grpc.StatusCode.FAILED_PRECONDITION),
     (ModelError, grpc.StatusCode.INTERNAL),

@@ -9,6 +9,7 @@ from pathlib import Path
 import grpc
 
 from imgsearch.errors import InvalidRequestError, NotFoundError, OutsideFolderError
+from imgsearch.files import read_folder_file
 from imgsearch.metrics import INFERENCE, SEARCH_STAGE
 from imgsearch.model import ImageEncoder, QueryDescription
 from imgsearch.model.encoder import Stage
@@ -30,8 +31,12 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
         ranker: Ranker,
         settings: VerdictSettings,
         folder: Path | None = None,
+        *,
+        max_file_bytes: int,
     ) -> None:
+        """`max_file_bytes`: the largest file a path query reads (the folder's own limit)."""
         self._encoder = encoder
+        self._max_file_bytes = max_file_bytes
         self._store = store
         self._ranker = ranker
         self._settings = settings
@@ -90,7 +95,7 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
         if stored is not None:
             return QueryDescription(stored, None)
         try:
-            data = file.read_bytes()
+            data = read_folder_file(file, self._max_file_bytes)
         except FileNotFoundError as exc:
             raise NotFoundError(f"no such file in the watched folder: {path!r}") from exc
         except OSError as exc:

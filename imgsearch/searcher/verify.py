@@ -21,7 +21,8 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from imgsearch.errors import InvalidImageError
+from imgsearch.errors import InvalidImageError, UnreadableFileError
+from imgsearch.files import read_folder_file
 from imgsearch.model.preprocess import DecodedImage, DecodeLimits, decode_image
 
 log = logging.getLogger(__name__)
@@ -54,9 +55,13 @@ class Verifier:
         max_side: int = 640,
         features: int = 1000,
         limits: DecodeLimits | None = None,
+        max_file_bytes: int,
         cache_size: int = 128,  # ~130 kB of keypoints per cached candidate
     ) -> None:
+        """Candidates are read as the indexer reads them: regular files of at most
+        `max_file_bytes`, never through a link."""
         self._folder = folder
+        self._max_file_bytes = max_file_bytes
         self._max_side = max_side
         self._limits = limits or DecodeLimits()
         self._sift = cv2.SIFT.create(nfeatures=features)
@@ -82,14 +87,15 @@ class Verifier:
     def _candidate(self, relative_path: str) -> Keypoints | None:
         path = self._folder / relative_path
         try:
-            info = path.stat()
+            info = path.lstat()
             key = (relative_path, info.st_size, info.st_mtime_ns)
             with self._lock:
                 if key in self._cache:
                     self._cache.move_to_end(key)
                     return self._cache[key]
-            image = decode_image(path.read_bytes(), self._max_side, self._limits)
-        except (OSError, InvalidImageError) as exc:
+            data = read_folder_file(path, self._max_file_bytes)
+            image = decode_image(data, self._max_side, self._limits)
+        except (OSError, InvalidImageError, UnreadableFileError) as exc:
             log.debug("cannot verify against path=%s error=%s", relative_path, exc)
             return None
         keypoints = self._keypoints(image.pixels)

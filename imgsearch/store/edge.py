@@ -42,6 +42,7 @@ from numpy.typing import NDArray
 from imgsearch.descriptors import DescriptorSet
 from imgsearch.errors import StoreBusyError, StoreUnavailableError
 from imgsearch.ids import point_id
+from imgsearch.metrics import STORE_ERRORS
 from imgsearch.store.base import (
     VECTOR_NAME,
     FileState,
@@ -291,6 +292,22 @@ class EdgeStore(VectorStore):
             yield dict(record.payload or {}), _vector(record) if with_vector else None
 
     def ping(self) -> None:
+        """Also checks that the store's files are still the ones open here: a data directory
+        deleted (or replaced) under a running service would otherwise go unnoticed while its
+        writes vanish, and a second service could take the lock."""
+        lock_fd = self._lock_fd
+        if lock_fd is not None and self._directory is not None:
+            lock_file = self._directory.with_name(f"{self.collection}.lock")
+            try:
+                same = lock_file.stat().st_ino == os.fstat(lock_fd).st_ino
+            except OSError:
+                same = False
+            if not same or not self._directory.is_dir():
+                STORE_ERRORS.labels("ping").inc()
+                raise StoreUnavailableError(
+                    f"embedded store {self._directory} was deleted or replaced while in use: "
+                    "restart the service (it re-indexes the folder)"
+                )
         self._call("ping", self._shard.info)
 
     def count(self) -> int:

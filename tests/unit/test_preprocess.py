@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from PIL import Image
 from imgsearch.errors import ImageTooLargeError, InvalidImageError
 from imgsearch.model.preprocess import DecodeLimits, content_box, decode_image
 from imgsearch.settings import BUNDLED_SAMPLES
-from tests.imaging import encode, load, on_screen
+from tests.imaging import encode, load, on_screen, progressive_jpeg, scan_bomb
 
 LIMITS = DecodeLimits()
 
@@ -114,3 +115,13 @@ def test_decoding_a_box_matches_decoding_the_cropped_file(sample_photos: list[Pa
     assert part.pixels.shape == whole.pixels.shape
     assert max(part.pixels.shape[:2]) == 384  # the box gets the full input size
     assert np.abs(part.pixels.astype(int) - whole.pixels.astype(int)).mean() < 1.0
+
+
+def test_a_jpeg_with_thousands_of_scans_is_refused_before_decoding() -> None:
+    bomb = scan_bomb(3000)
+    started = time.monotonic()
+    with pytest.raises(ImageTooLargeError, match=r"JPEG has \d+ scans"):
+        decode_image(bomb, 384, LIMITS)
+    assert time.monotonic() - started < 0.5
+    ordinary = progressive_jpeg(Image.effect_noise((800, 600), 60).convert("RGB"))
+    assert decode_image(ordinary, 384, LIMITS).pixels.shape[1] == 384
