@@ -80,8 +80,8 @@ def progressive_jpeg(image: Image.Image) -> bytes:
 
 
 def scan_bomb(scans: int) -> bytes:
-    """A real progressive JPEG whose last scan is repeated `scans` times: valid, and each
-    repetition is one more pass over the whole image for a decoder."""
-    data = progressive_jpeg(Image.effect_noise((1600, 1600), 60).convert("RGB"))
+    """A real progressive JPEG whose last scan is repeated `scans` times: valid, small (a flat
+    image's scans are a few bytes), and each repetition one more pass over the whole image."""
+    data = progressive_jpeg(Image.new("RGB", (4000, 4000), (120, 130, 140)))
     last_scan, end = data.rindex(b"\xff\xda"), data.rindex(b"\xff\xd9")
     return data[:end] + data[last_scan:end] * scans + data[end:]

@@ -77,6 +77,7 @@ _TRANSIENT_ERRORS = frozenset(
 )
 _DISK_RETRY = 5.0  # seconds between checks of a full disk
 _BUSY_RETRY = 2.0  # seconds before a file whose decode found no memory budget is tried again
+_DELETION_SETTLE = 2.0  # a file seen gone waits this long, so that a burst is judged whole
 _DELETION_WINDOW = 60.0  # deletions seen through events within this long add up for the guard
 _READ_RETRY_FIRST = 5.0
 _READ_RETRY_MAX = 600.0
@@ -158,6 +159,8 @@ class Indexer:
         self._recently_deleted: OrderedDict[str, DescriptorSet] = OrderedDict()  # by sha256
         self._read_attempts: dict[str, int] = {}  # files whose reads failed for a passing cause
         self._recent_deletions: deque[tuple[float, int]] = deque()  # (time, files) by events
+        self._seen_gone: dict[str, float] = {}  # gone files waiting for the guard, since when
+        self._scan_removed: set[str] = set()  # deletions a scan decided
 
         self._thread = threading.Thread(target=self._run, name="indexer", daemon=True)
         workers = max(1, settings.embed_workers)
@@ -349,6 +352,7 @@ class Indexer:
                 shown(folder) or ".",
             )
         removed = [] if self._hold_mass_deletion(diff.removed) else diff.removed
+        self._scan_removed.update(removed)  # guarded here: not held again as events
         for relative in [*diff.added, *diff.changed, *removed]:
             self.schedule(relative, delay=0)
         with self._lock:
@@ -393,10 +397,20 @@ class Indexer:
     def _guard_deletions(self, batch: _Batch) -> None:
         """The mass-delete guard for deletions seen one by one (watch events): `rm -rf
         folder/*`, or the folder deleted and made again, must not empty the index either.
-        Deletions within a minute add up; past the guard they are held like a scan's."""
+        A file seen gone waits `_DELETION_SETTLE` seconds, so that a burst is judged whole;
+        deletions within a minute add up; past the guard they are held like a scan's.
+        Deletions a scan decided (and so already guarded) go through."""
         if not batch.delete:
             return
         now = time.monotonic()
+        confirmed = [p for p in batch.delete if p in self._scan_removed]
+        self._scan_removed.difference_update(confirmed)
+        waiting = [p for p in batch.delete if p not in confirmed]
+        for relative in waiting:
+            if relative not in self._seen_gone:
+                self._seen_gone[relative] = now
+                batch.retry.append((relative, _DELETION_SETTLE))
+        due = [p for p in waiting if now - self._seen_gone[p] >= _DELETION_SETTLE]
         while self._recent_deletions and self._recent_deletions[0][0] < now - _DELETION_WINDOW:
             self._recent_deletions.popleft()
         recent = sum(count for _, count in self._recent_deletions)
@@ -404,16 +418,23 @@ class Indexer:
         with self._lock:
             before = len(self._indexed) + recent  # the index before this run of deletions
             held = bool(self._held_deletions)
-            hold = held or holds_mass_deletion(
-                recent + len(batch.delete), before, fraction, allowed=False
+            gone = recent + len(self._seen_gone)  # applied, and seen gone but not yet applied
+            hold = bool(due) and (
+                held or holds_mass_deletion(gone, before, fraction, allowed=False)
             )
             if hold:
-                self._held_deletions.update(batch.delete)
+                self._held_deletions.update(self._seen_gone)
                 total = len(self._held_deletions)
         if not hold:
-            self._recent_deletions.append((now, len(batch.delete)))
-            log.info("removing from the index files=%d", len(batch.delete))
+            for relative in due:
+                del self._seen_gone[relative]
+            batch.delete = confirmed + due
+            if batch.delete:
+                self._recent_deletions.append((now, len(batch.delete)))
+                log.info("removing from the index files=%d", len(batch.delete))
             return
+        self._seen_gone.clear()
+        batch.retry = [(p, d) for p, d in batch.retry if p not in self._held_deletions]
         DELETIONS_HELD.set(total)
         if not held:
             RECONCILE_RUNS.labels("deletion_held").inc()
@@ -424,11 +445,12 @@ class Indexer:
                 before,
                 fraction * 100,
             )
-        batch.delete = []
+        batch.delete = confirmed
 
     def _came_back(self, relative: str) -> None:
         """A file the mass-delete guard held is there again: it is no longer a held deletion
         (all back: the state returns to watching without waiting for a scan)."""
+        self._seen_gone.pop(relative, None)
         with self._lock:
             if relative not in self._held_deletions:
                 return
