@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from imgsearch import __version__
 from imgsearch.embedder.failures import failure_log_for
 from imgsearch.embedder.folder import prepare_folder
-from imgsearch.embedder.indexer import Indexer
+from imgsearch.embedder.indexer import Indexer, IndexStatus
 from imgsearch.embedder.service import EmbedderService
 from imgsearch.embedder.watcher import FolderWatcher
 from imgsearch.errors import StoreUnavailableError
@@ -21,12 +21,13 @@ from imgsearch.metrics import BUILD_INFO, METRICS_FLAG, serve_metrics
 from imgsearch.model import ImageEncoder
 from imgsearch.rpc.security import AccessPolicy, TlsFiles
 from imgsearch.rpc.server import LISTEN_FLAG, RunningServer, ServiceRegistration, start_server
-from imgsearch.searcher.service import SearcherService
+from imgsearch.searcher.service import SearcherService, response_of
 from imgsearch.searcher.verdict import Ranker
 from imgsearch.searcher.verify import Verifier
 from imgsearch.searcher.whitening import FolderWhitening
 from imgsearch.settings import Settings, VerdictSettings
 from imgsearch.store import StoreLocation, VectorStore, open_store
+from imgsearch.v1 import searcher_pb2
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,44 @@ def indexing_encoder(settings: Settings, encoder: ImageEncoder) -> ImageEncoder:
     if threads == settings.model.inference_threads:
         return encoder
     return ImageEncoder(settings.model, threads=threads)
+
+
+def indexer_for(
+    settings: Settings, encoder: ImageEncoder, store: VectorStore, folder: Path
+) -> Indexer:
+    """The indexer of `folder`, with the failure list and the disk check the settings say."""
+    return Indexer(
+        folder,
+        indexing_encoder(settings, encoder),
+        store,
+        settings.index,
+        failure_log_for(settings),
+        disk=None if settings.store.qdrant_url else settings.store.engine_store_path,
+    )
+
+
+def ranker_for(
+    settings: Settings, encoder: ImageEncoder, store: VectorStore, folder: Path | None
+) -> tuple[Ranker, FolderWhitening | None]:
+    """The verdict with the verifier (when the folder is known) and the folder's whitening."""
+    verdict = settings.verdict
+    verifier = (
+        Verifier(folder, limits=encoder.limits, max_file_bytes=settings.index.max_file_bytes)
+        if folder is not None and verdict.verify_top > 0
+        else None
+    )
+    whitening = (
+        FolderWhitening(
+            store,
+            min_images=max(2, verdict.whitening_min_images),
+            dimensions=verdict.whitening_dims,
+            sample=verdict.whitening_sample,
+        )
+        if verdict.whitening_min_images > 0
+        else None
+    )
+    _warn_unpaired_threshold(verdict)
+    return Ranker(store, verdict, verifier, whitening), whitening
 
 
 def _warn_unpaired_threshold(verdict: VerdictSettings) -> None:
@@ -125,14 +164,7 @@ class Application:
         services: list[ServiceRegistration] = []
         if with_embedder:
             self.folder = prepare_folder(settings, self.store)
-            self.indexer = Indexer(
-                self.folder,
-                indexing_encoder(settings, self.encoder),
-                self.store,
-                settings.index,
-                failure_log_for(settings),
-                disk=None if settings.store.qdrant_url else settings.store.engine_store_path,
-            )
+            self.indexer = indexer_for(settings, self.encoder, self.store, self.folder)
             self._watcher = FolderWatcher(
                 self.folder, self.indexer, settings.index.watch_mode, settings.index.poll_interval
             )
@@ -140,24 +172,7 @@ class Application:
         elif settings.index.folder is not None:
             self.folder = settings.watched_folder
         if with_searcher:
-            verifier = (
-                Verifier(
-                    self.folder,
-                    limits=self.encoder.limits,
-                    max_file_bytes=settings.index.max_file_bytes,
-                )
-                if self.folder is not None and settings.verdict.verify_top > 0
-                else None
-            )
-            if settings.verdict.whitening_min_images > 0:
-                self.whitening = FolderWhitening(
-                    self.store,
-                    min_images=max(2, settings.verdict.whitening_min_images),
-                    dimensions=settings.verdict.whitening_dims,
-                    sample=settings.verdict.whitening_sample,
-                )
-            _warn_unpaired_threshold(settings.verdict)
-            ranker = Ranker(self.store, settings.verdict, verifier, self.whitening)
+            ranker, self.whitening = ranker_for(settings, self.encoder, self.store, self.folder)
             services.append(
                 SearcherService(
                     self.encoder,
@@ -244,3 +259,47 @@ class Application:
             self._metrics.server_close()
         self.store.close()
         log.info("stopped")
+
+
+class FolderSearch:
+    """The parts of `imgsearch serve` for one folder, in this process, without gRPC or
+    watching: index (or bring the index up to date), then search (`imgsearch find`)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.encoder = ImageEncoder(settings.model)
+        self._settings = settings
+        self._ranker: Ranker | None = None
+        self._store = open_settings_store(settings, self.encoder)
+        try:
+            self.folder = prepare_folder(settings, self._store)
+            self._indexer = indexer_for(settings, self.encoder, self._store, self.folder)
+        except BaseException:
+            self._store.close()
+            raise
+
+    def start(self) -> None:
+        """Scan the folder and index what changed, in the background (`status` follows it)."""
+        self._indexer.start()
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self._indexer.wait_ready(timeout)
+
+    def status(self) -> IndexStatus:
+        return self._indexer.status()
+
+    def search(self, data: bytes, limit: int) -> searcher_pb2.SearchResponse:
+        """Stop indexing (its first pass is done), then rank the folder's images for `data`."""
+        self._indexer.stop()
+        if self._ranker is None:
+            self._ranker, whitening = ranker_for(
+                self._settings, self.encoder, self._store, self.folder
+            )
+            if whitening is not None:
+                whitening.refresh()  # learned now when the folder is big enough
+        limit = limit or self._settings.verdict.default_limit
+        ranking = self._ranker.rank(self.encoder.describe_query(data), limit)
+        return response_of(ranking, self.encoder.name)
+
+    def close(self) -> None:
+        self._indexer.stop()
+        self._store.close()

@@ -1,9 +1,9 @@
 """`imgsearch find QUERY... --in FOLDER`: index a folder, search it, print, exit.
 
-For the user who wants a program rather than a service: the parts of `imgsearch serve`
-(encoder, store, indexer, verdict) in this one process, without gRPC or watching. The index is
-kept between calls, each folder in a data directory of its own, so a second call on the same
-folder embeds only what changed since.
+For the user who wants a program rather than a service: `app.FolderSearch` runs the parts of
+`imgsearch serve` in this one process; this module shows its progress and collects the
+answers. The index is kept between calls, each folder in a data directory of its own, so a
+second call on the same folder embeds only what changed since.
 """
 
 from __future__ import annotations
@@ -16,16 +16,8 @@ from pathlib import Path
 from prometheus_client import REGISTRY
 from tqdm import tqdm
 
-from imgsearch.app import indexing_encoder, open_settings_store
-from imgsearch.embedder.failures import failure_log_for
-from imgsearch.embedder.folder import prepare_folder
-from imgsearch.embedder.indexer import Indexer
+from imgsearch.app import FolderSearch
 from imgsearch.errors import ImgsearchError
-from imgsearch.model import ImageEncoder
-from imgsearch.searcher.service import response_of
-from imgsearch.searcher.verdict import Ranker
-from imgsearch.searcher.verify import Verifier
-from imgsearch.searcher.whitening import FolderWhitening
 from imgsearch.settings import Settings
 from imgsearch.v1 import searcher_pb2
 
@@ -48,50 +40,19 @@ def find_in_folder(
 ) -> list[tuple[str, Outcome]]:
     """Bring the index of `settings`' folder up to date, then rank the folder's images for
     each query; a query that cannot be searched gets its error instead of a response."""
-    encoder = ImageEncoder(settings.model)
-    store = open_settings_store(settings, encoder)
+    search = FolderSearch(settings)
     try:
-        folder = prepare_folder(settings, store)
-        indexer = Indexer(
-            folder,
-            indexing_encoder(settings, encoder),
-            store,
-            settings.index,
-            failure_log_for(settings),
-        )
-        indexer.start()
-        try:
-            _index(indexer, folder, quiet=quiet)
-        finally:
-            indexer.stop()
-        whitening = None
-        if settings.verdict.whitening_min_images > 0:
-            whitening = FolderWhitening(
-                store,
-                min_images=max(2, settings.verdict.whitening_min_images),
-                dimensions=settings.verdict.whitening_dims,
-                sample=settings.verdict.whitening_sample,
-            )
-            whitening.refresh()  # learned now when the folder is big enough
-        verifier = (
-            Verifier(folder, limits=encoder.limits, max_file_bytes=settings.index.max_file_bytes)
-            if settings.verdict.verify_top > 0
-            else None
-        )
-        ranker = Ranker(store, settings.verdict, verifier, whitening)
+        search.start()
+        _show_progress(search, quiet=quiet)
         results: list[tuple[str, Outcome]] = []
         for name, data in queries:
             try:
-                ranking = ranker.rank(
-                    encoder.describe_query(data), limit or settings.verdict.default_limit
-                )
+                results.append((name, search.search(data, limit)))
             except ImgsearchError as exc:
                 results.append((name, exc))
-            else:
-                results.append((name, response_of(ranking, encoder.name)))
         return results
     finally:
-        store.close()
+        search.close()
 
 
 def _embedded() -> int:
@@ -100,12 +61,12 @@ def _embedded() -> int:
     return int(value or 0)
 
 
-def _index(indexer: Indexer, folder: Path, *, quiet: bool) -> None:
+def _show_progress(search: FolderSearch, *, quiet: bool) -> None:
     """Wait for the first scan's work to be done, with a progress bar on a terminal."""
     started = time.monotonic()
     embedded_before = _embedded()
     with tqdm(
-        desc=f"indexing {folder.name}",
+        desc=f"indexing {search.folder.name}",
         unit="img",
         total=0,
         disable=True if quiet else None,  # None: only on a terminal
@@ -113,8 +74,8 @@ def _index(indexer: Indexer, folder: Path, *, quiet: bool) -> None:
         leave=False,
     ) as bar:
         while True:
-            ready = indexer.wait_ready(_POLL)
-            status = indexer.status()
+            ready = search.wait_ready(_POLL)
+            status = search.status()
             done = status.indexed + status.failed
             bar.total = done + status.pending
             bar.n = done
@@ -123,18 +84,19 @@ def _index(indexer: Indexer, folder: Path, *, quiet: bool) -> None:
                 break
             if not ready or status.pending:
                 time.sleep(_POLL)
-    status = indexer.status()
-    if not quiet:
-        print(
-            f"{folder}: {status.indexed} images indexed ({_embedded() - embedded_before} new), "
-            f"{status.failed} failed ({time.monotonic() - started:.1f} s)",
-            file=sys.stderr,
-        )
-        for path, reason in status.failures[:_SHOWN_FAILURES]:
-            print(f"  cannot index {path}: {reason}", file=sys.stderr)
+    if quiet:
+        return
+    print(
+        f"{search.folder}: {status.indexed} images indexed ({_embedded() - embedded_before} "
+        f"new), {status.failed} failed ({time.monotonic() - started:.1f} s)",
+        file=sys.stderr,
+    )
+    for path, reason in status.failures[:_SHOWN_FAILURES]:
+        print(f"  cannot index {path}: {reason}", file=sys.stderr)
     if status.held_deletions:
         print(
-            f"{status.held_deletions} files gone from {folder} are still in its index (the "
-            "mass-deletion guard): start over with a new --data DIR if they are gone for good",
+            f"{status.held_deletions} files gone from {search.folder} are still in its index "
+            "(the mass-deletion guard): start over with a new --data DIR if they are gone for "
+            "good",
             file=sys.stderr,
         )
