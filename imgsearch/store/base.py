@@ -227,16 +227,28 @@ class VectorStore(ABC):
 
     def raw_points(self, page_size: int = 1024) -> Iterator[RawPoint]:
         """Every point with its vector and whole payload, page by page."""
-        for point_id, vector, payload in self._all_points(page_size):
+        for record in self._scroll(None, True, True, page_size):
+            point_id = record.id
             yield RawPoint(
-                point_id if isinstance(point_id, int) else str(point_id), vector.tolist(), payload
+                point_id if isinstance(point_id, int) else str(point_id),
+                self._vector_of(record).tolist(),
+                dict(record.payload or {}),
             )
 
     @abstractmethod
-    def _all_points(
-        self, page_size: int
-    ) -> Iterator[tuple[object, NDArray[np.float32], dict[str, Any]]]:
-        """(id, vector, payload) of every point, regions too, page by page."""
+    def _scroll(
+        self,
+        where: Any,  # noqa: ANN401 - the engine's filter type
+        payload: list[str] | bool,
+        with_vector: bool,
+        page_size: int = ...,
+    ) -> Iterator[Any]:
+        """The engine's records matching `where` (None: all), page by page."""
+
+    @staticmethod
+    @abstractmethod
+    def _vector_of(record: Any) -> NDArray[np.float32]:  # noqa: ANN401 - the engine's record
+        """The "global" vector of one of the engine's records."""
 
     @abstractmethod
     def write_raw(self, points: Sequence[RawPoint]) -> None:

@@ -339,11 +339,9 @@ class EdgeStore(VectorStore):
             name: str(info.data_type).rpartition(".")[2].lower() for name, info in schema.items()
         }
 
-    def _all_points(
-        self, page_size: int
-    ) -> Iterator[tuple[object, NDArray[np.float32], dict[str, Any]]]:
-        for record in self._scroll(None, True, True, page_size):
-            yield record.id, _vector(record), dict(record.payload or {})
+    @staticmethod
+    def _vector_of(record: Any) -> NDArray[np.float32]:  # noqa: ANN401 - the engine's record
+        return _vector(record)
 
     def write_raw(self, points: Sequence[RawPoint]) -> None:
         if points:
