@@ -20,7 +20,13 @@ from imgsearch.listen import ensure_available
 from imgsearch.metrics import BUILD_INFO, METRICS_FLAG, serve_metrics
 from imgsearch.model import ImageEncoder
 from imgsearch.rpc.security import AccessPolicy, TlsFiles
-from imgsearch.rpc.server import LISTEN_FLAG, RunningServer, ServiceRegistration, start_server
+from imgsearch.rpc.server import (
+    LISTEN_FLAG,
+    RunningServer,
+    ServiceRegistration,
+    raise_descriptor_limit,
+    start_server,
+)
 from imgsearch.searcher.service import SearcherService, response_of
 from imgsearch.searcher.verdict import Ranker
 from imgsearch.searcher.verify import Verifier
@@ -204,6 +210,13 @@ class Application:
         if self.settings.serve.metrics_listen:
             ensure_available(self.settings.serve.metrics_listen, what="metrics", flag=METRICS_FLAG)
         BUILD_INFO.info({"version": __version__, "model": self.encoder.name})
+        files = raise_descriptor_limit()
+        if files < 4 * self.settings.serve.max_connections:
+            log.warning(
+                "few open files allowed: %d for up to %d connections (raise `ulimit -n`)",
+                files,
+                self.settings.serve.max_connections,
+            )
         if self.settings.serve.metrics_listen:
             self._metrics = serve_metrics(self.settings.serve.metrics_listen)
         if self.indexer is not None and self._watcher is not None:
@@ -217,6 +230,7 @@ class Application:
             self._services,
             max_request_bytes=self.settings.serve.max_request_bytes,
             max_concurrent_rpcs=self.settings.serve.max_concurrent_rpcs,
+            max_connections=self.settings.serve.max_connections,
             access=_access_policy(self.settings),
             tls=_tls_files(self.settings),
         )

@@ -187,6 +187,12 @@ class ServeSettings(_Group):
     grace_seconds: float = Field(5.0, ge=0)
     health_interval: float = Field(2.0, gt=0, description="Seconds between store health checks.")
     max_concurrent_rpcs: int = Field(64, ge=1, description="More are refused: RESOURCE_EXHAUSTED.")
+    max_connections: int = Field(
+        512,
+        ge=1,
+        description="Client connections held at once (more wait to be accepted); one that has "
+        "not completed its handshake within 10 s is closed.",
+    )
 
     @field_validator("listen", "metrics_listen")
     @classmethod

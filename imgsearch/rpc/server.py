@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import resource
 import signal
 import threading
 import time
@@ -35,6 +36,7 @@ from imgsearch.rpc.security import AccessInterceptor, AccessPolicy, TlsFiles
 log = logging.getLogger(__name__)
 
 LISTEN_FLAG = "--listen HOST:PORT"
+_HANDSHAKE_TIMEOUT_MS = 10_000
 
 _Request = TypeVar("_Request")
 _Response = TypeVar("_Response")
@@ -160,6 +162,7 @@ def start_server(
     *,
     max_request_bytes: int,
     max_concurrent_rpcs: int = 64,
+    max_connections: int = 512,
     workers: int = 16,
     access: AccessPolicy | None = None,
     tls: TlsFiles | None = None,
@@ -167,7 +170,10 @@ def start_server(
     """Start a gRPC server with the services, health checking and reflection on HOST:PORT.
 
     Calls beyond `max_concurrent_rpcs` are refused with RESOURCE_EXHAUSTED instead of
-    queueing without bound.
+    queueing without bound. At most `max_connections` connections are accepted, and one that
+    opens a socket but never completes its handshake is closed after 10 s: idle connections
+    once took every file descriptor, so that the server was unreachable and files landing
+    meanwhile could not be read.
     """
     ensure_available(listen, what="gRPC", flag=LISTEN_FLAG)
     pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc")
@@ -181,6 +187,8 @@ def start_server(
             # One server per address: with reuse on, a second server would share the port
             # and the kernel would split clients between two indexes.
             ("grpc.so_reuseport", 0),
+            ("grpc.max_allowed_incoming_connections", max_connections),
+            ("grpc.server_handshake_timeout_ms", _HANDSHAKE_TIMEOUT_MS),
         ],
     )
     health_servicer = health.HealthServicer()
@@ -221,6 +229,21 @@ def start_server(
         ",".join(names),
     )
     return running
+
+
+def raise_descriptor_limit() -> int:
+    """Raise this process's soft limit of open files to its hard limit (often 1,024 of far
+    more): connections, the store's files and the indexer's reads all need descriptors.
+    Returns the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65_536)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-file limit soft=%d error=%s", soft, exc)
+    return soft
 
 
 def wait_for_shutdown_signal() -> None:
