@@ -243,7 +243,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    flags = {**{flag: setting for flag, (setting, _) in _SERVER_FLAGS.items()}}
+    flags = {flag: setting for flag, (setting, _) in _SERVER_FLAGS.items()}
     flags["qdrant_url"] = "qdrant_url"
     overrides: dict[str, Any] = {
         setting: getattr(args, flag)

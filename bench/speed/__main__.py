@@ -37,7 +37,7 @@ def _environment() -> JSON:
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
     ).stdout.strip()
     dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--", "imgsearch", "embedder", "searcher"],
+        ["git", "status", "--porcelain", "--", "imgsearch"],
         capture_output=True,
         text=True,
         check=False,
