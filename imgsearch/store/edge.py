@@ -31,6 +31,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Self
@@ -72,6 +73,7 @@ _GROUP_FETCH = 8
 _GROUP_FETCH_MAX = 65_536
 _KEYWORD_FIELDS = ("folders", "sha256", "path")
 _CONFIG_FILE = "edge_config.json"  # written by qdrant-edge in the shard directory
+_TEMP_SEGMENTS = "temp_segments"  # where qdrant-edge builds segments (graph builds)
 
 
 def edge_config(dimensions: int, indexing_threshold_kb: int = _NEVER_INDEX_KB) -> qe.EdgeConfig:
@@ -382,6 +384,8 @@ def _open_shard(directory: Path, collection: str, dimensions: int, model: str) -
     found = _stored_size(directory) if exists else dimensions
     if found != dimensions:
         raise mismatch(collection, found, model, dimensions)
+    if exists:
+        _remove_build_leftovers(directory)
     try:
         if exists:
             return qe.EdgeShard.load(str(directory), config)
@@ -397,6 +401,21 @@ def _open_shard(directory: Path, collection: str, dimensions: int, model: str) -
         if type(exc) is not Exception:
             raise
         raise StoreUnavailableError(f"embedded store {directory}: {exc}") from exc
+
+
+def _remove_build_leftovers(directory: Path) -> None:
+    """Delete the segments a killed graph build (`imgsearch optimize`) left half-made: the
+    engine never reuses nor removes them, and they are as large as the data. Only called with
+    the store's lock held, so no build is running."""
+    temp = directory / _TEMP_SEGMENTS
+    if not temp.is_dir():
+        return
+    for leftover in list(temp.iterdir()):
+        size = sum(f.stat().st_size for f in leftover.rglob("*") if f.is_file())
+        shutil.rmtree(leftover, ignore_errors=True)
+        log.warning(
+            "removed what an interrupted graph build left path=%s mb=%d", leftover, size // 2**20
+        )
 
 
 def _stored_size(directory: Path) -> int | str:
