@@ -205,7 +205,8 @@ class Application:
         return None if self._metrics is None else int(self._metrics.server_port)
 
     def start(self) -> None:
-        # Both addresses first: a taken one must stop us before anything starts working.
+        # Both addresses first, and only here: a taken one must stop us before anything starts
+        # working (the servers then bind with SO_REUSEPORT off, so a race still fails).
         ensure_available(self.settings.serve.listen, what="gRPC", flag=LISTEN_FLAG)
         if self.settings.serve.metrics_listen:
             ensure_available(self.settings.serve.metrics_listen, what="metrics", flag=METRICS_FLAG)

@@ -7,8 +7,6 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import Counter, Gauge, Histogram, Info, start_http_server
 
-from imgsearch.listen import ensure_available
-
 log = logging.getLogger(__name__)
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -94,7 +92,6 @@ METRICS_FLAG = "--metrics-listen HOST:PORT (or '' for no metrics)"
 
 def serve_metrics(listen: str) -> WSGIServer:
     """Expose /metrics on HOST:PORT (port 0 picks a free one) from a daemon thread."""
-    ensure_available(listen, what="metrics", flag=METRICS_FLAG)
     host, _, port = listen.rpartition(":")
     server, _thread = start_http_server(int(port), addr=host.strip("[]"))
     log.info("metrics listening on http://%s:%d/metrics", host, server.server_port)

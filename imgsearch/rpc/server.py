@@ -29,7 +29,6 @@ from imgsearch.errors import (
     StoreMismatchError,
     StoreUnavailableError,
 )
-from imgsearch.listen import ensure_available
 from imgsearch.metrics import RPC_DURATION, RPC_REQUESTS
 from imgsearch.rpc.security import AccessInterceptor, AccessPolicy, TlsFiles
 
@@ -175,7 +174,6 @@ def start_server(
     once took every file descriptor, so that the server was unreachable and files landing
     meanwhile could not be read.
     """
-    ensure_available(listen, what="gRPC", flag=LISTEN_FLAG)
     pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc")
     server = grpc.server(
         pool,
