@@ -384,15 +384,19 @@ class Indexer:
             self._held_deletions = set(removed) if hold else set()
         DELETIONS_HELD.set(len(removed) if hold else 0)
         if hold:
-            RECONCILE_RUNS.labels("deletion_held").inc()
-            log.error(
-                "scan found %d of %d indexed files missing, more than the %.0f%% guard: "
-                "index kept; restore the files or confirm with a rescan allowing mass deletion",
-                len(removed),
-                indexed,
-                fraction * 100,
-            )
+            self._report_held("a scan found", len(removed), indexed)
         return hold
+
+    def _report_held(self, how: str, missing: int, indexed: int) -> None:
+        RECONCILE_RUNS.labels("deletion_held").inc()
+        log.error(
+            "%s %d of %d indexed files missing, more than the %.0f%% guard: index kept; "
+            "restore the files or confirm with a rescan allowing mass deletion",
+            how,
+            missing,
+            indexed,
+            self._settings.mass_delete_fraction * 100,
+        )
 
     def _guard_deletions(self, batch: _Batch) -> None:
         """The mass-delete guard for deletions seen one by one (watch events): `rm -rf
@@ -437,14 +441,7 @@ class Indexer:
         batch.retry = [(p, d) for p, d in batch.retry if p not in self._held_deletions]
         DELETIONS_HELD.set(total)
         if not held:
-            RECONCILE_RUNS.labels("deletion_held").inc()
-            log.error(
-                "%d files of %d deleted within a minute, more than the %.0f%% guard: index "
-                "kept; restore the files or confirm with a rescan allowing mass deletion",
-                recent + len(batch.delete),
-                before,
-                fraction * 100,
-            )
+            self._report_held("deletions within a minute left", gone, before)
         batch.delete = confirmed
 
     def _came_back(self, relative: str) -> None:
