@@ -37,7 +37,7 @@ from imgsearch.errors import (
 )
 from imgsearch.logs import configure_logging
 from imgsearch.rpc.client import Client
-from imgsearch.settings import ClientSettings, Settings, field_help, setting_help
+from imgsearch.settings import ClientSettings, Settings, StoreSettings, field_help, setting_help
 from imgsearch.v1 import searcher_pb2
 
 log = logging.getLogger("imgsearch")
@@ -281,7 +281,7 @@ def _run_find(args: argparse.Namespace) -> int:
     queries = [(name, _read_query(name)) for name in args.images]
     readable = [(name, data) for name, data in queries if data is not None]
     folder = Path(args.folder)
-    data_dir = Path(args.data) if args.data else find_data_dir(Settings().store.data_dir, folder)
+    data_dir = Path(args.data) if args.data else find_data_dir(StoreSettings().data_dir, folder)
     settings = Settings(folder=folder, data_dir=data_dir, metrics_listen=None)
     configure_logging("WARNING", settings.log.log_format)
     results = find_in_folder(settings, readable, args.limit, quiet=args.quiet)
