@@ -11,6 +11,8 @@ from pathlib import Path
 
 import grpc
 
+from imgsearch.rpc.client import Client
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
@@ -47,3 +49,12 @@ def status_code(call: Callable[[], object]) -> grpc.StatusCode:
         code: grpc.StatusCode = exc.code()
         return code
     return grpc.StatusCode.OK
+
+
+def serving_idle(client: Client) -> bool:
+    """Whether the server answers and has indexed everything it found (False while it starts)."""
+    try:
+        status = client.status()
+    except grpc.RpcError:
+        return False
+    return status.state == "watching" and status.pending == 0

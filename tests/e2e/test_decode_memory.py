@@ -12,7 +12,7 @@ from PIL import Image
 
 from imgsearch.rpc.client import Client
 from tests.conftest import wait_until
-from tests.processes import free_port, start_serve
+from tests.processes import free_port, serving_idle, start_serve
 
 GIB = 2**30
 
@@ -42,7 +42,7 @@ def test_concurrent_large_decodes_share_one_budget(photo_folder: Path, tmp_path:
     codes: list[grpc.StatusCode] = []
     try:
         with Client(address, timeout=120) as client:
-            wait_until(lambda: _ready(client), 120, 0.5)
+            wait_until(lambda: serving_idle(client), 120, 0.5)
             before = _memory(process.pid)
 
             def search() -> None:
@@ -66,11 +66,3 @@ def test_concurrent_large_decodes_share_one_budget(photo_folder: Path, tmp_path:
     assert after["VmRSS"] - before["VmRSS"] < 0.75 * GIB, (before, after)  # given back
     assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
     assert codes.count(grpc.StatusCode.OK) >= 1
-
-
-def _ready(client: Client) -> bool:
-    try:
-        status = client.status()
-    except grpc.RpcError:
-        return False
-    return status.state == "watching" and status.pending == 0

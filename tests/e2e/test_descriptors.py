@@ -14,7 +14,7 @@ import grpc
 from imgsearch.rpc.client import Client
 from tests.conftest import wait_until
 from tests.imaging import variants
-from tests.processes import free_port
+from tests.processes import free_port, serving_idle
 
 LIMIT = 256  # open files the server process may have
 IDLE = 300  # raw connections that never speak
@@ -33,7 +33,7 @@ def test_idle_connections_neither_lock_out_clients_nor_starve_indexing(
     idle: list[socket.socket] = []
     try:
         with Client(address, timeout=60) as client:
-            wait_until(lambda: _idle_server(client), 120, 0.5)
+            wait_until(lambda: serving_idle(client), 120, 0.5)
             count = client.status().indexed
             idle = [socket.create_connection(address.split(":")) for _ in range(IDLE)]  # type: ignore[arg-type]
             (photo_folder / "landed.jpg").write_bytes(variants(sample_photos, 1)[0])
@@ -48,14 +48,6 @@ def test_idle_connections_neither_lock_out_clients_nor_starve_indexing(
         process.terminate()
         process.wait(30)
     assert "Too many open files" not in (tmp_path / "serve.log").read_text()
-
-
-def _idle_server(client: Client) -> bool:
-    try:
-        status = client.status()
-    except grpc.RpcError:
-        return False
-    return status.state == "watching" and status.pending == 0
 
 
 def _indexed(client: Client) -> int:
