@@ -116,5 +116,13 @@ def test_progress_adds_up_and_the_initial_index_is_reported_once(
         assert status.indexed + status.failed + status.pending == len(images), status
         assert status.eta_seconds >= 0
     assert samples[-1].indexed == len(images)
-    lines = [r.getMessage() for r in caplog.records if "initial index complete" in r.getMessage()]
+
+    # The worker logs the line right after the batch that empties the queue is recorded.
+    def initial_lines() -> list[str]:
+        return [
+            r.getMessage() for r in caplog.records if "initial index complete" in r.getMessage()
+        ]
+
+    wait_until(lambda: bool(initial_lines()), 10)
+    lines = initial_lines()
     assert len(lines) == 1 and lines[0].startswith(f"initial index complete: {len(images)} images")
