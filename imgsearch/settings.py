@@ -10,6 +10,7 @@ keep working and `Settings(match_threshold=...)` finds its group by itself.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,9 @@ from typing import Any
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-BUNDLED_MODEL = Path(__file__).parent / "model" / "weights" / "efficientnet_lite0.onnx"
+from imgsearch.backbones import AUTO, BUNDLED_MODEL, NAMES, Contract
+
+__all__ = ["BUNDLED_MODEL"]  # re-exported: tests and scripts name the bundled file from here
 BUNDLED_SAMPLES = Path(__file__).parent / "samples"
 # Decode limits: also the defaults of `imgsearch.model.preprocess.DecodeLimits`.
 MAX_PIXELS = 64_000_000
@@ -64,13 +67,51 @@ class _Group(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IMGSEARCH_", extra="forbid")
 
 
+class Fit(StrEnum):
+    """Which side of an image is resized to the model's input size."""
+
+    LONGER = "longer"
+    SHORTER = "shorter"
+
+
+@dataclass(frozen=True, slots=True)
+class Tuning:
+    """The defaults measured for one kind of backbone (bench/accuracy): a setting left unset
+    takes its value from the serving model's tuning."""
+
+    image_size: int
+    fit: Fit
+    query_sizes: tuple[int, ...]  # extra, smaller scales a query is described at
+    match_threshold: float
+    whitened_match_threshold: float
+    whitening_min_images: int
+    verify_top: int
+
+
+TUNING: dict[Contract, Tuning] = {
+    # EfficientNet-Lite0 (an ImageNet classifier): longer side 384, a second query scale for
+    # crops, a whitening learned on large folders and keypoint checks when unsure.
+    Contract.FEATURE_MAP: Tuning(384, Fit.LONGER, (224,), 0.55, 0.54, 1000, 3),
+    # A copy-detection descriptor: one pass at short side 288 (plus the framed view and the
+    # photo-like blocks of a page), raw cosine; the margin that lets at most 1 in 1,000
+    # no-source queries through on bench/accuracy; keypoint checks below it.
+    Contract.EMBEDDING: Tuning(288, Fit.SHORTER, (), 0.48, 0.48, 0, 3),
+}
+
+
 class ModelSettings(_Group):
     """The backbone and how images are fed to it."""
 
-    model_path: Path = Field(BUNDLED_MODEL, description="ONNX backbone meeting the contract.")
-    image_size: int = Field(384, ge=64, le=2048, description="Longer side fed to the model.")
-    query_sizes: list[int] = Field(
-        [224], description="Extra, smaller sizes a query is also described at (for crops)."
+    model: str = Field(
+        AUTO,
+        description=f"Backbone: {', '.join(NAMES)}, a path to an ONNX file, or auto (the first "
+        "of them that is installed).",
+    )
+    image_size: int | None = Field(
+        None, ge=64, le=2048, description="Side fed to the model; unset = the model's own."
+    )
+    query_sizes: list[int] | None = Field(
+        None, description="Extra, smaller sizes a query is also described at; unset = the model's."
     )
     max_pixels: int = Field(MAX_PIXELS, ge=1, description="Largest decoded image accepted.")
     min_side: int = Field(MIN_SIDE, ge=1, description="Smallest width or height accepted.")
@@ -83,6 +124,9 @@ class ModelSettings(_Group):
     inference_threads: int = Field(2, ge=1)
 
 
+DEFAULT_COLLECTION = "images"
+
+
 class StoreSettings(_Group):
     """Where the vectors live: the embedded engine under data_dir, or a Qdrant server."""
 
@@ -92,7 +136,11 @@ class StoreSettings(_Group):
     engine: StoreEngine = Field(
         StoreEngine.EDGE, description="Embedded engine when qdrant_url is unset: edge or local."
     )
-    collection: str = Field("images", description="Qdrant collection name.")
+    collection: str | None = Field(
+        None,
+        description="Qdrant collection name; unset = images on a server, and in an embedded "
+        "index one per model (images-<model key>).",
+    )
 
     @property
     def embedded_store_path(self) -> Path:
@@ -146,36 +194,75 @@ class VerdictSettings(_Group):
 
     default_limit: int = Field(10, ge=1)
     max_limit: int = Field(100, ge=1)
-    # Calibrated on bench/accuracy: at most 1 false match per 1,000 no-source queries.
-    match_threshold: float = Field(
-        0.55,
+    # Unset: the serving model's Tuning, calibrated on bench/accuracy so that at most 1 in
+    # 1,000 no-source queries is called a match.
+    match_threshold: float | None = Field(
+        None,
         ge=-2.0,
         le=2.0,
         description="Margin (score minus half the mean of the 10 best scores) that means "
-        "'the source' without a geometric check, for raw scores (folders below "
-        "whitening_min_images).",
+        "'the source' without a geometric check, for raw scores; unset = the model's.",
     )
-    whitened_match_threshold: float = Field(
-        0.54,
+    whitened_match_threshold: float | None = Field(
+        None,
         ge=-2.0,
         le=2.0,
-        description="match_threshold for whitened scores (folders of whitening_min_images or "
-        "more images).",
+        description="match_threshold for whitened scores; unset = the model's.",
     )
-    whitening_min_images: int = Field(
-        1000,
+    whitening_min_images: int | None = Field(
+        None,
         ge=0,
         description="Folders with at least this many images are searched with a PCA whitening "
-        "learned on their own descriptors (sharper verdicts); 0 = never.",
+        "learned on their own descriptors; 0 = never; unset = the model's.",
     )
     whitening_dims: int = Field(1024, ge=2, description="Dimensions the whitening keeps.")
     whitening_sample: int = Field(
         10_000, ge=2, description="Most images the whitening is learned from."
     )
-    verify_top: int = Field(
-        3, ge=0, description="Candidates checked geometrically when the score is unsure; 0 = off."
+    verify_top: int | None = Field(
+        None,
+        ge=0,
+        description="Candidates checked geometrically when the score is unsure; 0 = off; "
+        "unset = the model's.",
     )
     min_inliers: int = Field(15, ge=4, description="Geometric matches that confirm a source.")
+
+    def for_model(self, tuning: Tuning) -> Verdict:
+        """These settings with the unset ones taken from the serving model's tuning."""
+
+        def pick(value: float | None, tuned: float) -> float:
+            return tuned if value is None else value
+
+        return Verdict(
+            default_limit=self.default_limit,
+            max_limit=self.max_limit,
+            match_threshold=pick(self.match_threshold, tuning.match_threshold),
+            whitened_match_threshold=pick(
+                self.whitened_match_threshold, tuning.whitened_match_threshold
+            ),
+            whitening_min_images=int(pick(self.whitening_min_images, tuning.whitening_min_images)),
+            whitening_dims=self.whitening_dims,
+            whitening_sample=self.whitening_sample,
+            verify_top=int(pick(self.verify_top, tuning.verify_top)),
+            min_inliers=self.min_inliers,
+            chosen=frozenset(self.model_fields_set),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """VerdictSettings resolved for the serving model: what the ranker judges with."""
+
+    default_limit: int
+    max_limit: int
+    match_threshold: float
+    whitened_match_threshold: float
+    whitening_min_images: int
+    whitening_dims: int
+    whitening_sample: int
+    verify_top: int
+    min_inliers: int
+    chosen: frozenset[str] = frozenset()  # the fields set explicitly (not from the tuning)
 
 
 class ServeSettings(_Group):
@@ -225,7 +312,7 @@ class LogSettings(_Group):
 
 
 _GROUPS: dict[str, type[_Group]] = {
-    "model": ModelSettings,
+    "encoder": ModelSettings,
     "store": StoreSettings,
     "index": IndexSettings,
     "verdict": VerdictSettings,
@@ -260,7 +347,7 @@ class Settings(BaseModel):
 
     model_config = {"frozen": True}
 
-    model: ModelSettings = Field(default_factory=ModelSettings)
+    encoder: ModelSettings = Field(default_factory=ModelSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     index: IndexSettings = Field(default_factory=IndexSettings)
     verdict: VerdictSettings = Field(default_factory=VerdictSettings)

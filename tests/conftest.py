@@ -14,7 +14,7 @@ import pytest
 from imgsearch.app import Application
 from imgsearch.model import ImageEncoder
 from imgsearch.rpc.client import Client
-from imgsearch.settings import BUNDLED_MODEL, BUNDLED_SAMPLES, ModelSettings, Settings
+from imgsearch.settings import BUNDLED_SAMPLES, ModelSettings, Settings
 
 SAMPLE_SUFFIXES = {".jpg", ".png", ".webp"}
 # How long a test's threads get to finish after its teardown before they count as leaked.
@@ -67,7 +67,7 @@ def sample_photos() -> list[Path]:
 
 @pytest.fixture(scope="session")
 def encoder() -> ImageEncoder:
-    return ImageEncoder(ModelSettings(model_path=BUNDLED_MODEL))
+    return ImageEncoder(ModelSettings(model="efficientnet-lite0"))
 
 
 @pytest.fixture

@@ -1,10 +1,12 @@
-"""Turns decoded images into L2-normalised GeM descriptors with the ONNX backbone.
+"""Turns decoded images into L2-normalised descriptors with the ONNX backbone.
 
-An indexed image gets a descriptor *set* from one forward pass: the whole image plus
-overlapping regions at two scales (2x2 windows of 2/3 of each side, 3x3 windows of half of
-each side). A cropped query's whole-image vector lies close to the region of its source it
-was cut from, so small crops are found; a query itself is described by its whole image only
-(matching query regions against database regions brings in false matches).
+An embedding backbone (a copy-detection descriptor) gives one vector per image and pass.
+With a feature-map backbone, an indexed image gets a descriptor *set* from one forward pass:
+the whole image plus overlapping regions at two scales (2x2 windows of 2/3 of each side,
+3x3 windows of half of each side). A cropped query's whole-image vector lies close to the
+region of its source it was cut from, so small crops are found; a query itself is described
+by its whole image only (matching query regions against database regions brings in false
+matches).
 """
 
 from __future__ import annotations
@@ -19,17 +21,20 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from imgsearch.backbones import Contract, choose_model
 from imgsearch.descriptors import WHOLE_IMAGE_BOX, DescriptorSet
+from imgsearch.errors import ModelError
 from imgsearch.model.preprocess import (
     Box,
     DecodedImage,
     DecodeLimits,
     content_box,
     decode_image,
+    photo_boxes,
     rescaled,
 )
 from imgsearch.model.session import ModelInfo, OnnxBackbone
-from imgsearch.settings import ModelSettings
+from imgsearch.settings import TUNING, ModelSettings, Tuning
 
 GEM_POWER = 3.0
 # Most images in one forward pass (more only add memory on a CPU).
@@ -71,12 +76,15 @@ class ImageEncoder:
         """`threads`: onnxruntime threads, when not the settings' `inference_threads`."""
         settings = settings or ModelSettings()
         self._backbone = OnnxBackbone(
-            settings.model_path, threads=threads or settings.inference_threads
+            choose_model(settings.model), threads=threads or settings.inference_threads
         )
-        self.image_size = settings.image_size
+        self.tuning: Tuning = TUNING[self._backbone.info.contract]
+        self.image_size = settings.image_size or self.tuning.image_size
+        self.fit = self.tuning.fit
         # A small crop blown up to image_size is seen at a larger scale than the region it came
         # from; describing the query at smaller sizes too brings the scales back together.
-        self.query_sizes = tuple(s for s in settings.query_sizes if s < self.image_size)
+        sizes = self.tuning.query_sizes if settings.query_sizes is None else settings.query_sizes
+        self.query_sizes = tuple(s for s in sizes if s < self.image_size)
         self.limits = DecodeLimits(
             max_pixels=settings.max_pixels,
             min_side=settings.min_side,
@@ -94,12 +102,23 @@ class ImageEncoder:
 
     @property
     def name(self) -> str:
-        return self._backbone.info.arch
+        """The backbone's name (catalogue name or file stem)."""
+        return self._backbone.info.name
+
+    @property
+    def key(self) -> str:
+        """What the vectors of this backbone are stored under (ModelChoice.key)."""
+        return self._backbone.info.key
+
+    @property
+    def has_regions(self) -> bool:
+        """Whether the backbone can describe regions (feature-map contract only)."""
+        return self._backbone.info.contract is Contract.FEATURE_MAP
 
     def decode(self, data: bytes, box: Box | None = None) -> DecodedImage:
         """Decode with this encoder's input size and limits (raises InvalidImageError);
         with `box`, just that part of the image."""
-        return decode_image(data, self.image_size, self.limits, box)
+        return decode_image(data, self.image_size, self.limits, box, self.fit)
 
     def decode_framed(self, data: bytes, image: DecodedImage) -> DecodedImage | None:
         """The query's content inside flat borders (see `content_box`), decoded again from the
@@ -114,22 +133,27 @@ class ImageEncoder:
 
     def describe_query(self, data: bytes, stage: Stage = _no_stage) -> QueryDescription:
         """A query image file described for search: decoded, framed when it has flat borders,
-        at every query scale (raises InvalidImageError). `stage("decode")` and
-        `stage("embed")` wrap the two steps (the searcher times them and stops a call whose
-        client has gone)."""
+        at every query scale, and each photo-like block of a page-like query on its own
+        (raises InvalidImageError). `stage("decode")` and `stage("embed")` wrap the two
+        steps (the searcher times them and stops a call whose client has gone)."""
         with stage("decode"):
             image = self.decode(data)
             framed = self.decode_framed(data, image)
+            parts = [self.decode(data, box) for box in photo_boxes(image)]
         with stage("embed"):
-            return QueryDescription(self.encode_query(image, framed), framed or image)
+            return QueryDescription(self.encode_query(image, framed, parts), framed or image)
 
     def encode_query(
-        self, image: DecodedImage, framed: DecodedImage | None = None
+        self,
+        image: DecodedImage,
+        framed: DecodedImage | None = None,
+        parts: Sequence[DecodedImage] = (),
     ) -> NDArray[np.float32]:
         """Query descriptors [V, C]: the image at each query scale, plus its content without
-        flat borders when `framed` (from `decode_framed`) is given."""
-        scaled = [image, *(rescaled(image, side) for side in self.query_sizes)]
-        return self.encode(scaled if framed is None else [*scaled, framed])
+        flat borders when `framed` (from `decode_framed`) is given, plus `parts` (the
+        photo-like blocks of a page)."""
+        scaled = [image, *(rescaled(image, side, self.fit) for side in self.query_sizes)]
+        return self.encode([*scaled, *([framed] if framed is not None else []), *parts])
 
     def encode(self, images: Sequence[DecodedImage]) -> NDArray[np.float32]:
         """Whole-image descriptors [N, C] of decoded images, L2-normalised, in input order."""
@@ -144,10 +168,43 @@ class ImageEncoder:
         self, images: Sequence[DecodedImage], *, regions: bool = True
     ) -> list[DescriptorSet]:
         """Whole-image (and regional) descriptors of each image, from one forward pass."""
+        if regions and not self.has_regions:
+            raise ModelError(
+                f"model {self.name!r} gives one vector per image: regions need a feature-map "
+                "backbone (efficientnet-lite0)"
+            )
         pool = _regions if regions else _whole
         return [DescriptorSet(vectors, boxes) for vectors, boxes in self._run(images, pool)]
 
     def _run(self, images: Sequence[DecodedImage], pool: _Pooling) -> list[_Pooled]:
+        if not self.has_regions:
+            return self._run_embedding(images)
+        return self._run_feature_map(images, pool)
+
+    def _run_embedding(self, images: Sequence[DecodedImage]) -> list[_Pooled]:
+        """Forward passes in batches of one exact size (nothing padded: the pooling inside the
+        graph would see the padding)."""
+        out: list[_Pooled | None] = [None] * len(images)
+        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for index, image in enumerate(images):
+            groups[image.pixels.shape].append(index)
+        for indices in groups.values():
+            for start in range(0, len(indices), self.max_batch):
+                chunk = indices[start : start + self.max_batch]
+                pixels = np.stack([images[i].pixels for i in chunk])
+                batch = (
+                    pixels
+                    if self._backbone.info.uint8_input
+                    else pixels.transpose(0, 3, 1, 2).astype(np.float32) * np.float32(1 / 255)
+                )
+                vectors = self._backbone.run(batch)
+                norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+                vectors = vectors / np.maximum(norms, np.float32(_EPS))
+                for row, i in enumerate(chunk):
+                    out[i] = (vectors[row : row + 1].astype(np.float32), WHOLE_IMAGE_BOX)
+        return [pooled for pooled in out if pooled is not None]
+
+    def _run_feature_map(self, images: Sequence[DecodedImage], pool: _Pooling) -> list[_Pooled]:
         """Forward passes in batches of one padded size, so that an image's descriptors never
         depend on what it was batched with (padding changes border activations)."""
         out: list[_Pooled | None] = [None] * len(images)

@@ -28,7 +28,7 @@ from imgsearch.errors import (
     InvalidImageError,
     UnrecognisedImageError,
 )
-from imgsearch.settings import DECODE_MEMORY, MAX_PIXELS, MIN_SIDE
+from imgsearch.settings import DECODE_MEMORY, MAX_PIXELS, MIN_SIDE, Fit
 
 pillow_heif.register_heif_opener()
 
@@ -42,6 +42,8 @@ MAX_JPEG_SCANS = 100
 # client should reach (EPS runs Ghostscript on the client's PostScript; PSD, FITS, SPIDER...).
 # The JPEG plugin also opens phones' multi-picture JPEGs (MPO).
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "HEIF", "AVIF")
+# Fitting the shorter side, a panorama's longer side stops at this many times the size.
+MAX_ASPECT = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +117,7 @@ def _decode_bytes(image: Image.Image) -> int:
 
 @dataclass(frozen=True, slots=True)
 class DecodedImage:
-    """An upright RGB image resized so that its longer side equals the model input size."""
+    """An upright RGB image resized so that one side (see `Fit`) equals the model input size."""
 
     pixels: NDArray[np.uint8]  # H x W x 3
     original_width: int
@@ -127,10 +129,14 @@ Box = tuple[float, float, float, float]  # (x0, y0, x1, y1) as fractions of widt
 
 
 def decode_image(
-    data: bytes, target_side: int, limits: DecodeLimits, box: Box | None = None
+    data: bytes,
+    target_side: int,
+    limits: DecodeLimits,
+    box: Box | None = None,
+    fit: Fit = Fit.LONGER,
 ) -> DecodedImage:
-    """Decode an encoded image file and resize its longer side to `target_side`; with `box`,
-    only that part of the (upright) image, at the resolution the box deserves.
+    """Decode an encoded image file and resize it so that its `fit` side is `target_side`;
+    with `box`, only that part of the (upright) image, at the resolution the box deserves.
 
     Raises:
         InvalidImageError: empty, unrecognised, truncated or degenerate image.
@@ -146,7 +152,7 @@ def decode_image(
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             warnings.simplefilter("ignore", UserWarning)
             image = Image.open(io.BytesIO(data), formats=FORMATS)
-            return _decode_opened(image, target_side, limits, box)
+            return _decode_opened(image, target_side, limits, box, fit)
     except UnidentifiedImageError as exc:
         raise UnrecognisedImageError("not a recognised image format") from exc
     except Image.DecompressionBombError as exc:
@@ -173,7 +179,7 @@ def _check_scans(data: bytes) -> None:
 
 
 def _decode_opened(
-    image: Image.Image, target_side: int, limits: DecodeLimits, box: Box | None
+    image: Image.Image, target_side: int, limits: DecodeLimits, box: Box | None, fit: Fit
 ) -> DecodedImage:
     width, height = image.size
     image_format = image.format or "unknown"
@@ -186,8 +192,9 @@ def _decode_opened(
         raise InvalidImageError(
             f"image is {width}x{height}, smaller than {limits.min_side} pixels on a side"
         )
-    share = 1.0 if box is None else max(box[2] - box[0], box[3] - box[1])
-    scale = target_side / (max(width, height) * max(share, 1e-3))
+    x0, y0, x1, y1 = (0.0, 0.0, 1.0, 1.0) if box is None else box
+    new_size = _fitted(max(1.0, (x1 - x0) * width), max(1.0, (y1 - y0) * height), target_side, fit)
+    scale = new_size[0] / max(1.0, (x1 - x0) * width)
     if image_format == "JPEG" and scale < 1:
         # DCT-domain downscaling: decodes a 12 MP JPEG at 1/8 the cost when the model needs less.
         image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
@@ -201,7 +208,7 @@ def _decode_opened(
             image = image.crop(
                 (left, top, max(left + 1, round(box[2] * w)), max(top + 1, round(box[3] * h)))
             )
-        new_width, new_height = _fit_longer_side(image.width, image.height, target_side)
+        new_width, new_height = _fitted(image.width, image.height, target_side, fit)
         image = image.resize((new_width, new_height), Image.Resampling.BILINEAR, reducing_gap=3.0)
         pixels = np.asarray(image, dtype=np.uint8)
         del image  # the full-size pixels go before the budget is returned
@@ -217,15 +224,20 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _fit_longer_side(width: int, height: int, side: int) -> tuple[int, int]:
-    scale = side / max(width, height)
+def _fitted(width: float, height: float, side: int, fit: Fit) -> tuple[int, int]:
+    """(width, height) scaled so that the `fit` side is `side` (a panorama's longer side
+    stops at MAX_ASPECT times `side`)."""
+    if fit is Fit.LONGER:
+        scale = side / max(width, height)
+    else:
+        scale = min(side / min(width, height), MAX_ASPECT * side / max(width, height))
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def rescaled(image: DecodedImage, side: int) -> DecodedImage:
-    """The same decoded image with its longer side resized to `side` (for multi-scale queries)."""
+def rescaled(image: DecodedImage, side: int, fit: Fit = Fit.LONGER) -> DecodedImage:
+    """The same decoded image with its `fit` side resized to `side` (multi-scale queries)."""
     height, width = image.pixels.shape[:2]
-    new_width, new_height = _fit_longer_side(width, height, side)
+    new_width, new_height = _fitted(width, height, side, fit)
     pixels = Image.fromarray(image.pixels).resize(
         (new_width, new_height), Image.Resampling.BILINEAR
     )
@@ -270,3 +282,103 @@ def content_box(
     if share > keep_at_most or min(bottom - top, right - left) < 8:
         return None
     return left / width, top / height, right / width, bottom / height
+
+
+# A cell is "photo-like" when its colours spread in more than one direction: text, rules and
+# bars on a page mix two colours (ink and ground, anti-aliased between them), so their
+# colours lie on a line, at any resolution; a colour photograph's do not. (Greyscale photos
+# look like text to this test: they are found by the whole-query descriptor or not at all.)
+_COLOUR_PLANARITY = 0.01  # second / first eigenvalue of a cell's colour covariance
+_FLAT_VARIANCE = 20.0  # a cell whose largest colour variance is below this is flat
+_CELL = 8  # pixels per cell side, at the decoded size
+
+
+def photo_boxes(
+    image: DecodedImage, *, max_boxes: int = 2, min_share: float = 0.03, max_share: float = 0.7
+) -> list[Box]:
+    """The photo-like rectangles of a query that looks like a page: a screenshot of an article
+    or a post holds the photo at a third of its width among text, a header and a navigation
+    column, and a descriptor of the whole page is mostly text. Photo-like cells (see
+    _COLOUR_PLANARITY) are closed into connected blocks; the largest blocks covering
+    `min_share` to `max_share` of the image are returned, largest first. A plain photo (photo-
+    like cells over `max_share` of it) gives none."""
+    pixels = image.pixels
+    rows, cols = pixels.shape[0] // _CELL, pixels.shape[1] // _CELL
+    if rows < 4 or cols < 4:
+        return []
+    cells = (
+        pixels[: rows * _CELL, : cols * _CELL]
+        .reshape(rows, _CELL, cols, _CELL, 3)
+        .transpose(0, 2, 1, 3, 4)
+        .reshape(rows, cols, _CELL * _CELL, 3)
+        .astype(np.float32)
+    )
+    centred = cells - cells.mean(axis=2, keepdims=True)
+    covariance = np.einsum("rcpi,rcpj->rcij", centred, centred) / np.float32(_CELL * _CELL)
+    eigen = np.linalg.eigvalsh(covariance)  # ascending, per cell
+    photo = (eigen[..., 2] >= _FLAT_VARIANCE) & (eigen[..., 1] > _COLOUR_PLANARITY * eigen[..., 2])
+    if photo.mean() > max_share:
+        return []
+    closed = _grown(_grown(photo))
+    blocks = []
+    for grown_box in _components(closed):
+        top, bottom, left, right = _tightened(photo, grown_box)
+        area = (bottom - top) * (right - left)
+        dense = photo[top:bottom, left:right].mean() >= 0.5
+        if dense and min_share <= area / (rows * cols) <= max_share:
+            blocks.append((area, (left / cols, top / rows, right / cols, bottom / rows)))
+    blocks.sort(key=lambda block: -block[0])
+    return [box for _, box in blocks[:max_boxes]]
+
+
+def _tightened(
+    photo: NDArray[np.bool_], box: tuple[int, int, int, int], *, density: float = 0.3
+) -> tuple[int, int, int, int]:
+    """A block of the closed mask peeled back to its photo-like core: edge rows and columns
+    with fewer than `density` photo-like cells go (the closing grew the block, and stray
+    cells where a navigation column or a bar meets the page can join it)."""
+    top, bottom, left, right = box
+    while bottom - top > 1 and right - left > 1:
+        if photo[top, left:right].mean() < density:
+            top += 1
+        elif photo[bottom - 1, left:right].mean() < density:
+            bottom -= 1
+        elif photo[top:bottom, left].mean() < density:
+            left += 1
+        elif photo[top:bottom, right - 1].mean() < density:
+            right -= 1
+        else:
+            break
+    return top, bottom, left, right
+
+
+def _grown(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """The mask with every cell next to a set cell set too (closes gaps of a flat patch)."""
+    out = mask.copy()
+    out[1:] |= mask[:-1]
+    out[:-1] |= mask[1:]
+    out[:, 1:] |= mask[:, :-1]
+    out[:, :-1] |= mask[:, 1:]
+    return out
+
+
+def _components(mask: NDArray[np.bool_]) -> list[tuple[int, int, int, int]]:
+    """(top, bottom, left, right) of each 4-connected block of a small grid."""
+    seen = np.zeros_like(mask)
+    found = []
+    rows, cols = mask.shape
+    for start in zip(*np.nonzero(mask), strict=True):
+        if seen[start]:
+            continue
+        seen[start] = True
+        stack, ys, xs = [start], [], []
+        while stack:
+            r, c = stack.pop()
+            ys.append(r)
+            xs.append(c)
+            for nr, nc in ((r + 1, c), (r - 1, c), (r, c + 1), (r, c - 1)):
+                if 0 <= nr < rows and 0 <= nc < cols and mask[nr, nc] and not seen[nr, nc]:
+                    seen[nr, nc] = True
+                    stack.append((nr, nc))
+        found.append((int(min(ys)), int(max(ys)) + 1, int(min(xs)), int(max(xs)) + 1))
+    return found

@@ -1,8 +1,13 @@
-"""The only module that imports onnxruntime: loads a backbone and checks it meets the contract.
+"""The only module that imports onnxruntime: loads a backbone and checks it meets a contract.
 
-Contract v1 (what `scripts/export_model.py` produces; any backbone meeting it drops in):
-one float32 input `pixels` [N, 3, H, W], RGB in [0, 1], normalisation inside the graph;
-one float32 output `features` [N, C, ceil(H/stride), ceil(W/stride)], the last conv map.
+Two contracts; any backbone meeting one drops in:
+
+- feature map, v1 (what `scripts/export_model.py` produces): one float32 input `pixels`
+  [N, 3, H, W], RGB in [0, 1], normalisation inside the graph; one float32 output `features`
+  [N, C, ceil(H/stride), ceil(W/stride)], the last conv map (pooled here, regions possible).
+- embedding: one input, either `image` uint8 [N, H, W, 3] (RGB, any size) or `pixels` as
+  above; one float32 output `embedding` [N, D], L2-normalised (pooling inside the graph).
+  `sscd-mnv4s` meets it as shipped.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import onnxruntime as ort
 from numpy.typing import NDArray
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
+from imgsearch.backbones import Contract, ModelChoice
 from imgsearch.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -34,22 +40,32 @@ _ORT_ERRORS: tuple[type[Exception], ...] = (
 )
 
 INPUT_NAME = "pixels"
+IMAGE_INPUT_NAME = "image"
 OUTPUT_NAME = "features"
+EMBEDDING_NAME = "embedding"
 CONTRACT_VERSION = "1"
 
 
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
+    name: str  # catalogue name or file stem
+    key: str  # names this model's vectors (see ModelChoice.key)
     arch: str
-    channels: int
-    stride: int
+    contract: Contract
+    channels: int  # length of each descriptor
+    stride: int  # feature-map contract only
     path: Path
+    uint8_input: bool  # embedding contract: takes `image` uint8 NHWC
+    reason: str
+    redistributable: bool
 
 
 class OnnxBackbone:
-    """A feature-map extractor; thread-safe (onnxruntime sessions may be run concurrently)."""
+    """A backbone of either contract; thread-safe (onnxruntime sessions may be run
+    concurrently)."""
 
-    def __init__(self, path: Path, threads: int = 2) -> None:
+    def __init__(self, choice: ModelChoice, threads: int = 2) -> None:
+        path = choice.path
         if not path.is_file():
             raise ModelError(f"model file not found: {path}")
         options = ort.SessionOptions()
@@ -66,44 +82,64 @@ class OnnxBackbone:
             )
         except _ORT_ERRORS as exc:
             raise ModelError(f"cannot load model {path}: {exc}") from exc
-        self.info = self._check_contract(path)
+        self.info = self._check_contract(choice)
+        self._input = IMAGE_INPUT_NAME if self.info.uint8_input else INPUT_NAME
+        self._output = OUTPUT_NAME if self.info.contract is Contract.FEATURE_MAP else EMBEDDING_NAME
         log.info(
-            "model loaded arch=%s channels=%d stride=%d path=%s",
-            self.info.arch,
+            "model loaded name=%s contract=%s dimensions=%d path=%s",
+            self.info.name,
+            self.info.contract,
             self.info.channels,
-            self.info.stride,
             path,
         )
 
-    def _check_contract(self, path: Path) -> ModelInfo:
-        inputs = self._session.get_inputs()
-        outputs = self._session.get_outputs()
-        if [i.name for i in inputs] != [INPUT_NAME] or OUTPUT_NAME not in [o.name for o in outputs]:
-            raise ModelError(
-                f"{path} does not meet contract v{CONTRACT_VERSION}: expected input "
-                f"{INPUT_NAME!r} and output {OUTPUT_NAME!r}, found inputs "
-                f"{[i.name for i in inputs]} and outputs {[o.name for o in outputs]}"
-            )
+    def _check_contract(self, choice: ModelChoice) -> ModelInfo:
+        path = choice.path
+        inputs = {i.name: i for i in self._session.get_inputs()}
+        outputs = {o.name: o for o in self._session.get_outputs()}
         meta = self._session.get_modelmeta().custom_metadata_map
         if meta.get("imgsearch.contract", CONTRACT_VERSION) != CONTRACT_VERSION:
             raise ModelError(f"{path} declares contract {meta['imgsearch.contract']}")
-        output = next(o for o in outputs if o.name == OUTPUT_NAME)
+        float_input = list(inputs) == [INPUT_NAME] and inputs[INPUT_NAME].type == "tensor(float)"
+        uint8_input = (
+            list(inputs) == [IMAGE_INPUT_NAME] and inputs[IMAGE_INPUT_NAME].type == "tensor(uint8)"
+        )
+        if float_input and OUTPUT_NAME in outputs and len(outputs[OUTPUT_NAME].shape) == 4:
+            contract, output = Contract.FEATURE_MAP, outputs[OUTPUT_NAME]
+        elif (float_input or uint8_input) and EMBEDDING_NAME in outputs:
+            contract, output = Contract.EMBEDDING, outputs[EMBEDDING_NAME]
+            if len(output.shape) != 2:
+                raise ModelError(f"{path}: output {EMBEDDING_NAME!r} is not [batch, dimensions]")
+        else:
+            raise ModelError(
+                f"{path} meets neither model contract (README 'Models'): expected input "
+                f"{INPUT_NAME!r} (float32 NCHW) or {IMAGE_INPUT_NAME!r} (uint8 NHWC) and output "
+                f"{OUTPUT_NAME!r} (feature map) or {EMBEDDING_NAME!r} (vector); found inputs "
+                f"{list(inputs)} and outputs {list(outputs)}"
+            )
         channels = output.shape[1] if isinstance(output.shape[1], int) else None
         if channels is None and "imgsearch.channels" in meta:
             channels = int(meta["imgsearch.channels"])
         if channels is None:
             raise ModelError(f"{path} does not declare its number of output channels")
         return ModelInfo(
+            name=choice.name,
+            key=choice.key,
             arch=meta.get("imgsearch.arch", path.stem),
+            contract=contract,
             channels=channels,
             stride=int(meta.get("imgsearch.stride", "32")),
             path=path,
+            uint8_input=uint8_input,
+            reason=choice.reason,
+            redistributable=choice.redistributable,
         )
 
-    def run(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
-        """Feature maps [N, C, h, w] for a batch [N, 3, H, W] of RGB pixels in [0, 1]."""
+    def run(self, batch: NDArray[np.float32] | NDArray[np.uint8]) -> NDArray[np.float32]:
+        """The model's output for a batch: feature maps [N, C, h, w] or vectors [N, D]; the
+        input is [N, 3, H, W] float RGB in [0, 1], or [N, H, W, 3] uint8 RGB (`uint8_input`)."""
         try:
-            (features,) = self._session.run([OUTPUT_NAME], {INPUT_NAME: pixels})
+            (out,) = self._session.run([self._output], {self._input: batch})
         except _ORT_ERRORS as exc:
             raise ModelError(f"inference failed: {exc}") from exc
-        return np.asarray(features, dtype=np.float32)
+        return np.asarray(out, dtype=np.float32)

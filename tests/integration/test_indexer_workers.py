@@ -16,7 +16,7 @@ import pytest
 from imgsearch.descriptors import DescriptorSet
 from imgsearch.embedder.indexer import Indexer
 from imgsearch.model import DecodedImage, ImageEncoder
-from imgsearch.settings import BUNDLED_MODEL, IndexSettings, ModelSettings
+from imgsearch.settings import IndexSettings, ModelSettings
 from imgsearch.store import StoreLocation, VectorStore, open_store
 from tests.conftest import wait_until
 from tests.imaging import crop, encode, load
@@ -34,7 +34,7 @@ def _open_store(path: Path, encoder: ImageEncoder) -> VectorStore:
 
 @pytest.fixture(scope="module")
 def worker_encoder() -> ImageEncoder:
-    return ImageEncoder(ModelSettings(model_path=BUNDLED_MODEL), threads=1)
+    return ImageEncoder(ModelSettings(model="efficientnet-lite0"), threads=1)
 
 
 @pytest.fixture
@@ -126,7 +126,7 @@ class _GatedEncoder(ImageEncoder):
     """Holds every forward pass until released, so the test can act while files embed."""
 
     def __init__(self) -> None:
-        super().__init__(ModelSettings(model_path=BUNDLED_MODEL), threads=1)
+        super().__init__(ModelSettings(model="efficientnet-lite0"), threads=1)
         self.entered = threading.Semaphore(0)
         self.release = threading.Event()
 

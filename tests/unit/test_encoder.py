@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from imgsearch.backbones import ModelChoice
 from imgsearch.errors import ModelError
 from imgsearch.model import ImageEncoder
 from imgsearch.model.session import OnnxBackbone
@@ -37,9 +38,10 @@ def test_a_crop_is_closer_to_its_source_than_to_other_photos(
 
 
 def test_model_contract_is_checked(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.onnx"
     with pytest.raises(ModelError, match="not found"):
-        OnnxBackbone(tmp_path / "missing.onnx")
+        OnnxBackbone(ModelChoice("missing", missing, "test", redistributable=True))
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"not a model")
     with pytest.raises(ModelError, match="cannot load"):
-        OnnxBackbone(garbage)
+        OnnxBackbone(ModelChoice("garbage", garbage, "test", redistributable=True))
