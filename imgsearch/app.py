@@ -15,7 +15,7 @@ from imgsearch.embedder.folder import prepare_folder
 from imgsearch.embedder.indexer import Indexer, IndexStatus
 from imgsearch.embedder.service import EmbedderService
 from imgsearch.embedder.watcher import FolderWatcher
-from imgsearch.errors import StoreUnavailableError
+from imgsearch.errors import ModelError, StoreUnavailableError
 from imgsearch.listen import ensure_available
 from imgsearch.metrics import BUILD_INFO, METRICS_FLAG, serve_metrics
 from imgsearch.model import ImageEncoder
@@ -31,27 +31,72 @@ from imgsearch.searcher.service import SearcherService, response_of
 from imgsearch.searcher.verdict import Ranker
 from imgsearch.searcher.verify import Verifier
 from imgsearch.searcher.whitening import FolderWhitening
-from imgsearch.settings import Settings, VerdictSettings
-from imgsearch.store import StoreLocation, VectorStore, open_store
+from imgsearch.settings import Settings, StoreEngine, Verdict
+from imgsearch.store import StoreLocation, VectorStore, collection_for, open_store
 from imgsearch.v1 import searcher_pb2
 
 log = logging.getLogger(__name__)
 
 
-def open_settings_store(settings: Settings, encoder: ImageEncoder) -> VectorStore:
-    """The store the settings name, for this encoder's vectors."""
-    location = (
-        StoreLocation(url=settings.store.qdrant_url, api_key=settings.store.qdrant_api_key)
-        if settings.store.qdrant_url
-        else StoreLocation(path=settings.store.engine_store_path, engine=settings.store.engine)
+def encoder_for(settings: Settings) -> ImageEncoder:
+    """The query encoder the settings name (raises ModelError for a model that cannot serve
+    them), with the choice logged."""
+    encoder = ImageEncoder(settings.encoder)
+    if settings.index.regions and not encoder.has_regions:
+        raise ModelError(
+            f"regions=true needs a feature-map backbone (efficientnet-lite0), and model "
+            f"{encoder.name!r} gives one vector per image: unset IMGSEARCH_REGIONS or choose "
+            "--model efficientnet-lite0"
+        )
+    log.info(
+        "model serving name=%s key=%s dimensions=%d why=%s",
+        encoder.name,
+        encoder.key,
+        encoder.dimensions,
+        encoder.info.reason,
     )
-    return open_store(
+    return encoder
+
+
+def open_settings_store(settings: Settings, encoder: ImageEncoder) -> VectorStore:
+    """The store the settings name, for this encoder's vectors: in an embedded index, the
+    collection of this model (another model's vectors are kept beside it, never mixed)."""
+    store = settings.store
+    location = (
+        StoreLocation(url=store.qdrant_url, api_key=store.qdrant_api_key)
+        if store.qdrant_url
+        else StoreLocation(path=store.engine_store_path, engine=store.engine)
+    )
+    collection = collection_for(store, encoder.key)
+    if location.path is not None and store.engine is StoreEngine.EDGE:
+        _note_other_collections(location.path, collection)
+    opened = open_store(
         location,
-        collection=settings.store.collection,
+        collection=collection,
         dimensions=encoder.dimensions,
-        model=encoder.name,
+        model=encoder.key,
         grouped=settings.index.regions,
     )
+    try:
+        opened.check_model()
+    except BaseException:
+        opened.close()
+        raise
+    return opened
+
+
+def _note_other_collections(path: Path, mine: str) -> None:
+    """Say which other indexes (of other models, or of a version that kept one index for
+    every model) stay on disk unused, and how to free their space."""
+    others = sorted(p.name for p in path.glob("*") if p.is_dir() and p.name != mine)
+    if others:
+        log.info(
+            "other indexes kept, unused, beside %s: %s (a model switch leaves the old one: "
+            "delete it from %s to free its space; serving that model again uses it)",
+            mine,
+            ", ".join(others),
+            path,
+        )
 
 
 def _access_policy(settings: Settings) -> AccessPolicy:
@@ -76,10 +121,10 @@ def _tls_files(settings: Settings) -> TlsFiles | None:
 def indexing_encoder(settings: Settings, encoder: ImageEncoder) -> ImageEncoder:
     """The encoder the indexing workers share: one inference thread each by default, while
     the query encoder keeps them all for latency."""
-    threads = max(1, settings.model.inference_threads // settings.index.embed_workers)
-    if threads == settings.model.inference_threads:
+    threads = max(1, settings.encoder.inference_threads // settings.index.embed_workers)
+    if threads == settings.encoder.inference_threads:
         return encoder
-    return ImageEncoder(settings.model, threads=threads)
+    return ImageEncoder(settings.encoder, threads=threads)
 
 
 def indexer_for(
@@ -91,7 +136,7 @@ def indexer_for(
         indexing_encoder(settings, encoder),
         store,
         settings.index,
-        failure_log_for(settings),
+        failure_log_for(settings, store.collection),
         disk=None if settings.store.qdrant_url else settings.store.engine_store_path,
     )
 
@@ -100,7 +145,7 @@ def ranker_for(
     settings: Settings, encoder: ImageEncoder, store: VectorStore, folder: Path | None
 ) -> tuple[Ranker, FolderWhitening | None]:
     """The verdict with the verifier (when the folder is known) and the folder's whitening."""
-    verdict = settings.verdict
+    verdict = settings.verdict.for_model(encoder.tuning)
     verifier = (
         Verifier(folder, limits=encoder.limits, max_file_bytes=settings.index.max_file_bytes)
         if folder is not None and verdict.verify_top > 0
@@ -120,10 +165,10 @@ def ranker_for(
     return Ranker(store, verdict, verifier, whitening), whitening
 
 
-def _warn_unpaired_threshold(verdict: VerdictSettings) -> None:
+def _warn_unpaired_threshold(verdict: Verdict) -> None:
     """match_threshold judges raw scores only: say so when it is set and the whitened one is
     not, so that a folder growing past whitening_min_images does not drop it silently."""
-    chosen = verdict.model_fields_set
+    chosen = verdict.chosen
     if (
         "match_threshold" in chosen
         and "whitened_match_threshold" not in chosen
@@ -153,7 +198,7 @@ class Application:
         if not (with_embedder or with_searcher):
             raise ValueError("nothing to run")
         self.settings = settings
-        self.encoder = ImageEncoder(settings.model)
+        self.encoder = encoder_for(settings)
         self.store = store or open_settings_store(settings, self.encoder)
         try:
             self._build(with_embedder=with_embedder, with_searcher=with_searcher)
@@ -184,7 +229,7 @@ class Application:
                     self.encoder,
                     self.store,
                     ranker,
-                    settings.verdict,
+                    settings.verdict.for_model(self.encoder.tuning),
                     self.folder,
                     max_file_bytes=settings.index.max_file_bytes,
                 )
@@ -210,7 +255,14 @@ class Application:
         ensure_available(self.settings.serve.listen, what="gRPC", flag=LISTEN_FLAG)
         if self.settings.serve.metrics_listen:
             ensure_available(self.settings.serve.metrics_listen, what="metrics", flag=METRICS_FLAG)
-        BUILD_INFO.info({"version": __version__, "model": self.encoder.name})
+        BUILD_INFO.info(
+            {
+                "version": __version__,
+                "model": self.encoder.name,
+                "model_key": self.encoder.key,
+                "model_reason": self.encoder.info.reason,
+            }
+        )
         files = raise_descriptor_limit()
         if files < 4 * self.settings.serve.max_connections:
             log.warning(
@@ -281,7 +333,7 @@ class FolderSearch:
     watching: index (or bring the index up to date), then search (`imgsearch find`)."""
 
     def __init__(self, settings: Settings) -> None:
-        self.encoder = ImageEncoder(settings.model)
+        self.encoder = encoder_for(settings)
         self._settings = settings
         self._ranker: Ranker | None = None
         self._store = open_settings_store(settings, self.encoder)

@@ -84,7 +84,7 @@ _SERVER_FLAGS: dict[str, tuple[str, str | None]] = {
     "data": ("data_dir", "DIR"),
     "metrics_listen": ("metrics_listen", "HOST:PORT"),
     "collection": ("collection", None),
-    "model": ("model_path", "ONNX"),
+    "model": ("model", "NAME|ONNX"),
     "watch_mode": ("watch_mode", None),
     "match_threshold": ("match_threshold", None),
     "whitened_match_threshold": ("whitened_match_threshold", None),
@@ -239,6 +239,9 @@ def _parser() -> argparse.ArgumentParser:
         where.add_argument("--data", metavar="DIR", help=setting_help("data_dir"))
         where.add_argument("--qdrant-url", help=setting_help("qdrant_url"))
         sub.add_argument("--collection", help=setting_help("collection"))
+    for sub in (backup, restore, optimize):
+        # An embedded index keeps one collection per model: this picks which.
+        sub.add_argument("--model", metavar="NAME|ONNX", help=setting_help("model"))
     return parser
 
 
@@ -295,17 +298,31 @@ def _run_find(args: argparse.Namespace) -> int:
     return worst
 
 
+def _collection(settings: Settings, *, server: bool) -> str:
+    """The collection the settings' model serves from (embedded indexes: one per model)."""
+    from imgsearch.backbones import choose_model
+    from imgsearch.store import collection_for
+
+    store = settings.store.model_copy(
+        update={"qdrant_url": settings.store.qdrant_url if server else None}
+    )
+    if server or store.collection:
+        return collection_for(store, "")
+    return collection_for(store, choose_model(settings.encoder.model).key)
+
+
 def _run_backup(args: argparse.Namespace) -> int:
     from imgsearch.store import StoreLocation
     from imgsearch.store.backup import backup_to_file, restore_from_file
 
-    settings = _settings(args).store
+    full = _settings(args)
+    settings = full.store
     location = (
         StoreLocation(url=settings.qdrant_url, api_key=settings.qdrant_api_key)
         if settings.qdrant_url and not args.data
         else StoreLocation(path=settings.engine_store_path, engine=settings.engine)
     )
-    collection = settings.collection
+    collection = _collection(full, server=location.url is not None)
     if args.command == "backup":
         count = backup_to_file(location, collection, args.file)
         print(f"backed up {count} points of {collection!r} from {location} to {args.file}")
@@ -319,18 +336,20 @@ def _run_optimize(args: argparse.Namespace) -> int:
     from imgsearch.settings import StoreEngine
     from imgsearch.store.edge import EdgeStore
 
-    settings = _settings(args).store
+    full = _settings(args)
+    settings = full.store
     if settings.engine is not StoreEngine.EDGE:
         raise ImgsearchError(
             f"only the embedded qdrant-edge index has a graph to build, not {settings.engine}"
         )
     store_path = settings.edge_store_path
-    store = EdgeStore.open_existing(store_path, collection=settings.collection)
+    collection = _collection(full, server=False)
+    store = EdgeStore.open_existing(store_path, collection=collection)
     if store is None:
-        raise ImgsearchError(f"no embedded index {settings.collection!r} in {store_path}")
+        raise ImgsearchError(f"no embedded index {collection!r} in {store_path}")
     try:
         print(
-            f"building the search graph of {store_path / settings.collection} "
+            f"building the search graph of {store_path / collection} "
             "(about 13 minutes per million vectors on 2 cores)...",
             flush=True,
         )

@@ -98,4 +98,6 @@ def status_text(status: embedder_pb2.GetStatusResponse) -> str:
     lines.append(f"failed:   {status.failed}")
     lines += [f"  {failure.path}: {failure.reason}" for failure in status.failures]
     lines.append(f"model:    {status.model} ({status.dimensions} dimensions)")
+    if status.model_reason:
+        lines.append(f"          {status.model_reason}")
     return "\n".join(lines)

@@ -25,15 +25,18 @@ RPC_DURATION = Histogram(
 SEARCH_STAGE = Histogram(
     "imgsearch_search_stage_seconds",
     "Time spent in each stage of a search.",
-    ["stage"],  # decode, embed, ann, rescore, verify
+    ["stage"],  # decode, embed, ann, rescore, verify, siblings
     buckets=_LATENCY_BUCKETS,
 )
 VERIFICATIONS = Counter(
     "imgsearch_verifications_total",
     "Searches whose first candidates were checked geometrically, by outcome.",
-    ["outcome"],  # confirmed, rejected
+    # confirmed, rejected (a source found or not); sibling (several candidates passed the
+    # verdict and the exactness check kept only the image the query was made from)
+    ["outcome"],
 )
-for _outcome in ("confirmed", "rejected"):  # present from the start, so rate() works at once
+# Present from the start, so rate() works at once.
+for _outcome in ("confirmed", "rejected", "sibling"):
     VERIFICATIONS.labels(_outcome)
 WHITENING_IMAGES = Gauge(
     "imgsearch_whitening_images",

@@ -6,7 +6,7 @@ import io
 import math
 from pathlib import Path
 
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 
 def load(path: Path) -> Image.Image:
@@ -85,3 +85,46 @@ def scan_bomb(scans: int) -> bytes:
     data = progressive_jpeg(Image.new("RGB", (4000, 4000), (120, 130, 140)))
     last_scan, end = data.rindex(b"\xff\xda"), data.rindex(b"\xff\xd9")
     return data[:end] + data[last_scan:end] * scans + data[end:]
+
+
+def on_page(
+    image: Image.Image, share: float = 0.35, dark: bool = False
+) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """The photo inside an article page: a header bar with a title, a navigation column, the
+    photo at `share` of the width with text beside it; also the photo's pixel box."""
+    width, height = 1280, 860
+    ground, ink = ((28, 28, 32), (225, 225, 225)) if dark else ((252, 252, 250), (35, 35, 35))
+    page = Image.new("RGB", (width, height), ground)
+    draw = ImageDraw.Draw(page)
+    font = ImageFont.load_default(size=16)
+    draw.rectangle((0, 0, width, 72), fill=(30, 90, 160))
+    draw.text(
+        (24, 22), "Where This Picture Came From", fill="white", font=ImageFont.load_default(28)
+    )
+    draw.rectangle((0, 72, 200, height), fill=(236, 238, 242) if not dark else (44, 46, 52))
+    for row in range(10):
+        draw.text((20, 100 + 34 * row), f"Section {row + 1}", fill=ink, font=font)
+    size = (round(share * width), round(share * width * image.height / image.width))
+    left, top = 224, 100
+    page.paste(image.resize(size, Image.Resampling.BILINEAR), (left, top))
+    draw.text((left, top + size[1] + 8), "A caption under the photo", fill=ink, font=font)
+    words = ("the", "photo", "was", "shared", "by", "many", "readers", "who", "asked", "where")
+    for row in range((height - 120) // 30):
+        line = " ".join(words[(row + k) % len(words)] for k in range(9))
+        draw.text((left + size[0] + 24, 100 + 30 * row), line, fill=ink, font=font)
+    return page, (left, top, left + size[0], top + size[1])
+
+
+def burst_pair(image: Image.Image) -> tuple[Image.Image, Image.Image]:
+    """Two frames of one scene a moment apart: overlapping views of 82% of each side, the
+    second shifted by 7% of the width, zoomed in 5% and seen under a slight perspective."""
+    width, height = image.size
+    w, h = width * 0.82, height * 0.82
+    first = image.crop((0, 0, round(w), round(h)))
+    x, y, zw, zh = 0.07 * width + w * 0.025, 0.03 * height + h * 0.025, w / 1.05, h / 1.05
+    tilt = 0.02 * zw
+    quad = (x + tilt, y, x, y + zh, x + zw, y + zh - tilt, x + zw - tilt, y + tilt / 2)
+    second = image.transform(
+        (round(zw), round(zh)), Image.Transform.QUAD, quad, Image.Resampling.BILINEAR
+    )
+    return first, second

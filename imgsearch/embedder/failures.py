@@ -83,9 +83,9 @@ class FailureLog:
             log.warning("cannot save the failure list file=%s error=%s", self._path, exc)
 
 
-def failure_log_for(settings: Settings) -> FailureLog:
-    """Beside the embedded index (deleting it to start over forgets them too), or in the data
-    directory for a Qdrant server's collection."""
+def failure_log_for(settings: Settings, collection: str) -> FailureLog:
+    """Beside the embedded index of `collection` (deleting it to start over forgets them
+    too), or in the data directory for a Qdrant server's collection."""
     store = settings.store
     folder = store.data_dir if store.qdrant_url else store.engine_store_path
-    return FailureLog(folder / f"{store.collection}.failures.json")
+    return FailureLog(folder / f"{collection}.failures.json")

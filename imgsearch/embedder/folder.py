@@ -39,7 +39,7 @@ def prepare_folder(settings: Settings, store: VectorStore) -> Path:
         # An unmounted disk: keep the index and wait for the folder to come back.
         log.error("watched folder is missing; index of %s images kept folder=%s", indexed, folder)
     if settings.store.qdrant_url is None:
-        _bind(settings, folder, indexed)
+        _bind(settings, store.collection, folder, indexed)
     return folder
 
 
@@ -52,9 +52,9 @@ def _count(store: VectorStore) -> int | None:
         return None
 
 
-def _bind(settings: Settings, folder: Path, indexed: int | None) -> None:
+def _bind(settings: Settings, collection: str, folder: Path, indexed: int | None) -> None:
     """Record `folder` as the embedded index's folder, or refuse when it holds another's."""
-    marker = settings.store.engine_store_path / f"{settings.store.collection}.folder"
+    marker = settings.store.engine_store_path / f"{collection}.folder"
     try:
         recorded = marker.read_text(encoding="utf-8").strip() or None
     except FileNotFoundError:

@@ -40,6 +40,8 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
             eta_seconds=status.eta_seconds,
             held_deletions=status.held_deletions,
             observer=self._watcher.kind,
+            model_reason=self._encoder.info.reason,
+            model_key=self._encoder.key,
         )
 
     @maps_errors

@@ -16,7 +16,7 @@ from imgsearch.model.encoder import Stage
 from imgsearch.paths import relative_to_root, resolve_inside
 from imgsearch.rpc.server import ensure_active, maps_errors
 from imgsearch.searcher.verdict import Ranker, Ranking
-from imgsearch.settings import VerdictSettings
+from imgsearch.settings import Verdict
 from imgsearch.store import VectorStore
 from imgsearch.v1 import searcher_pb2, searcher_pb2_grpc
 
@@ -29,7 +29,7 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
         encoder: ImageEncoder,
         store: VectorStore,
         ranker: Ranker,
-        settings: VerdictSettings,
+        settings: Verdict,
         folder: Path | None = None,
         *,
         max_file_bytes: int,

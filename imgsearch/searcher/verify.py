@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 _RATIO = 0.8
 _MIN_MATCHES = 8  # fewer tentative matches cannot support a homography
+# Exactness (`exact_inliers`): a copy maps onto its own source by a similarity (scale,
+# rotation, shift) to within a pixel or two; a burst sibling, taken a moment apart, needs
+# perspective and parallax, so far fewer matches land that precisely (bench/accuracy `burst`).
+_EXACT_PIXELS = 1.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +88,35 @@ class Verifier:
         mirrored = self._match(query[1], candidate)
         return direct if direct.inliers >= mirrored.inliers else mirrored
 
+    def exact_inliers(self, query: tuple[Keypoints, Keypoints], relative_path: str) -> int:
+        """Matches that one similarity maps from the query (or its mirror) onto the candidate
+        within _EXACT_PIXELS: high for the very image a copy was made from, lower for a
+        near-identical sibling (a burst frame) that a homography would still accept."""
+        candidate = self._candidate(relative_path)
+        if candidate is None:
+            return 0
+        return max(self._exact(query[0], candidate), self._exact(query[1], candidate))
+
+    def _exact(self, query: Keypoints, candidate: Keypoints) -> int:
+        good = self._good_matches(query, candidate)
+        if len(good) < _MIN_MATCHES:
+            return 0
+        source = query.points[[m.queryIdx for m in good]]
+        target = candidate.points[[m.trainIdx for m in good]]
+        transform, mask = cv2.estimateAffinePartial2D(
+            source, target, method=cv2.RANSAC, ransacReprojThreshold=_EXACT_PIXELS
+        )
+        return 0 if transform is None or mask is None else int(mask.sum())
+
+    def _good_matches(self, query: Keypoints, candidate: Keypoints) -> list[cv2.DMatch]:
+        """Tentative matches that pass the ratio test."""
+        if len(query.points) < _MIN_MATCHES or len(candidate.points) < _MIN_MATCHES:
+            return []
+        pairs = self._matcher.knnMatch(
+            query.descriptors.astype(np.float32), candidate.descriptors.astype(np.float32), k=2
+        )
+        return [p[0] for p in pairs if len(p) == 2 and p[0].distance < _RATIO * p[1].distance]
+
     def _candidate(self, relative_path: str) -> Keypoints | None:
         path = self._folder / relative_path
         try:
@@ -117,12 +150,7 @@ class Verifier:
         return Keypoints(points, packed, gray.shape[1], gray.shape[0])
 
     def _match(self, query: Keypoints, candidate: Keypoints) -> Verification:
-        if len(query.points) < _MIN_MATCHES or len(candidate.points) < _MIN_MATCHES:
-            return Verification(0, None)
-        pairs = self._matcher.knnMatch(
-            query.descriptors.astype(np.float32), candidate.descriptors.astype(np.float32), k=2
-        )
-        good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < _RATIO * p[1].distance]
+        good = self._good_matches(query, candidate)
         if len(good) < _MIN_MATCHES:
             return Verification(0, None)
         source = query.points[[m.queryIdx for m in good]]

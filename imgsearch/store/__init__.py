@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from imgsearch.settings import StoreEngine
+from imgsearch.settings import DEFAULT_COLLECTION, StoreEngine, StoreSettings
 from imgsearch.store.base import VECTOR_NAME, FileState, Hit, RawPoint, VectorStore
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "StoreEngine",
     "StoreLocation",
     "VectorStore",
+    "collection_for",
     "open_existing_store",
     "open_store",
 ]
@@ -61,7 +62,8 @@ def open_store(
     grouped: bool = False,
 ) -> VectorStore:
     """Open (creating if missing) `collection` for vectors of `dimensions`; an existing one
-    of another size raises StoreMismatchError, a locked embedded one StoreBusyError."""
+    of another size raises StoreMismatchError, a locked embedded one StoreBusyError (the
+    services also check the model: VectorStore.check_model)."""
     if location.path is not None and location.engine is StoreEngine.EDGE:
         from imgsearch.store.edge import EdgeStore
 
@@ -83,6 +85,16 @@ def open_store(
         api_key=location.api_key,
         grouped=grouped,
     )
+
+
+def collection_for(settings: StoreSettings, model_key: str) -> str:
+    """The collection a model's vectors go to: the one named, if one is (checked against the
+    model, like a server's); else on a server `images`, and in an embedded index one per
+    model, `images-<model key>` (switching models then indexes beside the old vectors, and
+    switching back finds them)."""
+    if settings.collection:
+        return settings.collection
+    return DEFAULT_COLLECTION if settings.qdrant_url else f"{DEFAULT_COLLECTION}-{model_key}"
 
 
 def open_existing_store(location: StoreLocation, *, collection: str) -> VectorStore | None:

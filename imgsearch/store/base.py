@@ -117,6 +117,18 @@ class VectorStore(ABC):
     def ensure_collection(self) -> None:
         """Create the collection, or check that an existing one fits this model."""
 
+    def check_model(self) -> None:
+        """Refuse a collection whose vectors another model made (same size or not): vectors
+        of two models are never mixed. Any stored point tells (each carries `model`)."""
+        for record in self._scroll(None, ["model"], False, 1):
+            found = (record.payload or {}).get("model")
+            if found is not None and found != self.model:
+                raise StoreMismatchError(
+                    f"collection {self.collection!r} holds vectors of model {found!r}, not of "
+                    f"{self.model!r}: {_WHAT_TO_DO}"
+                )
+            return
+
     @abstractmethod
     def upsert(self, items: Sequence[tuple[FileState, DescriptorSet]]) -> None:
         """Write each file's region points, then its whole-image point (which carries the file
@@ -326,9 +338,15 @@ def paged(
             return
 
 
+_WHAT_TO_DO = (
+    "give this model a collection of its own with --collection NAME (IMGSEARCH_COLLECTION), "
+    "or serve the model that made it with --model"
+)
+
+
 def mismatch(collection: str, found: int | str, model: str, dimensions: int) -> StoreMismatchError:
     """The error for an existing collection whose vectors another descriptor made."""
     return StoreMismatchError(
         f"collection {collection!r} holds vectors of size {found}, but model {model!r} makes "
-        f"{dimensions}: delete the data dir or use another collection name to re-index"
+        f"{dimensions}: {_WHAT_TO_DO}"
     )

@@ -49,6 +49,8 @@ class GetStatusResponse(_message.Message):
     ETA_SECONDS_FIELD_NUMBER: _builtins.int
     HELD_DELETIONS_FIELD_NUMBER: _builtins.int
     OBSERVER_FIELD_NUMBER: _builtins.int
+    MODEL_REASON_FIELD_NUMBER: _builtins.int
+    MODEL_KEY_FIELD_NUMBER: _builtins.int
     indexed: _builtins.int
     """Images that are searchable now."""
     pending: _builtins.int
@@ -74,6 +76,12 @@ class GetStatusResponse(_message.Message):
     """Images a scan found missing but did not remove because there were too many."""
     observer: _builtins.str
     """How the folder is watched: "native", "polling" or "" when not watching."""
+    model_reason: _builtins.str
+    """Why `model` serves: chosen by name or path, or the default and why."""
+    model_key: _builtins.str
+    """Names the vectors of `model` (its name and a hash of its file): an embedded index
+    keeps one collection per model key.
+    """
     @_builtins.property
     def failures(self) -> _containers.RepeatedCompositeFieldContainer[Global___FileFailure]:
         """The first files that could not be indexed, with the reason."""
@@ -93,10 +101,12 @@ class GetStatusResponse(_message.Message):
         eta_seconds: _builtins.float = ...,
         held_deletions: _builtins.int = ...,
         observer: _builtins.str = ...,
+        model_reason: _builtins.str = ...,
+        model_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dimensions", b"dimensions", "eta_seconds", b"eta_seconds", "failed", b"failed", "failures", b"failures", "folder", b"folder", "held_deletions", b"held_deletions", "index_rate", b"index_rate", "indexed", b"indexed", "model", b"model", "observer", b"observer", "pending", b"pending", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dimensions", b"dimensions", "eta_seconds", b"eta_seconds", "failed", b"failed", "failures", b"failures", "folder", b"folder", "held_deletions", b"held_deletions", "index_rate", b"index_rate", "indexed", b"indexed", "model", b"model", "model_key", b"model_key", "model_reason", b"model_reason", "observer", b"observer", "pending", b"pending", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -21,8 +21,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 METHODS = ("sift-bovw", "cnn-avg-centre", "imgsearch")
-FAMILIES = ("jpeg", "crop50", "crop20", "screenshot")  # the quick mode's families
-SOURCES, HELD_OUT, DISTRACTORS = 40, 20, 200
+# The quick mode's families; `burst` queries are made from burst frames, not from sources.
+FAMILIES = ("jpeg", "crop50", "crop20", "screenshot", "page", "burst")
+SOURCES, HELD_OUT, DISTRACTORS, BURSTS = 40, 20, 200, 10
+QUERIES = (len(FAMILIES) - 1) * (SOURCES + HELD_OUT) + BURSTS + HELD_OUT
 EXIT_NO_CORPUS = 3
 METRICS = (
     "recall_at_1",
@@ -91,11 +93,11 @@ def test_counts_every_query_including_no_source_ones(raw: dict[str, Any]) -> Non
     assert set(raw["methods"]) == set(METHODS)
     for method in raw["methods"].values():
         assert set(method["families"]) == set(FAMILIES)
-        for scores in method["families"].values():
-            assert scores["with_source"] == SOURCES
+        for family, scores in method["families"].items():
+            assert scores["with_source"] == (BURSTS if family == "burst" else SOURCES)
             assert scores["without_source"] == HELD_OUT
         overall = method["overall"]
-        assert overall["queries"] == len(FAMILIES) * (SOURCES + HELD_OUT)
+        assert overall["queries"] == QUERIES
         calibration = method["calibration"]
         assert calibration["no_source_queries"] == len(FAMILIES) * HELD_OUT
         assert calibration["false_matches_allowed"] == 0  # under 1,000 no-source queries
@@ -119,7 +121,7 @@ def test_metrics_are_sane(raw: dict[str, Any]) -> None:
 def test_production_finds_recompressed_copies(raw: dict[str, Any]) -> None:
     ours = raw["methods"]["imgsearch"]
     assert ours["settings"]["failed"] == 0, ours["settings"]["failures"]
-    assert ours["settings"]["indexed"] == SOURCES + DISTRACTORS
+    assert ours["settings"]["indexed"] == SOURCES + DISTRACTORS + 2 * BURSTS  # both frames
     assert ours["families"]["jpeg"]["recall_at_1"] >= 0.95
     assert ours["families"]["crop50"]["recall_at_1"] >= 0.9
     # Every method does far better than chance (1 in 240) on the easy family.
@@ -131,7 +133,7 @@ def test_production_finds_recompressed_copies(raw: dict[str, Any]) -> None:
 def test_per_query_rows_match_the_summary(quick_run: Path, raw: dict[str, Any]) -> None:
     with gzip.open(quick_run / "per_query.csv.gz", "rt") as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == len(METHODS) * len(FAMILIES) * (SOURCES + HELD_OUT)
+    assert len(rows) == len(METHODS) * QUERIES
     ours = [r for r in rows if r["method"] == "imgsearch" and r["family"] == "jpeg" and r["source"]]
     found = sum(1 for r in ours if r["rank"] == "1") / len(ours)
     assert found == pytest.approx(raw["methods"]["imgsearch"]["families"]["jpeg"]["recall_at_1"])

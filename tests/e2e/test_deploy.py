@@ -25,7 +25,7 @@ import yaml
 from dockerfile_parse import DockerfileParser
 
 from imgsearch.model import ImageEncoder
-from imgsearch.settings import GROUP_OF_FIELD, Settings
+from imgsearch.settings import BUNDLED_MODEL, GROUP_OF_FIELD, Settings
 from tests.metrics_doc import documented_metrics
 
 ROOT = Path(__file__).parents[2]
@@ -405,7 +405,7 @@ def test_image_context_builds_a_wheel_with_the_model(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     (wheel,) = (tmp_path / "wheels").glob("imgsearch-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    model = Settings().model.model_path.relative_to(ROOT)
+    model = BUNDLED_MODEL.relative_to(ROOT)
     assert str(model) in names
     assert {
         "imgsearch/rpc/healthcheck.py",

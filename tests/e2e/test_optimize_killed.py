@@ -41,6 +41,7 @@ def test_a_killed_graph_build_leaves_nothing_behind(tmp_path: Path) -> None:
     _fill(data)
     temp = data / "edge" / "images" / "temp_segments"
     command = [sys.executable, "-m", "imgsearch.cli", "optimize", "--data", str(data)]
+    command += ["--collection", "images"]  # the test store's name (unnamed: one per model)
     build = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120

@@ -50,7 +50,9 @@ def test_restored_index_serves_the_same_results_without_re_embedding(
 
     assert main(["backup", "--data", str(tmp_path / "data"), str(backup_file)]) == 0
     points = len(sample_photos)  # one point per image (regions are off by default)
-    assert f"backed up {points} points of 'images'" in capsys.readouterr().out
+    # The collection of the serving model (an embedded index keeps one per model).
+    collection = f"images-{first.app.encoder.key}"
+    assert f"backed up {points} points of '{collection}'" in capsys.readouterr().out
     assert list(backup_file.parent.iterdir()) == [backup_file]  # no .partial left behind
     assert main(["restore", "--data", str(tmp_path / "restored"), str(backup_file)]) == 0
     assert f"restored {points} points" in capsys.readouterr().out

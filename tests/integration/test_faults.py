@@ -89,7 +89,8 @@ def test_store_outage_loses_nothing(
             dimensions=encoder.dimensions,
             model=encoder.name,
         )
-    served = serve(photo_folder, store=store, health_interval=0.2)
+    # The injected store is made for the `encoder` fixture's model: serve that one.
+    served = serve(photo_folder, store=store, health_interval=0.2, model="efficientnet-lite0")
     served.wait_idle()
     indexed = served.client.status().indexed
     port = served.app.port

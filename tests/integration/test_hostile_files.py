@@ -173,7 +173,7 @@ def test_region_points_of_similar_names_never_collide(
     folder.mkdir()
     shutil.copy2(sample_photos[0], folder / "a.jpg")
     shutil.copy2(sample_photos[1], folder / "a.jpg#region1")  # once a.jpg's region 1 id
-    served = serve(folder, regions=True)
+    served = serve(folder, regions=True, model="efficientnet-lite0")
     served.wait_idle()
     sets = served.app.store.descriptors_of(["a.jpg", "a.jpg#region1"])
     assert {p: len(d.vectors) for p, d in sets.items()} == {"a.jpg": 14, "a.jpg#region1": 14}

@@ -103,8 +103,9 @@ def test_documented_metrics_exist_and_follow_traffic(
     assert after.value("imgsearch_images_failed") == status.failed
     assert after.value("imgsearch_deletions_held") == status.held_deletions == 0
     assert after.value("imgsearch_folder_available") == 1
-    model = served.app.encoder.name
-    assert after.value("imgsearch_build_info", version=_version(), model=model) == 1
+    encoder = served.app.encoder
+    build = {"model": encoder.name, "model_key": encoder.key, "model_reason": encoder.info.reason}
+    assert after.value("imgsearch_build_info", version=_version(), **build) == 1
 
     # Counters moved with the traffic, exactly where the traffic is countable.
     grew("imgsearch_rpc_requests_total", 3, code="OK", **SEARCHER)

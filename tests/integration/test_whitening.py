@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
+from imgsearch.backbones import EFFICIENTNET, Contract
 from imgsearch.descriptors import DescriptorSet
 from imgsearch.model.whitening import learn_whitening
 from imgsearch.searcher.whitening import FolderWhitening
-from imgsearch.settings import Settings, StoreEngine
+from imgsearch.settings import TUNING, StoreEngine
 from imgsearch.store import FileState, StoreLocation, VectorStore, open_store
 from tests.conftest import Served, wait_until
 from tests.imaging import crop, encode, load
@@ -151,20 +152,34 @@ def test_whitened_search_over_grpc(
         shutil.copy2(photo, folder / photo.name)
     query = encode(crop(load(sample_photos[0]), 0.6, (0.0, 0.0)))
 
-    raw = serve(folder, data_dir=tmp_path / "raw", whitening_min_images=0, regions=regions)
+    # Whitening serves the feature-map backbone (the copy-detection model keeps raw scores).
+    raw = serve(
+        folder,
+        data_dir=tmp_path / "raw",
+        whitening_min_images=0,
+        regions=regions,
+        model=EFFICIENTNET,
+    )
     raw.wait_idle()
     plain = raw.client.search(query, limit=len(sample_photos))
     raw.stop()
     assert not plain.whitened
-    assert plain.match_threshold == pytest.approx(Settings().verdict.match_threshold)
+    assert plain.match_threshold == pytest.approx(TUNING[Contract.FEATURE_MAP].match_threshold)
 
-    served = serve(folder, data_dir=tmp_path / "white", whitening_min_images=len(sample_photos))
+    served = serve(
+        folder,
+        data_dir=tmp_path / "white",
+        whitening_min_images=len(sample_photos),
+        model=EFFICIENTNET,
+    )
     served.wait_idle()
     assert served.app.whitening is not None
     wait_until(lambda: served.app.whitening.refresh() is not None, timeout=30)
     white = served.client.search(query, limit=len(sample_photos))
     assert white.whitened
-    assert white.match_threshold == pytest.approx(Settings().verdict.whitened_match_threshold)
+    assert white.match_threshold == pytest.approx(
+        TUNING[Contract.FEATURE_MAP].whitened_match_threshold
+    )
     assert (
         Path(white.matches[0].path).name
         == sample_photos[0].name

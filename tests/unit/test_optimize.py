@@ -57,16 +57,20 @@ def test_graph_is_built_kept_and_searched_like_the_plain_index(tmp_path: Path) -
     again.close()
 
 
+# The test store is named, so the collection is too (unnamed: one per model).
+OPTIMIZE = ["optimize", "--collection", "images", "--data"]
+
+
 def test_cli_builds_the_graph_and_refuses_while_the_index_is_in_use(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["optimize", "--data", str(tmp_path)]) == 4  # failed: nothing to optimize
+    assert main([*OPTIMIZE, str(tmp_path)]) == 4  # failed: nothing to optimize
     assert "no embedded index 'images'" in capsys.readouterr().err
     store = _open(tmp_path)
     _fill(store, _vectors(50))
-    assert main(["optimize", "--data", str(tmp_path)]) == 4  # the service holds it
+    assert main([*OPTIMIZE, str(tmp_path)]) == 4  # the service holds it
     assert "busy" in capsys.readouterr().err
     store.close()
-    assert main(["optimize", "--data", str(tmp_path)]) == 0
+    assert main([*OPTIMIZE, str(tmp_path)]) == 0
     # 50 small vectors are below the graph's minimum segment size: plain search stays.
     assert "0 of 50 vectors are in the graph" in capsys.readouterr().out

@@ -1,0 +1,165 @@
+"""The copy-detection backbone in the running service: an index belongs to one model, a page
+query finds the photo inside it, and a burst sibling is not called the source.
+
+Real servers on loopback, the real `sscd-mnv4s` model (installed by `make test`) and the
+bundled EfficientNet-Lite0, real files and real embedded Qdrant engines.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from imgsearch.backbones import EFFICIENTNET, SSCD, choose_model
+from imgsearch.descriptors import DescriptorSet
+from imgsearch.errors import StoreMismatchError
+from imgsearch.model.preprocess import DecodeLimits, decode_image, photo_boxes
+from imgsearch.settings import Fit
+from imgsearch.store import StoreLocation, open_existing_store, open_store
+from imgsearch.store.base import FileState
+from tests.conftest import Served
+from tests.imaging import burst_pair, crop, encode, load, on_page
+
+Serve = Callable[..., Served]
+
+
+def _points_by_model(edge: Path, collection: str) -> tuple[set[str], set[int]]:
+    """The `model` payloads and vector sizes of every point of an embedded collection."""
+    store = open_existing_store(StoreLocation(path=edge), collection=collection)
+    assert store is not None, f"no collection {collection} in {edge}"
+    try:
+        points = list(store.raw_points())
+    finally:
+        store.close()
+    return {str(p.payload["model"]) for p in points}, {len(p.vector) for p in points}
+
+
+def test_switching_models_reembeds_beside_the_old_index_and_never_mixes(
+    serve: Serve, photo_folder: Path, sample_photos: list[Path], tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    query = encode(crop(load(sample_photos[0]), 0.4))
+    keys = {}
+    for model in (EFFICIENTNET, SSCD):
+        served = serve(photo_folder, data, model=model)
+        served.wait_idle(180)
+        status = served.client.status()
+        assert status.model == model and status.model_key == choose_model(model).key
+        assert status.indexed == len(sample_photos) and status.failed == 0
+        found = served.client.search(query, limit=3)
+        assert found.matches[0].path == sample_photos[0].name
+        keys[model] = status.model_key
+        served.stop()
+    edge = data / "edge"
+    for model, key in keys.items():
+        models, sizes = _points_by_model(edge, f"images-{key}")
+        assert models == {key}, f"{model}'s collection holds vectors of {models}"
+        assert sizes == {512 if model == SSCD else 1280}
+    # Back to the first model: its collection is still there, complete, and searchable at once.
+    served = serve(photo_folder, data, model=EFFICIENTNET)
+    assert served.client.status().indexed == len(sample_photos)
+    assert served.client.search(query, limit=1).matches[0].path == sample_photos[0].name
+
+
+def test_a_server_collection_of_another_model_is_refused_and_kept(tmp_path: Path) -> None:
+    """A Qdrant server's collection is used as named, so a model switch must not write into
+    it: same size or not, another model's collection is refused, and its points stay."""
+    where = StoreLocation(path=tmp_path / "qdrant", engine="local")
+    vector = np.ones((1, 512), dtype=np.float32) / np.sqrt(512)
+    boxes = np.array([[0, 0, 1, 1]], dtype=np.float32)
+    store = open_store(where, collection="shared", dimensions=512, model="sscd-mnv4s-aaaa")
+    store.upsert([(FileState("a.jpg", 1, 2, "s" * 64), DescriptorSet(vector, boxes))])
+    store.close()
+    other = open_store(where, collection="shared", dimensions=512, model="my-model-bbbb")
+    try:
+        with pytest.raises(StoreMismatchError, match="holds vectors of model 'sscd-mnv4s-aaaa'"):
+            other.check_model()
+    finally:
+        other.close()
+    with pytest.raises(StoreMismatchError, match="vectors of size 512") as caught:
+        open_store(where, collection="shared", dimensions=1280, model="efficientnet-lite0-cccc")
+    assert "--collection" in str(caught.value)
+    store = open_store(where, collection="shared", dimensions=512, model="sscd-mnv4s-aaaa")
+    try:
+        assert store.count() == 1
+    finally:
+        store.close()
+
+
+COLOUR_PHOTOS = ("chelsea_cat.jpg", "coffee.jpg", "fruits.png", "rocket_launch.jpg")
+
+
+def test_photo_boxes_find_the_photo_on_a_page_and_nothing_in_a_photo(
+    sample_photos: list[Path],
+) -> None:
+    """Colour photos: a grey photo's colours lie on a line like text's (README "Models")."""
+    limits = DecodeLimits()
+    photos = [p for p in sample_photos if p.name in COLOUR_PHOTOS]
+    assert len(photos) == len(COLOUR_PHOTOS)
+    for photo, dark in zip(photos, (False, True, False, True), strict=True):
+        image = load(photo)
+        page, (left, top, right, bottom) = on_page(image, dark=dark)
+        decoded = decode_image(encode(page, quality=85), 288, limits, fit=Fit.SHORTER)
+        boxes = photo_boxes(decoded)
+        assert boxes, photo.name
+        x0, y0, x1, y1 = boxes[0]
+        truth = (left / page.width, top / page.height, right / page.width, bottom / page.height)
+        overlap = max(0.0, min(x1, truth[2]) - max(x0, truth[0])) * max(
+            0.0, min(y1, truth[3]) - max(y0, truth[1])
+        )
+        # Mostly the photo, and most of it (flat parts of a photo look like page furniture).
+        assert overlap >= 0.75 * (x1 - x0) * (y1 - y0), (photo.name, boxes[0], truth)
+        assert overlap >= 0.6 * (truth[2] - truth[0]) * (truth[3] - truth[1]), photo.name
+        plain = decode_image(encode(image), 288, limits, fit=Fit.SHORTER)
+        assert photo_boxes(plain) == [], photo.name
+
+
+def test_a_photo_inside_a_page_is_found(
+    serve: Serve, photo_folder: Path, sample_photos: list[Path]
+) -> None:
+    served = serve(photo_folder)
+    served.wait_idle(120)
+    for photo in (p for p in sample_photos if p.name in COLOUR_PHOTOS):
+        page, _ = on_page(load(photo), share=0.3)
+        found = served.client.search(encode(page, quality=85), limit=3)
+        assert found.matches[0].path == photo.name
+        assert found.matches[0].match
+
+
+def test_a_burst_sibling_is_not_called_the_source(
+    serve: Serve, photo_folder: Path, sample_photos: list[Path]
+) -> None:
+    pairs = []
+    for photo in sample_photos[:3]:
+        first, second = burst_pair(load(photo))
+        (photo_folder / photo.name).unlink()  # only the frames: no common ancestor indexed
+        (photo_folder / f"{photo.stem}-a.jpg").write_bytes(encode(first, quality=92))
+        (photo_folder / f"{photo.stem}-b.jpg").write_bytes(encode(second, quality=92))
+        pairs.append((photo.stem, first))
+    served = serve(photo_folder)
+    served.wait_idle(120)
+    for stem, first in pairs:
+        query = encode(crop(first, 0.5, (0.3, 0.4)), quality=85)
+        matches = served.client.search(query, limit=3).matches
+        assert matches[0].path == f"{stem}-a.jpg" and matches[0].match, matches
+        sibling = [m for m in matches if m.path == f"{stem}-b.jpg"]
+        assert sibling and not sibling[0].match, matches
+
+
+def test_true_duplicates_both_stay_sources(
+    serve: Serve, photo_folder: Path, sample_photos: list[Path]
+) -> None:
+    """The sibling rule must not split real copies: the same photo twice (re-encoded) in the
+    folder is two sources of a query made from it."""
+    photo = sample_photos[1]
+    shutil.copy2(photo, photo_folder / f"copy-of-{photo.name}")
+    served = serve(photo_folder)
+    served.wait_idle(120)
+    query = encode(crop(load(photo), 0.5, (0.6, 0.5)), quality=80)
+    matches = served.client.search(query, limit=3).matches
+    assert {m.path for m in matches[:2]} == {photo.name, f"copy-of-{photo.name}"}
+    assert matches[0].match and matches[1].match
