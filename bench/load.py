@@ -24,10 +24,10 @@ from pathlib import Path
 
 import grpc
 
-from imgsearch.model import ImageEncoder
+from imgsearch.backbones import choose_model
 from imgsearch.rpc.client import Client
-from imgsearch.settings import BUNDLED_MODEL, BUNDLED_SAMPLES, ModelSettings
-from imgsearch.store import StoreLocation, open_store
+from imgsearch.settings import BUNDLED_SAMPLES, Settings
+from imgsearch.store import StoreLocation, collection_for, open_existing_store
 from tests.imaging import crop, encode, load, variants
 from tests.processes import free_port, start_serve
 
@@ -133,13 +133,12 @@ def _land_files(
 
 def stored_paths(data: Path) -> tuple[list[str], int]:
     """Indexed paths and image count of a stopped server's embedded store."""
-    encoder = ImageEncoder(ModelSettings(model_path=BUNDLED_MODEL))
-    store = open_store(
-        StoreLocation(path=data / "edge"),  # the default engine's folder (Settings.edge_store_path)
-        collection="images",
-        dimensions=encoder.dimensions,
-        model=encoder.name,
+    settings = Settings(data_dir=data)
+    collection = collection_for(settings.store, choose_model(settings.encoder.model).key)
+    store = open_existing_store(
+        StoreLocation(path=settings.store.engine_store_path), collection=collection
     )
+    assert store is not None, f"no index {collection} in {data}"
     try:
         return [s.path for s in store.indexed_files()], store.count()
     finally:

@@ -27,8 +27,8 @@ from bench.accuracy.transforms import FAMILIES, QUICK_FAMILIES
 from imgsearch.settings import BUNDLED_MODEL
 
 REPO = Path(__file__).resolve().parents[2]
-FULL = CorpusSpec("full", sources=360, heldout=140, distractors=3000, quick=False)
-QUICK = CorpusSpec("quick", sources=40, heldout=20, distractors=200, quick=True)
+FULL = CorpusSpec("full", sources=360, heldout=140, distractors=3000, quick=False, bursts=60)
+QUICK = CorpusSpec("quick", sources=40, heldout=20, distractors=200, quick=True, bursts=10)
 TOP_K = 10
 EXIT_NO_CORPUS = 3  # the registries could not be reached: nothing was measured
 
@@ -61,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--methods",
         default="sift-bovw,cnn-avg-centre,imgsearch",
-        help="comma-separated subset of: sift-bovw, cnn-avg-centre, imgsearch",
+        help="comma-separated subset of: sift-bovw, cnn-avg-centre, imgsearch (the default "
+        "model), imgsearch-<model> (e.g. imgsearch-efficientnet-lite0)",
     )
     parser.add_argument(
         "--workers", type=int, default=os.cpu_count() or 2, help="processes for corpus work"
@@ -78,6 +79,8 @@ def _methods(names: Sequence[str], quick: bool) -> list[Method]:
             made[name] = CentreCropAvgPool(BUNDLED_MODEL)
         elif name == "imgsearch":
             made[name] = Production()
+        elif name.startswith("imgsearch-"):
+            made[name] = Production(model=name.removeprefix("imgsearch-"))
         else:
             raise SystemExit(f"unknown method {name!r}")
     return list(made.values())
@@ -144,7 +147,8 @@ def _corpus_meta(corpus: Corpus) -> dict[str, object]:
         "sources": roles["source"],
         "distractors": roles["distractor"],
         "heldout": roles["heldout"],
-        "indexed": roles["source"] + roles["distractor"],
+        "burst_frames": roles["burst"],
+        "indexed": roles["source"] + roles["distractor"] + roles["burst"],
         "by_origin": {
             f"{role}:{origin}": n
             for (role, origin), n in sorted(

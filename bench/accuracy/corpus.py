@@ -114,8 +114,9 @@ class Origin:
     in_quick: bool
     # How files of one scene are grouped before de-duplication: "stem" merges sequences
     # (flowers1..9, aloeL/aloeR, left01..14); an int N groups by the Nth path component
-    # (a wallpaper folder holding several sizes and a dark variant).
-    group: Literal["file", "stem"] | int = "file"
+    # (a wallpaper folder holding several sizes and a dark variant); "variant" merges one
+    # wallpaper's variants by name (triangles, triangles-logo, plasma-logo-dark).
+    group: Literal["file", "stem", "variant"] | int = "file"
     # At most this share of the photos: hundreds of dark-sky pictures of one kind would
     # otherwise outnumber everything else.
     max_share: float = 1.0
@@ -140,7 +141,7 @@ ORIGINS: tuple[Origin, ...] = (
     ),
     Origin("wallpapers", MATE, ("usr/share/backgrounds/mate/**/*",), "photo", True),
     Origin("wallpapers", PLASMA, ("usr/share/wallpapers/**/*",), "photo", False, 3),
-    Origin("wallpapers", LXQT, ("usr/share/lxqt/wallpapers/*",), "photo", True),
+    Origin("wallpapers", LXQT, ("usr/share/lxqt/wallpapers/*",), "photo", True, "variant"),
     Origin("wallpapers", UKUI, ("usr/share/backgrounds/*",), "photo", True),
     Origin("cv-samples", SKIMAGE, ("skimage/data/*",), "photo", True, "stem"),
     Origin("cv-samples", MVTB, ("mvtbdata/images/**/*",), "photo", False, "stem"),
@@ -160,6 +161,9 @@ class CorpusSpec:
     distractors: int
     quick: bool
     seed: int = 4
+    # Photos made into burst pairs: two overlapping frames of each, both indexed (the query
+    # family `burst` crops frame a; frame b is a sibling that must not be called its source).
+    bursts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +171,7 @@ class Item:
     """One image of the corpus: an indexed source or distractor, or a held-out photo."""
 
     id: str  # path relative to the db folder (or to heldout/ for held-out photos)
-    role: Literal["source", "distractor", "heldout"]
+    role: Literal["source", "distractor", "heldout", "burst"]
     origin: str
     package: str
     original: str  # path inside the package
@@ -231,27 +235,29 @@ def build(spec: CorpusSpec, cache: Path, workers: int) -> Corpus:
         f"corpus: {len(photos)} photo files -> {distinct_photos} distinct photos; "
         f"{len(clip)} distractor files measured -> {distinct_clip} distinct"
     )
-    wanted = spec.sources + spec.heldout
+    wanted = spec.sources + spec.heldout + spec.bursts
     shares = {o.key: o.max_share for o in origins}
     for key, members in photo_groups.items():
         cap = max(1, int(shares[key] * wanted))
         if len(members) > cap:
             photo_groups[key] = sorted(rng.sample(members, cap), key=_key)
     chosen_photos = _balanced(photo_groups, wanted, rng)
-    if len(chosen_photos) < spec.sources + spec.heldout:
-        raise RuntimeError(
-            f"only {len(chosen_photos)} distinct photos, {spec.sources + spec.heldout} needed"
-        )
+    if len(chosen_photos) < wanted:
+        raise RuntimeError(f"only {len(chosen_photos)} distinct photos, {wanted} needed")
     rng.shuffle(chosen_photos)
     # Held-out photos in the same proportions as the photos, origin by origin, so that
     # no-source queries look like sourced ones.
     heldout = _stratified(_by_origin(chosen_photos), spec.heldout, rng)
     held = {_key(c) for c in heldout}
-    sources = [c for c in chosen_photos if _key(c) not in held]
+    rest = [c for c in chosen_photos if _key(c) not in held]
+    bursts = _stratified(_by_origin(rest), spec.bursts, rng) if spec.bursts else []
+    burst_keys = {_key(c) for c in bursts}
+    sources = [c for c in rest if _key(c) not in burst_keys]
     distractors = _balanced(clip_groups, spec.distractors, rng)
     if root.exists():
         shutil.rmtree(root)
     items = _materialise(root, sources, heldout, distractors)
+    items += _burst_pairs(root, bursts, spec.seed)
     corpus = Corpus(
         spec,
         root,
@@ -284,12 +290,22 @@ def _candidates(origin: Origin, root: Path) -> Iterable[_Candidate]:
             yield _Candidate(origin, path, relative, _group(origin, relative))
 
 
+# Wallpapers that are one picture under two names (the same waves, with and without a logo).
+_SAME_PICTURE = {"simple_blue_widescreen": "waves"}
+
+
 def _group(origin: Origin, relative: str) -> str:
     parts = relative.split("/")
     if isinstance(origin.group, int):
         return f"{origin.key}:{parts[min(origin.group, len(parts) - 1)]}"
     if origin.group == "stem":
         return f"{origin.key}:{'/'.join(parts[:-1])}/{scene_stem(parts[-1])}"
+    if origin.group == "variant":
+        stem = parts[-1].rsplit(".", 1)[0].lower()
+        while (base := re.sub(r"-(logo|dark|light|bright|purple)$", "", stem)) != stem:
+            stem = base
+        stem = _SAME_PICTURE.get(stem, stem)
+        return f"{origin.key}:{'/'.join(parts[:-1])}/{stem}"
     return f"{origin.key}:{relative}"
 
 
@@ -531,6 +547,57 @@ def _materialise(
         progress.step()
     progress.close()
     return items
+
+
+def _burst_pairs(root: Path, photos: Sequence[_Candidate], seed: int) -> list[Item]:
+    """Two frames of each photo, as a camera's burst takes them: overlapping views (~70% of
+    the photo each) a little shifted, zoomed and turned, both written to db/bursts/."""
+    folder = root / "db" / "bursts"
+    items: list[Item] = []
+    for c in photos:
+        folder.mkdir(parents=True, exist_ok=True)
+        image = flatten(ImageOps.exif_transpose(Image.open(c.path)))
+        image.thumbnail((SOURCE_MAX_SIDE, SOURCE_MAX_SIDE), Image.Resampling.LANCZOS)
+        rng = random.Random(f"{seed}:burst:{_key(c)}")  # noqa: S311 - reproducible
+        stem = _file_name(c).rsplit(".", 1)[0]
+        for frame, name in zip(burst_frames(image, rng), ("a", "b"), strict=True):
+            target = folder / f"{stem}-{name}.jpg"
+            target.write_bytes(encode(frame, "JPEG", 92))
+            items.append(
+                Item(
+                    target.relative_to(root / "db").as_posix(),
+                    "burst",
+                    c.origin.key,
+                    c.origin.package.name,
+                    c.relative,
+                    frame.width,
+                    frame.height,
+                )
+            )
+    return items
+
+
+def burst_frames(image: Image.Image, rng: random.Random) -> tuple[Image.Image, Image.Image]:
+    """Frame a and frame b of one scene: each a view of 80-85% of each side; b is shifted by
+    5-10% of the side from a, zoomed by up to 8% and seen under a slight perspective."""
+    width, height = image.size
+    side = rng.uniform(0.80, 0.85)
+    w, h = width * side, height * side
+    x0, y0 = rng.uniform(0, width - w), rng.uniform(0, height - h)
+    dx = rng.choice((-1, 1)) * rng.uniform(0.05, 0.10) * width
+    dy = rng.choice((-1, 1)) * rng.uniform(0.02, 0.06) * height
+    zoom = rng.uniform(1.0, 1.08)
+    wb, hb = w / zoom, h / zoom
+    xb = min(max(0.0, x0 + dx + (w - wb) / 2), width - wb)
+    yb = min(max(0.0, y0 + dy + (h - hb) / 2), height - hb)
+
+    def view(x: float, y: float, vw: float, vh: float, tilt: float) -> Image.Image:
+        j = tilt * vw  # corners moved in and out: a slight perspective
+        quad = (x + j, y, x, y + vh, x + vw, y + vh - j, x + vw - j, y + j / 2)
+        size = (round(vw), round(vh))
+        return image.transform(size, Image.Transform.QUAD, quad, Image.Resampling.BILINEAR)
+
+    return view(x0, y0, w, h, 0.0), view(xb, yb, wb, hb, rng.uniform(0.01, 0.03))
 
 
 def _file_name(c: _Candidate) -> str:

@@ -24,6 +24,7 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 from PIL import Image
+from prometheus_client import REGISTRY
 
 from bench.accuracy.imaging import open_rgb
 from bench.accuracy.progress import Progress, log
@@ -246,18 +247,33 @@ class CentreCropAvgPool:
 # ---- (c) imgsearch, as users get it ---------------------------------------------------------
 
 
+def _stage_totals() -> dict[str, tuple[float, float]]:
+    """(seconds, runs) of each search stage so far, from this process's metrics."""
+    out = {}
+    for metric in REGISTRY.collect():
+        if metric.name != "imgsearch_search_stage_seconds":
+            continue
+        sums = {s.labels["stage"]: s.value for s in metric.samples if s.name.endswith("_sum")}
+        counts = {s.labels["stage"]: s.value for s in metric.samples if s.name.endswith("_count")}
+        out = {stage: (sums[stage], counts.get(stage, 0.0)) for stage in sums}
+    return out
+
+
 class Production:
-    """A real imgsearch server on 127.0.0.1 over the corpus folder, queried over gRPC."""
+    """A real imgsearch server on 127.0.0.1 over the corpus folder, queried over gRPC; with
+    `model`, that backbone instead of the default one."""
 
-    name = "imgsearch"
-    label = "imgsearch (ours)"
-
-    def __init__(self, index_timeout: float = 4 * 3600) -> None:
+    def __init__(self, model: str | None = None, index_timeout: float = 4 * 3600) -> None:
+        self.model = model
+        self.name = "imgsearch" if model is None else f"imgsearch-{model}"
+        self.label = "imgsearch (ours)" if model is None else f"imgsearch, {model}"
         self.index_timeout = index_timeout
         self._data: Path | None = None
         self._app: Application | None = None
         self._client: Client | None = None
         self._described: dict[str, object] = {}
+        self._stages_before: dict[str, tuple[float, float]] = {}
+        self._queries = 0
 
     def index(self, root: Path, files: Sequence[str]) -> None:
         self._data = Path(tempfile.mkdtemp(prefix="imgsearch-bench-"))
@@ -269,6 +285,7 @@ class Production:
             listen="127.0.0.1:0",
             metrics_listen=None,
             rescan_interval=0,
+            **({} if self.model is None else {"model": self.model}),
         )
         for name in ("imgsearch", "embedder", "searcher"):
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -290,28 +307,42 @@ class Production:
         # The searcher learns its whitening in the background once the folder is big enough;
         # learn it now, so that every query is scored the same way.
         whitening = self._app.whitening.refresh() if self._app.whitening is not None else None
+        verdict = settings.verdict.for_model(self._app.encoder.tuning)
         self._described = {
             "model": status.model,
+            "model_reason": status.model_reason,
             "dimensions": status.dimensions,
             "indexed": status.indexed,
             "failed": status.failed,
             "failures": [f"{f.path}: {f.reason}" for f in status.failures],
-            "match_threshold": settings.verdict.whitened_match_threshold
+            "match_threshold": verdict.whitened_match_threshold
             if whitening is not None
-            else settings.verdict.match_threshold,
+            else verdict.match_threshold,
             "whitened_from": whitening.images if whitening is not None else 0,
-            "image_size": settings.model.image_size,
+            "image_size": self._app.encoder.image_size,
         }
+        self._stages_before = _stage_totals()  # the searches start from here
+        self._queries = 0
 
     def search(self, query: bytes, k: int) -> list[Candidate]:
         assert self._client is not None, "index() first"
+        self._queries += 1
         response = self._client.search(query, limit=k)
         # The margin is what the product's verdict judges, so it is the confidence to rank
         # and calibrate by across queries (within one query it orders like the score).
         return [Candidate(m.path, float(m.margin), bool(m.match)) for m in response.matches]
 
     def describe(self) -> dict[str, object]:
-        return dict(self._described)
+        stages = {}
+        for name, (total, count) in _stage_totals().items():
+            before_total, before_count = self._stages_before.get(name, (0.0, 0.0))
+            ran = count - before_count
+            if ran > 0 and self._queries:
+                stages[name] = {
+                    "ms_per_query": 1e3 * (total - before_total) / self._queries,
+                    "share": ran / self._queries,
+                }
+        return {**self._described, "stages": stages}
 
     def close(self) -> None:
         if self._client is not None:

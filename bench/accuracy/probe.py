@@ -33,7 +33,7 @@ from bench.accuracy.queries import Query
 from bench.accuracy.transforms import FAMILIES, QUICK_FAMILIES
 from imgsearch.model import ImageEncoder
 from imgsearch.searcher.verdict import BACKGROUND_SIZE, BACKGROUND_WEIGHT
-from imgsearch.settings import BUNDLED_MODEL, ModelSettings
+from imgsearch.settings import ModelSettings
 
 F32 = NDArray[np.float32]
 REPO = Path(__file__).resolve().parents[2]
@@ -49,7 +49,7 @@ class Embedded:
 
 
 def _embed(db: Path, folder: Path, ids: list[str], sample: list[Query]) -> Embedded:
-    encoder = ImageEncoder(ModelSettings(model_path=BUNDLED_MODEL), threads=2)
+    encoder = ImageEncoder(ModelSettings(model="efficientnet-lite0"), threads=2)
     index = []
     progress = Progress("probe: embedding the indexed folder", len(ids))
     for item in ids:

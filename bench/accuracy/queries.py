@@ -14,7 +14,7 @@ from bench.accuracy import transforms
 from bench.accuracy.corpus import Corpus, Item
 from bench.accuracy.imaging import open_rgb
 from bench.accuracy.progress import Progress, log
-from bench.accuracy.transforms import FAMILIES, Params, make_query
+from bench.accuracy.transforms import BURST_FAMILY, FAMILIES, Params, make_query
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +43,9 @@ def build(corpus: Corpus, families: Sequence[str], workers: int) -> tuple[Path, 
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    photos = corpus.of_role("source") + corpus.of_role("heldout")
+    # Frame a of each burst pair is a source of the burst family only (b is its sibling).
+    frames = [i for i in corpus.of_role("burst") if i.id.endswith("-a.jpg")]
+    photos = corpus.of_role("source") + corpus.of_role("heldout") + frames
     jobs = [
         (
             str(corpus.path_of(item)),
@@ -67,7 +69,7 @@ def build(corpus: Corpus, families: Sequence[str], workers: int) -> tuple[Path, 
                     Query(
                         id=file.rsplit(".", 1)[0],
                         family=family,
-                        source=item.id if item.role == "source" else None,
+                        source=item.id if item.role in ("source", "burst") else None,
                         photo=item.id,
                         origin=item.origin,
                         file=file,
@@ -95,8 +97,10 @@ def _make_for_photo(
     path, photo_id, role, families, folder, number, seed = job
     image = open_rgb(Path(path).read_bytes())
     made: list[tuple[str, str, Params, str]] = []
-    prefix = "src" if role == "source" else "nosrc"
+    prefix = {"source": "src", "burst": "burst"}.get(role, "nosrc")
     for family in families:
+        if (family == BURST_FAMILY) != (role == "burst") and role != "heldout":
+            continue
         data, params = make_query(image, FAMILIES[family], seed=f"{seed}:{photo_id}")
         file = f"{family}/{prefix}-{number:05d}.jpg"
         target = Path(folder) / file

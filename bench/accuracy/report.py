@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import matplotlib as mpl
 
@@ -24,10 +24,6 @@ from bench.accuracy.metrics import (
     micro_average_precision,
 )
 from bench.accuracy.transforms import FAMILIES
-
-QUALITY = ("rescale", "jpeg", "blur", "colour", "grayscale")
-LARGE_CROPS = ("crop70", "crop50")
-SMALL_CROPS = ("crop30", "crop20")
 
 
 @dataclass(slots=True)
@@ -48,15 +44,59 @@ class MethodResult:
 class Target:
     text: str
     families: tuple[str, ...]
-    minimum: float | None  # recall@1 at least this in each family; None: the verdict target
+    # recall@1: at least `minimum` in each family (every family when `families` is empty);
+    # calibrated: verdict recall at <= 1/1000 false matches; map: micro-AP of all queries;
+    # false-match: the verdict's own false-match rate at most `minimum`.
+    kind: Literal["recall@1", "calibrated", "map", "false-match"]
+    minimum: float
+    skip: tuple[str, ...] = ()
 
 
-TARGETS = (
-    Target("recall@1 >= 99.5% on quality/colour/resize/blur families", QUALITY, 0.995),
-    Target("recall@1 >= 98% on crops keeping >= 50% of the area", LARGE_CROPS, 0.98),
-    Target("recall@1 >= 90% on crops keeping 20-30% of the area", SMALL_CROPS, 0.90),
-    Target("verdict false-match rate <= 0.1% on no-source queries", (), None),
+TARGETS = (  # the descriptor issue's (13)
+    Target(
+        "recall@1 >= 99.5% on every family (pages and bursts apart)",
+        (),
+        "recall@1",
+        0.995,
+        ("page", "burst"),
+    ),
+    Target("recall@1 >= 95% on pages", ("page",), "recall@1", 0.95),
+    Target("verdict recall >= 97% at <= 0.1% false matches", (), "calibrated", 0.97),
+    Target("micro-AP >= 99%", (), "map", 0.99),
+    Target(
+        "verdict false-match rate <= 0.1% at the configured threshold", (), "false-match", 0.001
+    ),
 )
+
+
+def _bursts(results: Sequence[MethodResult]) -> list[str]:
+    """Burst pairs: the query is a crop of frame a; frame b (indexed too) is a sibling that
+    must not be called the source."""
+    rows = []
+    for r in results:
+        sourced = [o for o in r.outcomes if o.family == "burst" and o.source is not None]
+        if not sourced:
+            return []
+        first = sum(1 for o in sourced if o.rank == 1)
+        sibling = sum(
+            1
+            for o in sourced
+            if any(
+                c.id == str(o.source).replace("-a.jpg", "-b.jpg") and c.is_match
+                for c in o.candidates
+            )
+        )
+        rows.append(
+            [r.label, str(len(sourced)), _pct(first / len(sourced)), _pct(sibling / len(sourced))]
+        )
+    return [
+        "## Burst shots: the frame, not its sibling",
+        "",
+        "Queries are crops of frame a of a burst pair; frame b (shifted, zoomed, slightly "
+        "turned) is indexed too. A sibling called the source is a wrong verdict.",
+        "",
+        *_table(["method", "queries", "frame first (%)", "sibling called the source (%)"], rows),
+    ]
 
 
 def _pct(value: float | None, digits: int = 1) -> str:
@@ -70,12 +110,20 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def _target_met(target: Target, result: MethodResult) -> tuple[bool | None, str]:
-    if target.minimum is None:
+    if target.kind == "false-match":
         rate = result.overall.false_match_rate
         if rate is None:
             return None, "no no-source queries"
-        return rate <= 0.001, f"{_pct(rate, 2)}%"
-    values = [result.by_family[f].recall_at_1 for f in target.families if f in result.by_family]
+        return rate <= target.minimum, f"{_pct(rate, 2)}%"
+    if target.kind in ("calibrated", "map"):
+        value = (
+            result.calibration.recall if target.kind == "calibrated" else result.overall.micro_ap
+        )
+        if value is None:
+            return None, "not measured"
+        return value >= target.minimum, f"{_pct(value)}%"
+    families = target.families or tuple(f for f in result.by_family if f not in target.skip)
+    values = [result.by_family[f].recall_at_1 for f in families if f in result.by_family]
     known = [v for v in values if v is not None]
     if not known:
         return None, "not measured"
@@ -94,7 +142,8 @@ def markdown(meta: dict[str, Any], results: Sequence[MethodResult]) -> str:
         "How it works and what each number means: `bench/README.md`.",
         "",
         f"**Corpus** ({meta['mode']} mode): {meta['corpus']['sources']} source photos and "
-        f"{meta['corpus']['distractors']} non-photo distractors indexed; "
+        f"{meta['corpus']['distractors']} non-photo distractors indexed, with "
+        f"{meta['corpus'].get('burst_frames', 0)} burst frames (two per photo); "
         f"{meta['corpus']['heldout']} held-out photos (not indexed) give the no-source queries. "
         f"{results[0].overall.queries} queries per method: "
         f"{results[0].overall.with_source} with a source, "
@@ -208,6 +257,7 @@ def markdown(meta: dict[str, Any], results: Sequence[MethodResult]) -> str:
             for o in origins
         ],
     )
+    out += _bursts(results)
     out += ["## The issue's targets", ""]
     rows = []
     for target in TARGETS:
@@ -219,18 +269,25 @@ def markdown(meta: dict[str, Any], results: Sequence[MethodResult]) -> str:
         rows.append(cells)
     out += _table(["target", *names], rows)
     out += ["## Time (a shared 2-core machine: indicative only)", ""]
+    out += [
+        "Each query's round trip as the client saw it (imgsearch: a gRPC Search on loopback, "
+        "client and server in one process), over every query of every family.",
+        "",
+    ]
     out += _table(
-        ["method", "index", "query median", "query p95"],
+        ["method", "index", "query p50", "query p95", "query p99"],
         [
             [
                 r.label,
                 f"{r.index_seconds:.0f} s for {meta['corpus']['indexed']} images",
                 f"{1000 * _quantile(r.query_seconds, 0.5):.0f} ms",
                 f"{1000 * _quantile(r.query_seconds, 0.95):.0f} ms",
+                f"{1000 * _quantile(r.query_seconds, 0.99):.0f} ms",
             ]
             for r in results
         ],
     )
+    out += _stages(results)
     out += [
         "## Plots",
         "",
@@ -240,6 +297,31 @@ def markdown(meta: dict[str, Any], results: Sequence[MethodResult]) -> str:
         "",
     ]
     return "\n".join(out)
+
+
+def _stages(results: Sequence[MethodResult]) -> list[str]:
+    """Where a search's time goes, from the server's own stage histograms."""
+    staged: list[tuple[str, dict[str, dict[str, float]]]] = [
+        (r.label, stages)
+        for r in results
+        if isinstance(stages := r.settings.get("stages"), dict) and stages
+    ]
+    if not staged:
+        return []
+    names = sorted({name for _, stages in staged for name in stages})
+    rows = []
+    for label, stages in staged:
+        cells = [label]
+        for name in names:
+            stage = stages.get(name, {"ms_per_query": 0.0, "share": 0.0})
+            cells.append(f"{stage['ms_per_query']:.1f} ms ({100 * stage['share']:.0f}%)")
+        rows.append(cells)
+    return [
+        "Where the server's time goes: mean milliseconds per query of each search stage, and "
+        "(in brackets) the share of queries that ran it.",
+        "",
+        *_table(["method", *names], rows),
+    ]
 
 
 def _quantile(values: Sequence[float], q: float) -> float:

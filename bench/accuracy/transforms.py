@@ -16,7 +16,7 @@ from typing import Any
 
 import augly.image as imaugs  # type: ignore[import-untyped]
 from augly.utils import EMOJI_DIR, SCREENSHOT_TEMPLATES_DIR  # type: ignore[import-untyped]
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from bench.accuracy.imaging import encode
 
@@ -150,6 +150,66 @@ def _screenshot(image: Image.Image, rng: random.Random, params: Params) -> Image
     return canvas
 
 
+_TEXT = (
+    "the photo was taken on a quiet morning near the harbour and shared by many readers who "
+    "asked where it came from and who had made it first before it spread across the web"
+)
+_WORDS = tuple(_TEXT.split())
+
+
+def _page(image: Image.Image, rng: random.Random, params: Params) -> Image.Image:
+    """The photo inside a rendered web page: a header bar with a title, maybe a navigation
+    column, paragraphs of text and a caption; the photo at 28-55% of the page's width, on the
+    left or right; light or dark."""
+    width = rng.choice((1280, 1366, 1440))
+    height = round(width * rng.uniform(0.6, 0.75))
+    dark = rng.random() < 0.5
+    ground = (24, 26, 30) if dark else (250, 250, 248)
+    ink = (220, 220, 220) if dark else (40, 40, 40)
+    page = Image.new("RGB", (width, height), ground)
+    draw = ImageDraw.Draw(page)
+    font_size = rng.choice((14, 16, 18))
+    font = ImageFont.load_default(size=font_size)
+    title = ImageFont.load_default(size=28)
+    bar = rng.randint(56, 90)
+    accent = tuple(rng.randrange(40, 200) for _ in range(3))
+    draw.rectangle((0, 0, width, bar), fill=accent)
+    draw.text(
+        (24, bar // 2 - 14), " ".join(rng.sample(_WORDS, 4)).title(), fill="white", font=title
+    )
+    left = 24
+    nav = rng.random() < 0.5
+    if nav:
+        column = rng.randint(180, 240)
+        draw.rectangle((0, bar, column, height), fill=(40, 44, 52) if dark else (236, 238, 242))
+        for n in range(rng.randint(6, 12)):
+            draw.text((20, bar + 30 + 34 * n), rng.choice(_WORDS).title(), fill=ink, font=font)
+        left = column + 24
+    share = rng.uniform(0.28, 0.55)
+    photo_w = round(share * width)
+    photo_h = min(round(photo_w * image.height / image.width), height - bar - 90)
+    photo_w = round(photo_h * image.width / image.height)
+    on_right = rng.random() < 0.5
+    x = width - photo_w - 32 if on_right else left
+    y = bar + rng.randint(24, 48)
+    page.paste(image.convert("RGB").resize((photo_w, photo_h), Image.Resampling.BILINEAR), (x, y))
+    draw.text((x, y + photo_h + 8), " ".join(rng.sample(_WORDS, 6)), fill=ink, font=font)
+    text_left, text_right = (left, x - 24) if on_right else (x + photo_w + 24, width - 24)
+    line = 16 + font_size
+    for row in range(max(0, (height - bar - 60) // line)):
+        if row % 6 == 5:
+            continue  # a gap between paragraphs
+        words, text = rng.sample(_WORDS, len(_WORDS)), ""
+        for word in words:
+            if draw.textlength(f"{text} {word}", font=font) > text_right - text_left:
+                break
+            text = f"{text} {word}".strip()
+        draw.text((text_left, bar + 30 + row * line), text, fill=ink, font=font)
+    params["page"] = {"size": [width, height], "box": [x, y, photo_w, photo_h], "nav": nav}
+    params["page"]["dark"] = dark
+    return page
+
+
 _COMBINABLE: dict[str, Step] = {
     "crop50": _crop(0.5),
     "rescale": _rescale,
@@ -190,9 +250,23 @@ FAMILIES: dict[str, Family] = {
             (85, 85),
         ),
         Family("combo", "two of the above drawn at random, then JPEG 30-90", (), (30, 90)),
+        Family(
+            "page",
+            "inside a rendered web page (header, text, maybe navigation) at 28-55% of its width",
+            (_page,),
+            (85, 85),
+        ),
+        Family(
+            "burst",
+            "crop keeping 50% of frame a of a burst pair; its sibling frame b is indexed too",
+            (_crop(0.5),),
+            (75, 90),
+        ),
     )
 }
-QUICK_FAMILIES = ("jpeg", "crop50", "crop20", "screenshot")
+QUICK_FAMILIES = ("jpeg", "crop50", "crop20", "screenshot", "page", "burst")
+# Made from burst frames (and held-out photos) only; every other family from sources.
+BURST_FAMILY = "burst"
 
 
 def make_query(image: Image.Image, family: Family, seed: str) -> tuple[bytes, Params]:

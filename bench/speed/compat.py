@@ -14,10 +14,11 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
+from imgsearch.backbones import EFFICIENTNET, Contract
 from imgsearch.descriptors import DescriptorSet
 from imgsearch.model import DecodedImage, ImageEncoder
 from imgsearch.model.encoder import REGION_SCALES, REGIONS_PER_IMAGE
-from imgsearch.settings import Settings
+from imgsearch.settings import TUNING, Settings
 from imgsearch.store import FileState
 
 F32 = NDArray[np.float32]
@@ -26,9 +27,15 @@ _DEFAULTS = Settings()
 PRODUCTION_REGIONS: bool = _DEFAULTS.index.regions
 PRODUCTION_ENGINE: str = _DEFAULTS.store.engine.value
 PRODUCTION_WORKERS: int = _DEFAULTS.index.embed_workers
-PRODUCTION_THREADS: int = _DEFAULTS.model.inference_threads
-PRODUCTION_SIDE: int = _DEFAULTS.model.image_size
-QUERY_SIZES: list[int] = list(_DEFAULTS.model.query_sizes)
+PRODUCTION_THREADS: int = _DEFAULTS.encoder.inference_threads
+# The speed benchmark measures the feature-map backbone (EfficientNet-Lite0) and its variants
+# (fp32, int8, sizes, regions); bench/accuracy times both backbones' searches side by side.
+SPEED_MODEL = EFFICIENTNET
+_TUNED = TUNING[Contract.FEATURE_MAP]
+PRODUCTION_SIDE: int = _DEFAULTS.encoder.image_size or _TUNED.image_size
+QUERY_SIZES: list[int] = list(
+    _TUNED.query_sizes if _DEFAULTS.encoder.query_sizes is None else _DEFAULTS.encoder.query_sizes
+)
 QUERY_VIEWS = 2 + len(QUERY_SIZES)  # input size, each query size, the framed view (padded)
 
 

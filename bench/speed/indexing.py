@@ -136,7 +136,7 @@ _WORKER_LOCAL = threading.local()
 def _init_process(model: str, side: int, threads: int, regions: bool) -> None:
     global _WORKER  # noqa: PLW0603 - one encoder per worker process
     _WORKER = (
-        ImageEncoder(ModelSettings(model_path=Path(model), image_size=side), threads=threads),
+        ImageEncoder(ModelSettings(model=str(model), image_size=side), threads=threads),
         side,
         regions,
     )
@@ -197,7 +197,7 @@ class WorkerPool:
         _WORKER_LOCAL.encoders = made
         if key not in made:
             encoder = ImageEncoder(
-                ModelSettings(model_path=self._model, image_size=self.side), threads=1
+                ModelSettings(model=str(self._model), image_size=self.side), threads=1
             )
             made[key] = (encoder, ModelClock(encoder))
         return made[key]
@@ -472,6 +472,7 @@ def indexer_end_to_end(files: Sequence[Path], workdir: Path) -> JSON:
         settle_seconds=0.0,
         rescan_interval=0,
         watch_mode=WatchMode.POLLING,
+        model=compat.SPEED_MODEL,
     )
     app = Application(settings)
     start = time.perf_counter()

@@ -71,7 +71,7 @@ class Encoders:
     def get(self, precision: str, threads: int) -> tuple[ImageEncoder, ModelClock]:
         key = (precision, threads)
         if key not in self._made:
-            encoder = ImageEncoder(ModelSettings(model_path=self.files[precision]), threads=threads)
+            encoder = ImageEncoder(ModelSettings(model=str(self.files[precision])), threads=threads)
             self._made[key] = (encoder, ModelClock(encoder))
         return self._made[key]
 

@@ -324,6 +324,7 @@ def _serve(store: Any, data_dir: Path, regions: bool) -> Any:  # noqa: ANN401 - 
         metrics_listen=None,
         log_level="WARNING",
         regions=regions,
+        model=compat.SPEED_MODEL,
     )
     app = Application(settings, with_embedder=False, with_searcher=True, store=store)
     app.start()
