@@ -19,7 +19,7 @@ Choices, measured on this repo's model and photos (bench/results/speed/README.md
   the service decodes (longer side 384).
 
 The output meets the same contract (input ``pixels``, output ``features``, metadata), so it
-drops in with ``--model`` / ``IMGSEARCH_MODEL_PATH``. Needs ``onnx`` and ``sympy`` (for
+drops in with ``--model`` / ``IMGSEARCH_MODEL``. Needs ``onnx`` and ``sympy`` (for
 onnxruntime's pre-processing), which the service itself does not.
 """
 

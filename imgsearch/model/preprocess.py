@@ -291,6 +291,13 @@ def content_box(
 _COLOUR_PLANARITY = 0.01  # second / first eigenvalue of a cell's colour covariance
 _FLAT_VARIANCE = 20.0  # a cell whose largest colour variance is below this is flat
 _CELL = 8  # pixels per cell side, at the decoded size
+# A query looks like a page when at least this share of its cells are two-colour cells in
+# horizontal runs of _TEXT_RUN or more (lines of text). bench/accuracy's page queries have
+# 26-45%; photos, crops and screenshots of a photo 0-15% (a star field's or a crop's own
+# two-colour cells are scattered): their photo-like blocks are only a part of the photo, and
+# describing them alone brought in false matches (bench/results/tune).
+_PAGE_TEXT = 0.2
+_TEXT_RUN = 4
 
 
 def photo_boxes(
@@ -316,8 +323,9 @@ def photo_boxes(
     centred = cells - cells.mean(axis=2, keepdims=True)
     covariance = np.einsum("rcpi,rcpj->rcij", centred, centred) / np.float32(_CELL * _CELL)
     eigen = np.linalg.eigvalsh(covariance)  # ascending, per cell
-    photo = (eigen[..., 2] >= _FLAT_VARIANCE) & (eigen[..., 1] > _COLOUR_PLANARITY * eigen[..., 2])
-    if photo.mean() > max_share:
+    textured = eigen[..., 2] >= _FLAT_VARIANCE
+    photo = textured & (eigen[..., 1] > _COLOUR_PLANARITY * eigen[..., 2])
+    if photo.mean() > max_share or _text_runs(textured & ~photo).mean() < _PAGE_TEXT:
         return []
     closed = _grown(_grown(photo))
     blocks = []
@@ -329,6 +337,20 @@ def photo_boxes(
             blocks.append((area, (left / cols, top / rows, right / cols, bottom / rows)))
     blocks.sort(key=lambda block: -block[0])
     return [box for _, box in blocks[:max_boxes]]
+
+
+def _text_runs(two_colour: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """The two-colour cells that lie in a horizontal run of at least _TEXT_RUN of them."""
+    cols = two_colour.shape[1]
+    runs = np.zeros_like(two_colour)
+    if cols < _TEXT_RUN:
+        return runs
+    starts = np.ones_like(two_colour[:, : cols - _TEXT_RUN + 1])
+    for k in range(_TEXT_RUN):
+        starts &= two_colour[:, k : cols - _TEXT_RUN + 1 + k]
+    for k in range(_TEXT_RUN):
+        runs[:, k : cols - _TEXT_RUN + 1 + k] |= starts
+    return runs
 
 
 def _tightened(

@@ -35,8 +35,9 @@ VERIFY_FLOOR = 0.30
 # When several candidates pass the verdict (near-identical photos: burst shots, or true
 # duplicates), the first SIBLING_CHECK of them are checked for exactness (see
 # Verifier.exact_inliers): only those within SAME_IMAGE_SHARE of the most exact one stay
-# "the source" (true duplicates land equally well; a burst sibling bench/accuracy measured at
-# 0.44-0.97 of its frame), and with fewer than MIN_EXACT exact matches nothing is decided.
+# "the source" (true duplicates land equally well; the burst siblings of bench/accuracy's
+# quick corpus landed 0.44-0.97 as well as their frame), and with fewer than MIN_EXACT exact
+# matches nothing is decided.
 SIBLING_CHECK = 4
 SAME_IMAGE_SHARE = 0.98
 MIN_EXACT = 12

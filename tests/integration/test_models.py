@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from imgsearch.backbones import EFFICIENTNET, SSCD, choose_model
 from imgsearch.descriptors import DescriptorSet
@@ -116,6 +117,11 @@ def test_photo_boxes_find_the_photo_on_a_page_and_nothing_in_a_photo(
         assert overlap >= 0.6 * (truth[2] - truth[0]) * (truth[3] - truth[1]), photo.name
         plain = decode_image(encode(image), 288, limits, fit=Fit.SHORTER)
         assert photo_boxes(plain) == [], photo.name
+        # The photo small on a dark canvas, no text: a part of a photo, not a page.
+        canvas = Image.new("RGB", (1280, 860), (8, 8, 12))
+        canvas.paste(image.resize((400, round(400 * image.height / image.width))), (440, 200))
+        alone = decode_image(encode(canvas), 288, limits, fit=Fit.SHORTER)
+        assert photo_boxes(alone) == [], photo.name
 
 
 def test_a_photo_inside_a_page_is_found(
