@@ -1,7 +1,7 @@
 """Query-path tuning of an embedding backbone (`sscd-mnv4s` by default), stage by stage.
 
-`python -m bench.accuracy.tune [--quick] [--sample N] [--model NAME]` embeds the benchmark's
-indexed folder at each input size (short side 224, 288, 320) and a stratified sample of its
+`python -m bench.accuracy.tune [--quick] [--per-family N] [--model NAME]` embeds the benchmark's
+indexed photos (and a sample of its distractors) at each input size (short side 224, 288, 320) and a stratified sample of its
 queries in every view the product could use: the whole query, its mirror image, a second,
 smaller scale, the framed view (content inside flat borders) and the photo-like blocks of a
 page. Then it scores variants side by side by exact cosine search in numpy: which views, raw
@@ -172,7 +172,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model", default=SSCD, help="an embedding backbone (default: %(default)s)"
     )
-    parser.add_argument("--per-family", type=int, default=120, help="sourced queries per family")
+    parser.add_argument("--per-family", type=int, default=60, help="sourced queries per family")
+    parser.add_argument(
+        "--distractors",
+        type=int,
+        default=1000,
+        help="indexed distractors kept (a sample: the photos make the false matches)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "tune")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "imgsearch-bench")
     parser.add_argument("--workers", type=int, default=2)
@@ -183,7 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     families = list(QUICK_FAMILIES if args.quick else FAMILIES)
     folder, queries = queries_module.build(corpus, families, args.workers)
     sample = _sample(queries, args.per_family, spec.seed)
-    ids = sorted(i.id for i in corpus.items if i.role != "heldout")
+    distractors = sorted(i.id for i in corpus.items if i.role == "distractor")
+    rng = random.Random(spec.seed)  # noqa: S311 - a reproducible sample
+    kept = set(rng.sample(distractors, min(args.distractors, len(distractors))))
+    ids = sorted(i.id for i in corpus.items if i.role in ("source", "burst") or i.id in kept)
     rows = []
     for size in SIZES:
         embedded = _embed(args.model, size, corpus.db, ids, folder, sample)

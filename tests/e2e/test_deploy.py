@@ -25,7 +25,7 @@ import yaml
 from dockerfile_parse import DockerfileParser
 
 from imgsearch.model import ImageEncoder
-from imgsearch.settings import BUNDLED_MODEL, GROUP_OF_FIELD, Settings
+from imgsearch.settings import BUNDLED_MODEL, DEFAULT_COLLECTION, GROUP_OF_FIELD
 from tests.metrics_doc import documented_metrics
 
 ROOT = Path(__file__).parents[2]
@@ -305,7 +305,8 @@ def test_kubernetes_topology(encoder: ImageEncoder) -> None:
     # The collection job creates what imgsearch expects, sharded and replicated.
     job = manifests["Job/qdrant-create-collection"]["spec"]["template"]["spec"]["containers"][0]
     job_env = {e["name"]: e.get("value") for e in job["env"]}
-    assert job_env["COLLECTION"] == Settings().store.collection
+    assert job_env["COLLECTION"] == DEFAULT_COLLECTION  # a server's unnamed collection
+    # The published image serves efficientnet-lite0 (the only model it may carry): its size.
     assert int(job_env["DIMENSIONS"]) == encoder.dimensions
     assert (job_env["SHARDS"], job_env["REPLICATION"], job_env["PEERS"]) == ("6", "2", "3")
     script = job["command"][2]
