@@ -6,7 +6,8 @@ benchmark's indexed photos (and a sample of its distractors) at each input size 
 the whole query, its mirror image, a second, smaller scale, the framed view (content inside
 flat borders) and the photo-like blocks of a page. Then it scores variants side by side by
 exact cosine search in numpy: which views, raw score or margin, with or without a PCA
-whitening learned on the indexed images. Nothing here is served; `python -m bench.accuracy` measures what the product does with the chosen ones.
+whitening learned on the indexed images. Nothing here is served: `python -m bench.accuracy`
+measures what the product does with the chosen ones.
 
 Per variant: recall@1 over sourced queries; calibrated recall, the share of sourced queries
 whose first candidate is right and scores above the threshold that lets through at most 1 in
