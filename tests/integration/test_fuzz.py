@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ from imgsearch.errors import InvalidImageError
 from imgsearch.model.preprocess import DecodeLimits, decode_image
 from imgsearch.v1 import searcher_pb2
 from tests.conftest import Served
-from tests.imaging import encode, load
+from tests.imaging import encode, load, scan_bomb
 
 LIMITS = DecodeLimits(max_pixels=4_000_000)
 FUZZ = settings(
@@ -127,3 +128,80 @@ def test_search_handler_fuzz(photo_folder: Path, serve: Callable[..., Served]) -
     # still serving, still right
     photo = next(photo_folder.iterdir())
     assert served.client.search(photo.read_bytes(), limit=1).matches[0].path == photo.name
+
+
+def _hostile_folder(folder: Path, photo: Path) -> list[str]:
+    """Special files and odd names beside the photos (issue 15): the path queries to try."""
+    os.mkfifo(folder / "fifo.jpg")
+    (folder / "zero.jpg").symlink_to("/dev/zero")
+    (folder / "dir.jpg").mkdir()
+    (folder / "loop.jpg").symlink_to(folder / "loop.jpg")
+    odd = [b"bad\xff\xfe.jpg", b"new\nline.jpg", b"tab\there.jpg", f"{photo.name}#region1".encode()]
+    for name in odd:
+        Path(os.fsdecode(os.fsencode(folder) + b"/" + name)).write_bytes(photo.read_bytes())
+    return [
+        "fifo.jpg",
+        "zero.jpg",
+        "dir.jpg",
+        "loop.jpg",
+        "../../etc/passwd",
+        # As `imgsearch status` shows them (a request's path is UTF-8 text).
+        *(name.decode("utf-8", "backslashreplace") for name in odd),
+    ]
+
+
+def _sixteen_bit_png(width: int, height: int, level: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("I;16", (width, height), level).save(out, "PNG")
+    return out.getvalue()
+
+
+def test_hostile_shapes_fuzz(
+    photo_folder: Path, sample_photos: list[Path], serve: Callable[..., Served]
+) -> None:
+    """Scan bombs, high-bit-depth PNGs, special files and odd names, drawn together against a
+    live server: each answer is a precise status within its deadline, and the server keeps
+    serving the right answer afterwards."""
+    paths = _hostile_folder(photo_folder, sample_photos[0])
+    served = serve(photo_folder)
+    served.wait_idle()
+    search = served.client._searcher.Search
+    bombs = {scans: scan_bomb(scans) for scans in (101, 400, 3000)}
+    allowed = {
+        grpc.StatusCode.OK,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+
+    @settings(max_examples=60, deadline=None, derandomize=True)
+    @given(
+        shape=st.one_of(
+            st.sampled_from(sorted(bombs)).map(lambda scans: ("image", bombs[scans])),
+            st.tuples(st.integers(16, 3000), st.integers(16, 3000), st.integers(0, 65535)).map(
+                lambda whl: ("image", _sixteen_bit_png(*whl))
+            ),
+            st.sampled_from(paths).map(lambda path: ("path", path)),
+        )
+    )
+    def one(shape: tuple[str, bytes | str]) -> None:
+        kind, value = shape
+        request = searcher_pb2.SearchRequest(limit=3)
+        if kind == "image":
+            assert isinstance(value, bytes)
+            request.image = value
+        else:
+            assert isinstance(value, str)
+            request.path = value
+        started = time.monotonic()
+        try:
+            search(request, timeout=15)
+        except grpc.RpcError as exc:
+            assert exc.code() in allowed, (exc.code(), exc.details())
+            assert exc.details() and str(photo_folder) not in exc.details()
+        assert time.monotonic() - started < 10, kind
+
+    one()
+    for photo in sample_photos[:3]:  # still serving, still right
+        assert served.client.search(photo.read_bytes(), limit=1).matches[0].match
+    assert served.client.status().indexed >= len(sample_photos)
