@@ -5,12 +5,18 @@ lands a new photo every `file_interval` seconds (and deletes every fifth one aga
 the server's RSS every second, and at the end checks that the index holds exactly the
 folder's files. Everything stops by itself after `duration` seconds.
 
-    python -m bench.load [--duration 180] [--clients 8] [--out bench/results/load]
+From half-time on, one more client sends a hostile mix beside the normal traffic (issue 15):
+JPEG scan bombs, 16-bit PNGs at the pixel limit's scale, and path queries on a FIFO, a link
+to /dev/zero, a directory and a traversal. The report gives the normal searches' p99 before
+and during the mix, each hostile answer's status, and the slowest one.
+
+    python -m bench.load [--duration 180] [--clients 8] [--no-hostile] [--out bench/results/load]
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import random
@@ -23,12 +29,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import grpc
+from PIL import Image
 
 from imgsearch.backbones import choose_model
 from imgsearch.rpc.client import Client
 from imgsearch.settings import BUNDLED_SAMPLES, Settings
 from imgsearch.store import StoreLocation, collection_for, open_existing_store
-from tests.imaging import crop, encode, load, variants
+from tests.imaging import crop, encode, load, scan_bomb, variants
 from tests.processes import free_port, start_serve
 
 
@@ -48,6 +55,11 @@ class LoadResult:
     final_points: int
     rss_mb: list[tuple[float, float]] = field(default_factory=list)  # (seconds, MB)
     qps_series: list[tuple[float, float]] = field(default_factory=list)
+    hostile_from_s: float | None = None  # when the hostile mix started (None: no mix)
+    p99_ms_calm: float = 0.0  # normal searches before the mix
+    p99_ms_hostile: float = 0.0  # normal searches during the mix
+    hostile_codes: dict[str, int] = field(default_factory=dict)
+    hostile_max_ms: float = 0.0
 
 
 def _rss_mb(pid: int) -> float:
@@ -110,6 +122,66 @@ class _Searches:
                     self.latencies.append((t0 - self._started, time.monotonic() - t0))
 
 
+def _hostile_requests(folder: Path) -> list[tuple[str, bytes | str]]:
+    """Special files in the folder, and the hostile calls to send (name, image or path)."""
+    os.mkfifo(folder / "fifo.jpg")
+    (folder / "zero.jpg").symlink_to("/dev/zero")
+    (folder / "dir.jpg").mkdir()
+    deep = io.BytesIO()
+    Image.new("I;16", (3000, 3000), 4000).save(deep, "PNG")
+    return [
+        ("scan bomb", scan_bomb(3000)),
+        ("16-bit png", deep.getvalue()),  # within the limits: served
+        ("fifo", "fifo.jpg"),
+        ("link to /dev/zero", "zero.jpg"),
+        ("directory", "dir.jpg"),
+        ("traversal", "../../../etc/passwd"),
+    ]
+
+
+class _Hostile:
+    """One client sending the hostile mix, one call after another, until stopped."""
+
+    def __init__(self, address: str, requests: list[tuple[str, bytes | str]]) -> None:
+        self.codes: dict[str, int] = {}
+        self.max_seconds = 0.0
+        self._address = address
+        self._requests = requests
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        with Client(self._address, timeout=30) as client:
+            while not self._stop.is_set():
+                for name, value in self._requests:
+                    t0 = time.monotonic()
+                    try:
+                        if isinstance(value, str):
+                            client.search_path(value, limit=3)
+                        else:
+                            client.search(value, limit=3)
+                        code = "OK"
+                    except grpc.RpcError as exc:
+                        code = exc.code().name
+                    key = f"{name}: {code}"
+                    self.codes[key] = self.codes.get(key, 0) + 1
+                    self.max_seconds = max(self.max_seconds, time.monotonic() - t0)
+                    if self._stop.wait(0.1):
+                        return
+
+
+def _p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] if ordered else 0.0
+
+
 def _land_files(
     folder: Path, stream: list[bytes], interval: float, duration: float, pid: int
 ) -> tuple[int, int, list[tuple[float, float]]]:
@@ -145,12 +217,15 @@ def stored_paths(data: Path) -> tuple[list[str], int]:
         store.close()
 
 
-def run_load(duration: float, clients: int, file_interval: float, work: Path) -> LoadResult:
+def run_load(
+    duration: float, clients: int, file_interval: float, work: Path, *, hostile: bool = True
+) -> LoadResult:
     photos = sorted(p for p in BUNDLED_SAMPLES.iterdir() if p.suffix in {".jpg", ".png", ".webp"})
     folder, data = work / "photos", work / "data"
     folder.mkdir()
     for photo in photos:
         (folder / photo.name).write_bytes(photo.read_bytes())
+    attacks = _hostile_requests(folder) if hostile else []
     stream = variants(photos, max(1, int(duration / file_interval) + 1), side=640)
     address = f"127.0.0.1:{free_port()}"
     server = start_serve(
@@ -167,7 +242,14 @@ def run_load(duration: float, clients: int, file_interval: float, work: Path) ->
         )
         started = time.monotonic()
         searches.start()
+        mix = _Hostile(address, attacks)
+        timer = threading.Timer(duration / 2, mix.start) if attacks else None
+        if timer is not None:
+            timer.start()
         added, deleted, rss = _land_files(folder, stream, file_interval, duration, server.pid)
+        if timer is not None:
+            timer.join()
+            mix.stop()
         searches.stop()
         elapsed = time.monotonic() - started
         indexed = _wait_until_idle(address)
@@ -175,8 +257,8 @@ def run_load(duration: float, clients: int, file_interval: float, work: Path) ->
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
     paths, points = stored_paths(data)
-    files = sorted(p.name for p in folder.iterdir())
-    assert sorted(paths) == files, "index differs from the folder"
+    files = sorted(p.name for p in folder.iterdir() if p.is_file() and not p.is_symlink())
+    assert sorted(paths) == files, "index differs from the folder's regular files"
     durations = sorted(d for _, d in searches.latencies)
     per_second: dict[int, int] = {}
     for at, _ in searches.latencies:
@@ -196,6 +278,11 @@ def run_load(duration: float, clients: int, file_interval: float, work: Path) ->
         final_points=points,
         rss_mb=rss,
         qps_series=sorted((float(k), float(v)) for k, v in per_second.items()),
+        hostile_from_s=duration / 2 if attacks else None,
+        p99_ms_calm=_p99([d for at, d in searches.latencies if at < duration / 2]),
+        p99_ms_hostile=_p99([d for at, d in searches.latencies if at >= duration / 2]),
+        hostile_codes=dict(sorted(mix.codes.items())),
+        hostile_max_ms=1000 * mix.max_seconds,
     )
 
 
@@ -221,6 +308,14 @@ def _report(result: LoadResult, out: Path) -> None:
         f"| server RSS after warm-up / end / max | {warm:.0f} / {rss[-1]:.0f} / "
         f"{max(rss):.0f} MB |",
     ]
+    if result.hostile_from_s is not None:
+        lines += [
+            f"| normal searches' p99 before / during the hostile mix (from "
+            f"{result.hostile_from_s:.0f} s) | {result.p99_ms_calm:.0f} ms / "
+            f"{result.p99_ms_hostile:.0f} ms |",
+            f"| hostile calls by status | {result.hostile_codes} |",
+            f"| slowest hostile call | {result.hostile_max_ms:.0f} ms |",
+        ]
     (out / "load.md").write_text("\n".join(lines) + "\n")
     import matplotlib
 
@@ -245,9 +340,16 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--file-interval", type=float, default=0.5)
     parser.add_argument("--out", type=Path, default=Path("bench/results/load"))
+    parser.add_argument("--no-hostile", action="store_true", help="normal traffic only")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        result = run_load(args.duration, args.clients, args.file_interval, Path(tmp))
+        result = run_load(
+            args.duration,
+            args.clients,
+            args.file_interval,
+            Path(tmp),
+            hostile=not args.no_hostile,
+        )
     _report(result, args.out)
 
 

@@ -14,3 +14,15 @@ def test_short_load_run_has_no_errors_and_loses_nothing(tmp_path: Path) -> None:
     assert result.files_added >= 20
     assert result.final_files == result.final_indexed == result.final_points
     assert result.p50_ms <= result.p99_ms
+    # The hostile mix (second half) was answered with precise statuses, each in bounded time,
+    # and the normal searches beside it went on (their errors are counted above: none).
+    answered: dict[str, set[str]] = {}
+    for key in result.hostile_codes:
+        name, _, code = key.rpartition(": ")
+        answered.setdefault(name, set()).add(code)
+    refused = {"INVALID_ARGUMENT", "NOT_FOUND"}
+    for name in ("scan bomb", "fifo", "link to /dev/zero", "directory", "traversal"):
+        assert answered[name] and answered[name] <= refused, answered
+    assert answered["16-bit png"] <= {"OK", "RESOURCE_EXHAUSTED"}, answered  # within limits
+    assert result.hostile_max_ms < 10_000
+    assert result.p99_ms_hostile > 0
