@@ -94,8 +94,9 @@ TUNING: dict[Contract, Tuning] = {
     Contract.FEATURE_MAP: Tuning(384, Fit.LONGER, (224,), 0.55, 0.54, 1000, 3),
     # A copy-detection descriptor: one pass at short side 288 (plus the framed view and the
     # photo-like blocks of a page), raw cosine; the margin that lets at most 1 in 1,000
-    # no-source queries through on bench/accuracy; keypoint checks below it.
-    Contract.EMBEDDING: Tuning(288, Fit.SHORTER, (), 0.48, 0.48, 0, 3),
+    # no-source queries through on bench/accuracy (0.642: piles of grain and star fields
+    # resemble each other that much), rounded up; keypoint checks below it.
+    Contract.EMBEDDING: Tuning(288, Fit.SHORTER, (), 0.66, 0.66, 0, 3),
 }
 
 

@@ -57,9 +57,9 @@ class QueryDescription:
     """What a query is searched with."""
 
     vectors: NDArray[np.float32]  # [V, C]: the query at each scale, and framed if it has borders
-    # What geometric verification looks at: the content inside flat borders when the query
-    # has them (a photo small on a screenshot is too few pixels otherwise); None for queries
-    # described from stored vectors (no pixels at hand).
+    # What geometric verification looks at: a page's photo-like block, or the content inside
+    # flat borders when the query has them (a photo small on a screenshot is too few pixels
+    # otherwise); None for queries described from stored vectors (no pixels at hand).
     image: DecodedImage | None
 
 
@@ -141,7 +141,10 @@ class ImageEncoder:
             framed = self.decode_framed(data, image)
             parts = [self.decode(data, box) for box in photo_boxes(image)]
         with stage("embed"):
-            return QueryDescription(self.encode_query(image, framed, parts), framed or image)
+            # The geometric check looks at the photo itself: a page's first photo-like
+            # block, or the content inside flat borders, else the whole query.
+            seen = parts[0] if parts else framed or image
+            return QueryDescription(self.encode_query(image, framed, parts), seen)
 
     def encode_query(
         self,

@@ -41,6 +41,11 @@ VERIFY_FLOOR = 0.30
 SIBLING_CHECK = 4
 SAME_IMAGE_SHARE = 0.98
 MIN_EXACT = 12
+# A candidate whose margin is within SIBLING_GAP of one that passes the verdict is a
+# contender too: the frame a query was cut from may score a little below its sibling (the
+# burst frames of bench/accuracy: a few hundredths apart), so the better-scoring sibling would
+# otherwise be the only "source".
+SIBLING_GAP = 0.10
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,10 +138,16 @@ class Ranker:
         query: QueryDescription,
         still_wanted: Callable[[], None],
     ) -> list[RankedMatch]:
-        """Several candidates called the source: keep that verdict only for the most exact
-        one (and any that match exactly as well: true duplicates), first in the list; a burst
-        sibling shares most of the scene but is a different photo."""
-        sources = [i for i, m in enumerate(matches) if m.match][:SIBLING_CHECK]
+        """Several candidates called the source, or scoring close to one that is: the most
+        exact of them is the source (and any that match exactly as well: true duplicates),
+        first in the list; a burst sibling shares most of the scene but is a different
+        photo."""
+        passing = [m.margin for m in matches if m.match]
+        if not passing:
+            return matches
+        bar = max(passing) - SIBLING_GAP
+        sources = [i for i, m in enumerate(matches) if m.match or m.margin >= bar]
+        sources = sources[:SIBLING_CHECK]
         if self._verifier is None or query.image is None or len(sources) < 2:
             return matches
         still_wanted()
@@ -149,7 +160,7 @@ class Ranker:
         VERIFICATIONS.labels("sibling").inc()
         first = max(sources, key=lambda i: (exact[i], -i))
         judged = [
-            replace(m, match=exact[i] >= SAME_IMAGE_SHARE * best) if i in exact else m
+            replace(m, match=i == first or exact[i] >= SAME_IMAGE_SHARE * best) if i in exact else m
             for i, m in enumerate(matches)
         ]
         return [judged[first], *(m for i, m in enumerate(judged) if i != first)]
