@@ -181,7 +181,7 @@ def _variants(data: Embedded) -> list[tuple[str, F32, F32, bool]]:
     return out
 
 
-def _stratified(queries: Sequence[Query], per_family: int, seed: int = 0) -> list[Query]:
+def stratified(queries: Sequence[Query], per_family: int, seed: int = 0) -> list[Query]:
     """`per_family` sourced and half as many no-source queries of every family."""
     rng = random.Random(seed)  # noqa: S311 - a reproducible sample, not a secret
     sample: list[Query] = []
@@ -208,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     families = list(QUICK_FAMILIES if args.quick else FAMILIES)
     folder, queries = queries_module.build(corpus, families, 2)
     ids = [i.id for i in corpus.items if i.role != "heldout"]
-    sample = _stratified(sorted(queries, key=lambda q: q.id), args.per_family)
+    sample = stratified(sorted(queries, key=lambda q: q.id), args.per_family)
     cached = args.cache / spec.name / "probe-embeddings.npz"
     if args.reuse and cached.exists():
         stored = np.load(cached)

@@ -21,7 +21,7 @@ import argparse
 import json
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from numpy.typing import NDArray
 from bench.accuracy import corpus as corpus_module
 from bench.accuracy import queries as queries_module
 from bench.accuracy.cli import FULL, QUICK
+from bench.accuracy.probe import stratified
 from bench.accuracy.progress import Progress, log
 from bench.accuracy.queries import Query
 from bench.accuracy.transforms import FAMILIES, QUICK_FAMILIES
@@ -155,18 +156,6 @@ def _score(
     }
 
 
-def _sample(queries: Sequence[Query], per_family: int, seed: int) -> list[Query]:
-    rng = random.Random(seed)  # noqa: S311 - a reproducible sample
-    out = []
-    for family in sorted({q.family for q in queries}):
-        members = [q for q in queries if q.family == family]
-        sourced = [q for q in members if q.source]
-        without = [q for q in members if not q.source]
-        out += rng.sample(sourced, min(per_family, len(sourced)))
-        out += rng.sample(without, min(per_family // 2, len(without)))
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.accuracy.tune", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="the quick corpus")
@@ -189,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     corpus = corpus_module.build(spec, args.cache, args.workers)
     families = list(QUICK_FAMILIES if args.quick else FAMILIES)
     folder, queries = queries_module.build(corpus, families, args.workers)
-    sample = _sample(queries, args.per_family, spec.seed)
+    sample = stratified(queries, args.per_family, spec.seed)
     distractors = sorted(i.id for i in corpus.items if i.role == "distractor")
     rng = random.Random(spec.seed)  # noqa: S311 - a reproducible sample
     kept = set(rng.sample(distractors, min(args.distractors, len(distractors))))
