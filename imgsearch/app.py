@@ -284,6 +284,7 @@ class Application:
             max_request_bytes=self.settings.serve.max_request_bytes,
             max_concurrent_rpcs=self.settings.serve.max_concurrent_rpcs,
             max_connections=self.settings.serve.max_connections,
+            message_wait=self.settings.serve.message_wait_seconds,
             access=_access_policy(self.settings),
             tls=_tls_files(self.settings),
         )

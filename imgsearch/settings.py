@@ -275,6 +275,12 @@ class ServeSettings(_Group):
     grace_seconds: float = Field(5.0, ge=0)
     health_interval: float = Field(2.0, gt=0, description="Seconds between store health checks.")
     max_concurrent_rpcs: int = Field(64, ge=1, description="More are refused: RESOURCE_EXHAUSTED.")
+    message_wait_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="A call whose request message has not arrived this long after its headers "
+        "is ended with DEADLINE_EXCEEDED.",
+    )
     max_connections: int = Field(
         512,
         ge=1,

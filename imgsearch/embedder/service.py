@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import grpc
+import grpc.aio
 
 from imgsearch.embedder.indexer import Indexer
 from imgsearch.embedder.watcher import FolderWatcher
 from imgsearch.model import ImageEncoder
-from imgsearch.rpc.server import maps_errors
+from imgsearch.rpc.server import CallContext, maps_errors
 from imgsearch.v1 import embedder_pb2, embedder_pb2_grpc
 
 
@@ -19,12 +19,12 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
         self._indexer = indexer
         self._watcher = watcher
 
-    def add_to_server(self, server: grpc.Server) -> None:
+    def add_to_server(self, server: grpc.aio.Server) -> None:
         embedder_pb2_grpc.add_EmbedderServicer_to_server(self, server)
 
     @maps_errors
     def GetStatus(  # noqa: N802 - name fixed by the proto
-        self, request: embedder_pb2.GetStatusRequest, context: grpc.ServicerContext
+        self, request: embedder_pb2.GetStatusRequest, context: CallContext
     ) -> embedder_pb2.GetStatusResponse:
         status = self._indexer.status()
         return embedder_pb2.GetStatusResponse(
@@ -46,7 +46,7 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
 
     @maps_errors
     def Rescan(  # noqa: N802 - name fixed by the proto
-        self, request: embedder_pb2.RescanRequest, context: grpc.ServicerContext
+        self, request: embedder_pb2.RescanRequest, context: CallContext
     ) -> embedder_pb2.RescanResponse:
         self._indexer.request_rescan(
             allow_mass_delete=request.allow_mass_delete, retry_failures=True
@@ -55,7 +55,7 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
 
     @maps_errors
     def Embed(  # noqa: N802 - name fixed by the proto
-        self, request: embedder_pb2.EmbedRequest, context: grpc.ServicerContext
+        self, request: embedder_pb2.EmbedRequest, context: CallContext
     ) -> embedder_pb2.EmbedResponse:
         vector = self._encoder.describe_file(request.image, regions=False).vectors[0]
         return embedder_pb2.EmbedResponse(vector=vector.tolist(), model=self._encoder.name)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,43 +64,6 @@ def _bearer(header: str) -> str | None:
 def _same(presented: str | None, expected: str) -> bool:
     # Constant-time: no timing side channel on the token.
     return presented is not None and hmac.compare_digest(presented.encode(), expected.encode())
-
-
-class AccessInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
-    def __init__(self, policy: AccessPolicy) -> None:
-        self._policy = policy
-
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],  # type: ignore[type-arg]
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:  # type: ignore[type-arg]
-        handler = continuation(details)
-        if handler is None:
-            return None
-        metadata = {key: str(value) for key, value in details.invocation_metadata or ()}
-        refusal = self._policy.check(details.method, metadata)
-        if refusal is None:
-            return handler
-        log.warning("refused method=%s code=%s", details.method, refusal[0].name)
-        return _refusing(handler, *refusal)
-
-
-def _refusing(
-    handler: grpc.RpcMethodHandler,  # type: ignore[type-arg]
-    code: grpc.StatusCode,
-    message: str,
-) -> grpc.RpcMethodHandler:  # type: ignore[type-arg]
-    def refuse(_request: object, context: grpc.ServicerContext) -> None:
-        context.abort(code, message)
-
-    if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(refuse)
-    if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(refuse)
-    if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(refuse)
-    return grpc.unary_unary_rpc_method_handler(refuse)
 
 
 @dataclass(frozen=True, slots=True)

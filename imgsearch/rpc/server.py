@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import gc
+import inspect
 import logging
 import resource
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from concurrent import futures
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from imgsearch.errors import (
@@ -30,16 +34,19 @@ from imgsearch.errors import (
     StoreUnavailableError,
 )
 from imgsearch.metrics import RPC_DURATION, RPC_REQUESTS
-from imgsearch.rpc.security import AccessInterceptor, AccessPolicy, TlsFiles
+from imgsearch.rpc.security import AccessPolicy, TlsFiles
 
 log = logging.getLogger(__name__)
 
 LISTEN_FLAG = "--listen HOST:PORT"
 _HANDSHAKE_TIMEOUT_MS = 10_000
+# Calls at once on one connection (a client past it waits): bounds what half-open calls cost.
+_STREAMS_PER_CONNECTION = 100
 
 _Request = TypeVar("_Request")
 _Response = TypeVar("_Response")
-Handler = Callable[[Any, _Request, grpc.ServicerContext], _Response]  # (self, request, context)
+_Result = TypeVar("_Result")
+Handler = Callable[[Any, _Request, "CallContext"], _Response]  # (self, request, context)
 
 _STATUS_FOR: list[tuple[type[Exception], grpc.StatusCode]] = [
     (InvalidImageError, grpc.StatusCode.INVALID_ARGUMENT),
@@ -54,7 +61,15 @@ _STATUS_FOR: list[tuple[type[Exception], grpc.StatusCode]] = [
 ]
 
 
-def ensure_active(context: grpc.ServicerContext) -> None:
+class CallContext(Protocol):
+    """What a servicer method, running on a worker thread, sees of its call."""
+
+    def is_active(self) -> bool: ...
+
+    def abort(self, code: grpc.StatusCode, details: str) -> NoReturn: ...
+
+
+def ensure_active(context: CallContext) -> None:
     """Between expensive steps: give up once the deadline has passed or the client left."""
     if not context.is_active():
         raise CallEndedError("deadline exceeded or call cancelled")
@@ -68,7 +83,7 @@ def maps_errors(method: Handler[_Request, _Response]) -> Handler[_Request, _Resp
     """Turn domain exceptions raised by a servicer method into a gRPC status with the message."""
 
     @functools.wraps(method)
-    def wrapper(self: object, request: _Request, context: grpc.ServicerContext) -> _Response:
+    def wrapper(self: object, request: _Request, context: CallContext) -> _Response:
         try:
             return method(self, request, context)
         except ImgsearchError as exc:
@@ -80,45 +95,197 @@ def maps_errors(method: Handler[_Request, _Response]) -> Handler[_Request, _Resp
     return wrapper
 
 
-class _MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
-    """Counts every unary RPC by final status code and times it."""
+class _AbortError(Exception):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
 
-    def intercept_service(
+
+class _ThreadContext:
+    """The call as a worker thread sees it: ended when the client cancels (the event loop
+    says so) or the deadline passes; `abort` ends the method with a status."""
+
+    def __init__(self, time_remaining: float | None) -> None:
+        self._deadline = None if time_remaining is None else time.monotonic() + time_remaining
+        self._ended = threading.Event()
+
+    def is_active(self) -> bool:
+        return not self._ended.is_set() and (
+            self._deadline is None or time.monotonic() < self._deadline
+        )
+
+    def abort(self, code: grpc.StatusCode, details: str) -> NoReturn:
+        raise _AbortError(code, details)
+
+    def end(self) -> None:
+        self._ended.set()
+
+
+class _Admission:
+    """Counts the calls being worked on (their message has arrived); refuses past the limit."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def enter(self) -> bool:
+        with self._lock:
+            if self._count >= self._limit:
+                return False
+            self._count += 1
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self._count -= 1
+
+
+class _Dispatcher(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # not generic at run time
+    """Every call passes here before its message arrives: refused at once without the right
+    token; otherwise our (synchronous) servicer methods are served as calls whose message is
+    awaited on the event loop, for at most `message_wait` seconds, and only then handed to a
+    worker thread. A call that sends headers but never its message so holds no thread.
+    Counts and times every unary call by service, method and final status."""
+
+    def __init__(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],  # type: ignore[type-arg]
+        access: AccessPolicy,
+        workers: futures.ThreadPoolExecutor,
+        admission: _Admission,
+        message_wait: float,
+    ) -> None:
+        self._access = access
+        self._workers = workers
+        self._admission = admission
+        self._message_wait = message_wait
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:  # type: ignore[type-arg]
-        handler = continuation(details)
-        if handler is None or handler.unary_unary is None:
-            return handler
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler: grpc.RpcMethodHandler[Any, Any] | None = await continuation(details)
+        if handler is None:  # an unknown method: grpc answers UNIMPLEMENTED
+            return handler  # type: ignore[return-value]  # stubs say never None; it can be
         service, _, method = details.method.lstrip("/").rpartition("/")
-        inner = handler.unary_unary
-
-        def timed(request: object, context: grpc.ServicerContext) -> object:
-            started = time.perf_counter()
-            code = grpc.StatusCode.UNKNOWN
-            try:
-                response = inner(request, context)
-            except Exception:
-                code = _code_of(context) or grpc.StatusCode.UNKNOWN
-                raise
-            else:
-                code = _code_of(context) or grpc.StatusCode.OK
-                return response
-            finally:
-                RPC_DURATION.labels(service, method).observe(time.perf_counter() - started)
-                RPC_REQUESTS.labels(service, method, code.name).inc()
-
-        return grpc.unary_unary_rpc_method_handler(
-            timed,
+        metadata = {key: str(value) for key, value in details.invocation_metadata or ()}
+        refusal = self._access.check(details.method, metadata)
+        if refusal is not None:
+            log.warning("refused method=%s code=%s", details.method, refusal[0].name)
+            RPC_REQUESTS.labels(service, method, refusal[0].name).inc()
+            return _refusing(*refusal)
+        behaviour = handler.unary_unary
+        if behaviour is None:
+            return handler  # streams: health Watch and reflection, served on the event loop
+        if inspect.iscoroutinefunction(behaviour):
+            call = _timed_async(behaviour, service, method)  # type: ignore[arg-type]
+            return grpc.unary_unary_rpc_method_handler(
+                call,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        # The servicer methods take a CallContext, which the stubs cannot know.
+        served = functools.partial(self._serve, behaviour, service, method)  # type: ignore[arg-type]
+        return grpc.stream_unary_rpc_method_handler(
+            served,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
 
+    async def _serve(
+        self,
+        behaviour: Callable[[object, CallContext], object],
+        service: str,
+        method: str,
+        _requests: AsyncIterator[object],  # unused: the message is read with a time limit
+        context: grpc.aio.ServicerContext[object, object],
+    ) -> object:
+        started = time.perf_counter()
+        code = grpc.StatusCode.UNKNOWN
+        try:
+            response = await self._run(behaviour, context)
+            code = grpc.StatusCode.OK
+            return response
+        except _AbortError as exc:
+            code = exc.code
+            await context.abort(exc.code, exc.details)
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            RPC_DURATION.labels(service, method).observe(time.perf_counter() - started)
+            RPC_REQUESTS.labels(service, method, code.name).inc()
 
-def _code_of(context: grpc.ServicerContext) -> grpc.StatusCode | None:
-    code: grpc.StatusCode | None = context.code()  # type: ignore[attr-defined]  # stubs lag grpcio
-    return code
+    async def _run(
+        self,
+        behaviour: Callable[[object, CallContext], object],
+        context: grpc.aio.ServicerContext[object, object],
+    ) -> object:
+        try:
+            request = await asyncio.wait_for(context.read(), self._message_wait)
+        except TimeoutError:
+            raise _AbortError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"no request message within {self._message_wait:g} s of the call's start",
+            ) from None
+        if request is grpc.aio.EOF:  # type: ignore[attr-defined]  # missing from the stubs
+            raise _AbortError(grpc.StatusCode.INVALID_ARGUMENT, "the call carried no request")
+        if not self._admission.enter():
+            raise _AbortError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "server busy: too many calls in progress; retry with back-off",
+            )
+        call = _ThreadContext(context.time_remaining())
+
+        def work() -> object:
+            try:
+                return behaviour(request, call)
+            finally:
+                self._admission.leave()
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._workers, work)
+        except asyncio.CancelledError:
+            call.end()  # the client left or the deadline passed: the thread stops at its next check
+            raise
+        except _AbortError:
+            raise
+        except Exception:
+            log.exception("unexpected error in a call")
+            raise
+
+
+def _timed_async(
+    behaviour: Callable[[object, grpc.aio.ServicerContext[object, object]], Awaitable[object]],
+    service: str,
+    method: str,
+) -> Callable[[object, grpc.aio.ServicerContext[object, object]], Awaitable[object]]:
+    async def timed(request: object, context: grpc.aio.ServicerContext[object, object]) -> object:
+        started = time.perf_counter()
+        try:
+            return await behaviour(request, context)
+        finally:
+            code = context.code() or grpc.StatusCode.OK
+            RPC_DURATION.labels(service, method).observe(time.perf_counter() - started)
+            RPC_REQUESTS.labels(service, method, code.name).inc()
+
+    return timed
+
+
+def _refusing(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:  # type: ignore[type-arg]
+    """A handler that ends the call with `code` at once, before any message is read (a
+    streaming handler runs as soon as the headers arrive; on the wire it answers any call)."""
+
+    async def refuse(
+        _requests: AsyncIterator[object], context: grpc.aio.ServicerContext[object, object]
+    ) -> None:
+        await context.abort(code, message)
+
+    return grpc.stream_stream_rpc_method_handler(refuse)
 
 
 class ServiceRegistration(Protocol):
@@ -127,32 +294,71 @@ class ServiceRegistration(Protocol):
     @property
     def service_name(self) -> str: ...
 
-    def add_to_server(self, server: grpc.Server) -> None: ...
+    def add_to_server(self, server: grpc.aio.Server) -> None: ...
 
 
-@dataclass
 class RunningServer:
-    server: grpc.Server
-    port: int
-    health: health.HealthServicer
-    workers: futures.ThreadPoolExecutor
+    """An asyncio gRPC server on its own event-loop thread; servicer methods run on `workers`."""
+
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        port: int,
+        health: HealthServicer,
+        workers: futures.ThreadPoolExecutor,
+        loop: asyncio.AbstractEventLoop,
+        thread: threading.Thread,
+    ) -> None:
+        self.port = port
+        self._server: grpc.aio.Server | None = server
+        self._health = health
+        self._workers = workers
+        self._loop = loop
+        self._thread = thread
 
     def stop(self, grace: float) -> None:
         """Refuse new calls, let running ones finish within `grace` seconds, then end the
-        worker threads (grpc leaves its executor running)."""
-        self.server.stop(grace).wait()
-        self.workers.shutdown(wait=True, cancel_futures=True)
+        event loop and the worker threads."""
+        if self._server is None:
+            return
+        self._on_loop(self._health.enter_graceful_shutdown())
+        self._on_loop(self._server.stop(grace))
+        # grpc's process-wide poller thread ends with the last server object: drop ours (a
+        # TLS server sits in a reference cycle, hence the collection).
+        self._server = None
+        gc.collect()
+        _end_loop(self._loop, self._thread)
+        self._workers.shutdown(wait=True, cancel_futures=True)
 
     def set_serving(self, names: Sequence[str], serving: bool, *, process: bool = True) -> None:
         """Set the named services' health; `process` also sets the overall ("") status, which
         only start-up and shutdown change, so a store outage never fails a liveness probe."""
+        if self._server is None:
+            return
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if serving
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         for name in ["", *names] if process else names:
-            self.health.set(name, status)
+            self._on_loop(self._health.set(name, status))
+
+    def _on_loop(self, work: Coroutine[Any, Any, _Result]) -> _Result:
+        return asyncio.run_coroutine_threadsafe(work, self._loop).result()
+
+
+def _end_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+    async def finish() -> None:
+        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        await loop.shutdown_asyncgens()
+
+    asyncio.run_coroutine_threadsafe(finish(), loop).result()
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join()
+    loop.close()
 
 
 def start_server(
@@ -162,6 +368,7 @@ def start_server(
     max_request_bytes: int,
     max_concurrent_rpcs: int = 64,
     max_connections: int = 512,
+    message_wait: float = 30.0,
     workers: int = 16,
     access: AccessPolicy | None = None,
     tls: TlsFiles | None = None,
@@ -172,51 +379,68 @@ def start_server(
     queueing without bound. At most `max_connections` connections are accepted, and one that
     opens a socket but never completes its handshake is closed after 10 s: idle connections
     once took every file descriptor, so that the server was unreachable and files landing
-    meanwhile could not be read.
+    meanwhile could not be read. The server is asyncio-based so that calls waiting for their
+    message, and health watchers, hold no thread (16 half-open calls once froze a
+    thread-per-call server).
     """
     pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc")
-    server = grpc.server(
-        pool,
-        interceptors=[_MetricsInterceptor(), AccessInterceptor(access or AccessPolicy())],
-        maximum_concurrent_rpcs=max_concurrent_rpcs,
-        options=[
-            ("grpc.max_receive_message_length", max_request_bytes),
-            ("grpc.max_send_message_length", 16 * 1024 * 1024),
-            # One server per address: with reuse on, a second server would share the port
-            # and the kernel would split clients between two indexes.
-            ("grpc.so_reuseport", 0),
-            ("grpc.max_allowed_incoming_connections", max_connections),
-            ("grpc.server_handshake_timeout_ms", _HANDSHAKE_TIMEOUT_MS),
-        ],
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="grpc-loop", daemon=True)
+    thread.start()
+    dispatcher = _Dispatcher(
+        access or AccessPolicy(), pool, _Admission(max_concurrent_rpcs), message_wait
     )
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    names = [s.service_name for s in services]
-    for service in services:
-        service.add_to_server(server)
-    reflection.enable_server_reflection(
-        [
-            *names,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ],
-        server,
-    )
-    try:
-        port = (
-            server.add_insecure_port(listen)
-            if tls is None
-            else server.add_secure_port(listen, tls.server_credentials())
+
+    async def start() -> tuple[grpc.aio.Server, int, HealthServicer]:
+        server = grpc.aio.server(
+            interceptors=[dispatcher],
+            options=[
+                ("grpc.max_receive_message_length", max_request_bytes),
+                ("grpc.max_send_message_length", 16 * 1024 * 1024),
+                # One server per address: with reuse on, a second server would share the port
+                # and the kernel would split clients between two indexes.
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_allowed_incoming_connections", max_connections),
+                ("grpc.server_handshake_timeout_ms", _HANDSHAKE_TIMEOUT_MS),
+                ("grpc.max_concurrent_streams", _STREAMS_PER_CONNECTION),
+            ],
         )
+        health_servicer = HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        for service in services:
+            service.add_to_server(server)
+        reflection.enable_server_reflection(
+            [
+                *[s.service_name for s in services],
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            server,
+        )
+        try:
+            port = (
+                server.add_insecure_port(listen)
+                if tls is None
+                else server.add_secure_port(listen, tls.server_credentials())
+            )
+        except RuntimeError:
+            port = 0
         if port:
-            server.start()
+            await server.start()
+        return server, port, health_servicer
+
+    try:
+        server, port, health_servicer = asyncio.run_coroutine_threadsafe(start(), loop).result()
     except BaseException:
+        _end_loop(loop, thread)
         pool.shutdown(wait=False)
         raise
     if port == 0:
+        _end_loop(loop, thread)
         pool.shutdown(wait=False)
         raise ListenError(f"cannot listen for gRPC on {listen}; choose another with {LISTEN_FLAG}")
-    running = RunningServer(server, port, health_servicer, pool)
+    running = RunningServer(server, port, health_servicer, pool, loop, thread)
+    names = [s.service_name for s in services]
     running.set_serving(names, serving=True)
     log.info(
         "grpc listening address=%s port=%d tls=%s mtls=%s services=%s",

@@ -6,7 +6,7 @@ import math
 from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 
-import grpc
+import grpc.aio
 
 from imgsearch.errors import InvalidRequestError, NotFoundError, OutsideFolderError
 from imgsearch.files import read_folder_file
@@ -14,7 +14,7 @@ from imgsearch.metrics import INFERENCE, SEARCH_STAGE
 from imgsearch.model import ImageEncoder, QueryDescription
 from imgsearch.model.encoder import Stage
 from imgsearch.paths import relative_to_root, resolve_inside
-from imgsearch.rpc.server import ensure_active, maps_errors
+from imgsearch.rpc.server import CallContext, ensure_active, maps_errors
 from imgsearch.searcher.verdict import Ranker, Ranking
 from imgsearch.settings import Verdict
 from imgsearch.store import VectorStore
@@ -42,12 +42,12 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
         self._settings = settings
         self._folder = folder
 
-    def add_to_server(self, server: grpc.Server) -> None:
+    def add_to_server(self, server: grpc.aio.Server) -> None:
         searcher_pb2_grpc.add_SearcherServicer_to_server(self, server)
 
     @maps_errors
     def Search(  # noqa: N802 - name fixed by the proto
-        self, request: searcher_pb2.SearchRequest, context: grpc.ServicerContext
+        self, request: searcher_pb2.SearchRequest, context: CallContext
     ) -> searcher_pb2.SearchResponse:
         limit = self._limit(request.limit)
         if math.isnan(request.min_score) or not -1.0 <= request.min_score <= 1.0:
@@ -73,9 +73,7 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
             )
         return requested or self._settings.default_limit
 
-    def _query(
-        self, request: searcher_pb2.SearchRequest, context: grpc.ServicerContext
-    ) -> QueryDescription:
+    def _query(self, request: searcher_pb2.SearchRequest, context: CallContext) -> QueryDescription:
         which = request.WhichOneof("query")
         if which is None:
             raise InvalidRequestError("set either `image` (encoded bytes) or `path`")
@@ -103,7 +101,7 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
         return QueryDescription(self._encoder.describe_query(data).vectors, None)
 
 
-def _stages(context: grpc.ServicerContext) -> Stage:
+def _stages(context: CallContext) -> Stage:
     """Times each step of describing a query, after checking the client still waits."""
 
     def stage(name: str) -> AbstractContextManager[object]:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import REGISTRY
 
+from imgsearch.rpc.client import Client
 from imgsearch.v1 import searcher_pb2
 from tests.conftest import Served
 from tests.imaging import encode, load
@@ -27,6 +32,58 @@ def test_excess_concurrent_calls_get_resource_exhausted(
     assert grpc.StatusCode.OK in codes
     assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
     assert status_code(lambda: served.client.search(big)) == grpc.StatusCode.OK
+
+
+def _timed_out_searches() -> float:
+    labels = {"service": "imgsearch.v1.Searcher", "method": "Search", "code": "DEADLINE_EXCEEDED"}
+    return REGISTRY.get_sample_value("imgsearch_rpc_requests_total", labels) or 0.0
+
+
+def test_half_open_calls_hold_no_worker_and_end(
+    photo_folder: Path, sample_photos: list[Path], serve: Callable[..., Served]
+) -> None:
+    """Issue 15 #1: 16 calls that sent their headers but never their message (no token needed,
+    no deadline) once held every worker thread, and Search, GetStatus and health timed out.
+    Now they wait on the event loop, hold no thread, and end after `message_wait_seconds`;
+    health watchers hold none either."""
+    served = serve(photo_folder, message_wait_seconds=4)
+    served.wait_idle()
+    timed_out_before = _timed_out_searches()
+    release = threading.Event()
+
+    def never_sends() -> Iterator[searcher_pb2.SearchRequest]:
+        release.wait(60)  # the client's sending thread: freed at the end of the test
+        yield from ()
+
+    with grpc.insecure_channel(f"127.0.0.1:{served.app.port}") as channel:
+        half_open = channel.stream_unary(
+            "/imgsearch.v1.Searcher/Search",
+            request_serializer=searcher_pb2.SearchRequest.SerializeToString,
+            response_deserializer=searcher_pb2.SearchResponse.FromString,
+        )
+        health = health_pb2_grpc.HealthStub(channel)
+        try:
+            calls = [half_open.future(never_sends()) for _ in range(40)]
+            watchers = [health.Watch(health_pb2.HealthCheckRequest()) for _ in range(40)]
+            assert all(next(w).status == health_pb2.HealthCheckResponse.SERVING for w in watchers)
+            started = time.monotonic()
+            with Client(f"127.0.0.1:{served.app.port}", timeout=5) as client:
+                response = client.search(sample_photos[0].read_bytes())
+                assert response.matches[0].path == sample_photos[0].name
+                assert client.status().indexed == len(sample_photos)
+            check = health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert check.status == health_pb2.HealthCheckResponse.SERVING
+            assert time.monotonic() - started < 4, "served while the half-open calls waited"
+            for call in calls:
+                error = call.exception(timeout=30)
+                assert isinstance(error, grpc.Call)
+                assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                assert "no request message within 4 s" in (error.details() or "")
+        finally:
+            release.set()
+            for watcher in watchers:
+                watcher.cancel()
+    assert _timed_out_searches() - timed_out_before == 40
 
 
 def test_deadline_is_honoured(
