@@ -6,9 +6,11 @@ the server's RSS every second, and at the end checks that the index holds exactl
 folder's files. Everything stops by itself after `duration` seconds.
 
 From half-time on, one more client sends a hostile mix beside the normal traffic (issue 15):
-JPEG scan bombs, 16-bit PNGs at the pixel limit's scale, and path queries on a FIFO, a link
-to /dev/zero, a directory and a traversal. The report gives the normal searches' p99 before
-and during the mix, each hostile answer's status, and the slowest one.
+JPEG scan bombs, 16-bit PNGs at the pixel limit's scale, path queries on a FIFO, a link to
+/dev/zero, a directory and a traversal, and 32 half-open calls held open all the time
+(headers sent, message never; each one the server ends is opened again). The report gives
+the normal searches' p99 before and during the mix, each hostile answer's status, and the
+slowest one.
 
     python -m bench.load [--duration 180] [--clients 8] [--no-hostile] [--out bench/results/load]
 """
@@ -25,6 +27,7 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -35,6 +38,7 @@ from imgsearch.backbones import choose_model
 from imgsearch.rpc.client import Client
 from imgsearch.settings import BUNDLED_SAMPLES, Settings
 from imgsearch.store import StoreLocation, collection_for, open_existing_store
+from imgsearch.v1 import searcher_pb2
 from tests.imaging import crop, encode, load, scan_bomb, variants
 from tests.processes import free_port, start_serve
 
@@ -139,8 +143,12 @@ def _hostile_requests(folder: Path) -> list[tuple[str, bytes | str]]:
     ]
 
 
+HALF_OPEN_CALLS = 32  # more than the server's 16 worker threads
+
+
 class _Hostile:
-    """One client sending the hostile mix, one call after another, until stopped."""
+    """One client sending the hostile mix, one call after another, and keeping
+    `HALF_OPEN_CALLS` half-open calls open, until stopped."""
 
     def __init__(self, address: str, requests: list[tuple[str, bytes | str]]) -> None:
         self.codes: dict[str, int] = {}
@@ -158,23 +166,49 @@ class _Hostile:
         self._thread.join(timeout=60)
 
     def _run(self) -> None:
-        with Client(self._address, timeout=30) as client:
-            while not self._stop.is_set():
-                for name, value in self._requests:
-                    t0 = time.monotonic()
-                    try:
-                        if isinstance(value, str):
-                            client.search_path(value, limit=3)
-                        else:
-                            client.search(value, limit=3)
-                        code = "OK"
-                    except grpc.RpcError as exc:
-                        code = exc.code().name
-                    key = f"{name}: {code}"
-                    self.codes[key] = self.codes.get(key, 0) + 1
-                    self.max_seconds = max(self.max_seconds, time.monotonic() - t0)
-                    if self._stop.wait(0.1):
-                        return
+        with (
+            Client(self._address, timeout=30) as client,
+            grpc.insecure_channel(self._address) as channel,
+        ):
+            half_open = channel.stream_unary(
+                "/imgsearch.v1.Searcher/Search",
+                request_serializer=searcher_pb2.SearchRequest.SerializeToString,
+                response_deserializer=searcher_pb2.SearchResponse.FromString,
+            )
+            held = [half_open.future(self._never_sends()) for _ in range(HALF_OPEN_CALLS)]
+            try:
+                while not self._stop.is_set():
+                    for name, value in self._requests:
+                        t0 = time.monotonic()
+                        try:
+                            if isinstance(value, str):
+                                client.search_path(value, limit=3)
+                            else:
+                                client.search(value, limit=3)
+                            code = "OK"
+                        except grpc.RpcError as exc:
+                            code = exc.code().name
+                        self._count(f"{name}: {code}")
+                        self.max_seconds = max(self.max_seconds, time.monotonic() - t0)
+                        if self._stop.wait(0.1):
+                            return
+                    for i, call in enumerate(held):
+                        if call.done():
+                            error = call.exception()
+                            code = error.code().name if isinstance(error, grpc.Call) else "OK"
+                            self._count(f"half-open call: {code}")
+                            held[i] = half_open.future(self._never_sends())
+            finally:
+                self._stop.set()
+                for call in held:
+                    call.cancel()  # type: ignore[no-untyped-call]  # untyped in the stubs
+
+    def _never_sends(self) -> Iterator[searcher_pb2.SearchRequest]:
+        self._stop.wait()  # the call's sending thread, freed when the mix stops
+        yield from ()
+
+    def _count(self, key: str) -> None:
+        self.codes[key] = self.codes.get(key, 0) + 1
 
 
 def _p99(values: list[float]) -> float:
@@ -218,8 +252,15 @@ def stored_paths(data: Path) -> tuple[list[str], int]:
 
 
 def run_load(
-    duration: float, clients: int, file_interval: float, work: Path, *, hostile: bool = True
+    duration: float,
+    clients: int,
+    file_interval: float,
+    work: Path,
+    *,
+    hostile: bool = True,
+    message_wait: float = 30.0,
 ) -> LoadResult:
+    """`message_wait`: the server's MESSAGE_WAIT_SECONDS, after which it ends a half-open call."""
     photos = sorted(p for p in BUNDLED_SAMPLES.iterdir() if p.suffix in {".jpg", ".png", ".webp"})
     folder, data = work / "photos", work / "data"
     folder.mkdir()
@@ -233,7 +274,10 @@ def run_load(
         data,
         address,
         stderr=work / "server.log",
-        env={"IMGSEARCH_MAX_CONCURRENT_RPCS": str(4 * clients)},
+        env={
+            "IMGSEARCH_MAX_CONCURRENT_RPCS": str(4 * clients),
+            "IMGSEARCH_MESSAGE_WAIT_SECONDS": str(message_wait),
+        },
     )
     try:
         _wait_until_idle(address, state="watching")
