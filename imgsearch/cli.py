@@ -23,7 +23,18 @@ import grpc
 from pydantic import ValidationError
 
 from imgsearch import __version__
-from imgsearch.console import search_json, search_text, source_found, status_json, status_text
+from imgsearch.console import (
+    CSV_HEADER,
+    duplicates_summary,
+    group_csv_rows,
+    group_json,
+    group_text,
+    search_json,
+    search_text,
+    source_found,
+    status_json,
+    status_text,
+)
 from imgsearch.errors import (
     FolderError,
     ImgsearchError,
@@ -213,6 +224,21 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="what is indexed, pending and failed")
     status.add_argument("--json", action="store_true", help="print JSON")
     _add_client_flags(status)
+    duplicates = commands.add_parser(
+        "duplicates", help="groups of files in the folder that are copies of each other"
+    )
+    output = duplicates.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="one JSON object per group")
+    output.add_argument("--csv", action="store_true", help="one CSV row per pair, with a header")
+    duplicates.add_argument(
+        "--neighbours",
+        type=int,
+        default=0,
+        metavar="N",
+        help="nearest images each image is compared with (default: the server's, 8)",
+    )
+    duplicates.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_client_flags(duplicates)
     rescan = commands.add_parser("rescan", help="scan the whole folder now")
     rescan.add_argument(
         "--allow-mass-delete",
@@ -429,10 +455,49 @@ def _run_search(args: argparse.Namespace, client: Client) -> int:
     return worst
 
 
+def _run_duplicates(args: argparse.Namespace, client: Client) -> int:
+    """Progress on standard error (a terminal), the groups on standard output as they come."""
+    from tqdm import tqdm
+
+    bar: tqdm[Any] | None = None
+    groups: list[searcher_pb2.DuplicateGroup] = []
+    images = 0
+    if args.csv:
+        print(",".join(CSV_HEADER), flush=True)
+    try:
+        for event in client.duplicates(args.neighbours):
+            if event.WhichOneof("event") == "progress":
+                images = event.progress.total
+                if bar is None and not args.quiet and sys.stderr.isatty():
+                    bar = tqdm(total=images, unit="img", desc="comparing", file=sys.stderr)
+                if bar is not None:
+                    bar.update(event.progress.done - bar.n)
+                continue
+            if bar is not None:
+                bar.close()
+                bar = None
+            groups.append(event.group)
+            number = len(groups)
+            if args.json:
+                print(group_json(event.group), flush=True)
+            elif args.csv:
+                print(group_csv_rows(number, event.group), flush=True)
+            else:
+                print(("\n" if number > 1 else "") + group_text(number, event.group), flush=True)
+    finally:
+        if bar is not None:
+            bar.close()
+    if not (args.json or args.csv):
+        print(("\n" if groups else "") + duplicates_summary(groups, images), flush=True)
+    return EXIT_OK
+
+
 def _run_client(args: argparse.Namespace) -> int:
     with _client(args) as client:
         if args.command == "search":
             return _run_search(args, client)
+        if args.command == "duplicates":
+            return _run_duplicates(args, client)
         if args.command == "rescan":
             client.rescan(allow_mass_delete=args.allow_mass_delete)
             print("rescan started; follow it with `imgsearch status`")
@@ -463,6 +528,7 @@ def _validation_message(exc: ValidationError) -> str:
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "search": _run_client,
     "status": _run_client,
+    "duplicates": _run_client,
     "rescan": _run_client,
     "find": _run_find,
     "backup": _run_backup,

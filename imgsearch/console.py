@@ -7,7 +7,10 @@ reading `indexed` or `match` should not have to know.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
@@ -101,3 +104,41 @@ def status_text(status: embedder_pb2.GetStatusResponse) -> str:
     if status.model_reason:
         lines.append(f"          {status.model_reason}")
     return "\n".join(lines)
+
+
+def group_json(group: searcher_pb2.DuplicateGroup) -> str:
+    """One line of JSON for one group of copies."""
+    return json.dumps(message_json(group))
+
+
+CSV_HEADER = ("group", "first", "second", "score", "margin", "inliers", "x0", "y0", "x1", "y1")
+
+
+def group_csv_rows(number: int, group: searcher_pb2.DuplicateGroup) -> str:
+    """CSV rows (no header) for the pairs of group `number`."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    for p in group.pairs:
+        r = p.region
+        writer.writerow(
+            [number, p.first, p.second, f"{p.score:.4f}", f"{p.margin:.4f}", p.inliers]
+            + [f"{v:.4f}" for v in (r.x0, r.y0, r.x1, r.y1)]
+        )
+    return out.getvalue().rstrip("\n")
+
+
+def group_text(number: int, group: searcher_pb2.DuplicateGroup) -> str:
+    lines = [f"group {number}: {len(group.paths)} files"]
+    lines += [f"  {path}" for path in group.paths]
+    lines += [
+        f"    {p.score:.3f}  margin {p.margin:.3f}  {p.first}  ~  {p.second}" for p in group.pairs
+    ]
+    return "\n".join(lines)
+
+
+def duplicates_summary(groups: Iterable[searcher_pb2.DuplicateGroup], images: int) -> str:
+    listed = list(groups)
+    files = sum(len(g.paths) for g in listed)
+    if not listed:
+        return f"no copies among {images} images"
+    return f"{len(listed)} groups of copies ({files} files) among {images} images"

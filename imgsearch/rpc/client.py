@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -65,6 +66,12 @@ class Client:
     def search_path(self, path: str, limit: int = 0) -> searcher_pb2.SearchResponse:
         request = searcher_pb2.SearchRequest(path=path, limit=limit)
         return self._searcher.Search(request, timeout=self.timeout, metadata=self._metadata)
+
+    def duplicates(self, neighbours: int = 0) -> Iterator[searcher_pb2.FindDuplicatesEvent]:
+        """Progress, then the groups of copies. No deadline: a large folder takes minutes, and
+        the server stops working when this call is dropped."""
+        request = searcher_pb2.FindDuplicatesRequest(neighbours=neighbours)
+        return iter(self._searcher.FindDuplicates(request, metadata=self._metadata))
 
     def status(self) -> embedder_pb2.GetStatusResponse:
         return self._embedder.GetStatus(

@@ -11,7 +11,7 @@ import resource
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from concurrent import futures
 from typing import Any, NoReturn, Protocol, TypeVar
 
@@ -42,6 +42,7 @@ LISTEN_FLAG = "--listen HOST:PORT"
 _HANDSHAKE_TIMEOUT_MS = 10_000
 # Calls at once on one connection (a client past it waits): bounds what half-open calls cost.
 _STREAMS_PER_CONNECTION = 100
+_END = object()  # what next() returns at the end of a streamed response
 
 _Request = TypeVar("_Request")
 _Response = TypeVar("_Response")
@@ -82,15 +83,29 @@ def status_for(exc: Exception) -> grpc.StatusCode:
 def maps_errors(method: Handler[_Request, _Response]) -> Handler[_Request, _Response]:
     """Turn domain exceptions raised by a servicer method into a gRPC status with the message."""
 
+    def abort(exc: ImgsearchError, context: CallContext) -> NoReturn:
+        code = status_for(exc)
+        if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE):
+            log.error("%s failed code=%s error=%s", method.__name__, code.name, exc)
+        context.abort(code, str(exc))
+
+    if inspect.isgeneratorfunction(method):  # a server-streaming method: errors come mid-stream
+
+        @functools.wraps(method)
+        def streaming(self: object, request: _Request, context: CallContext) -> Any:  # noqa: ANN401
+            try:
+                yield from method(self, request, context)
+            except ImgsearchError as exc:
+                abort(exc, context)
+
+        return streaming
+
     @functools.wraps(method)
     def wrapper(self: object, request: _Request, context: CallContext) -> _Response:
         try:
             return method(self, request, context)
         except ImgsearchError as exc:
-            code = status_for(exc)
-            if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE):
-                log.error("%s failed code=%s error=%s", method.__name__, code.name, exc)
-            context.abort(code, str(exc))
+            abort(exc, context)
 
     return wrapper
 
@@ -178,6 +193,20 @@ class _Dispatcher(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # not 
             log.warning("refused method=%s code=%s", details.method, refusal[0].name)
             RPC_REQUESTS.labels(service, method, refusal[0].name).inc()
             return _refusing(*refusal)
+        if handler.unary_stream is not None and not inspect.isasyncgenfunction(
+            handler.unary_stream
+        ):
+            streamed = functools.partial(
+                self._serve_stream,
+                handler.unary_stream,  # type: ignore[arg-type]  # takes a CallContext
+                service,
+                method,
+            )
+            return grpc.stream_stream_rpc_method_handler(
+                streamed,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
         behaviour = handler.unary_unary
         if behaviour is None:
             return handler  # streams: health Watch and reflection, served on the event loop
@@ -220,11 +249,48 @@ class _Dispatcher(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # not 
             RPC_DURATION.labels(service, method).observe(time.perf_counter() - started)
             RPC_REQUESTS.labels(service, method, code.name).inc()
 
-    async def _run(
+    async def _serve_stream(
         self,
-        behaviour: Callable[[object, CallContext], object],
+        behaviour: Callable[[object, CallContext], Iterator[object]],
+        service: str,
+        method: str,
+        _requests: AsyncIterator[object],  # unused: the message is read with a time limit
         context: grpc.aio.ServicerContext[object, object],
-    ) -> object:
+    ) -> None:
+        """A server-streaming method: each response is produced on a worker thread and
+        written from the loop, so a slow reader holds no thread between responses."""
+        started = time.perf_counter()
+        code = grpc.StatusCode.UNKNOWN
+        try:
+            request, call = await self._admitted(context)
+            try:
+                responses = behaviour(request, call)
+                loop = asyncio.get_running_loop()
+                while (
+                    item := await loop.run_in_executor(self._workers, next, responses, _END)
+                ) is not _END:
+                    await context.write(item)
+            except asyncio.CancelledError:
+                call.end()
+                raise
+            finally:
+                self._admission.leave()
+            code = grpc.StatusCode.OK
+        except _AbortError as exc:
+            code = exc.code
+            await context.abort(exc.code, exc.details)
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            RPC_DURATION.labels(service, method).observe(time.perf_counter() - started)
+            RPC_REQUESTS.labels(service, method, code.name).inc()
+
+    async def _admitted(
+        self, context: grpc.aio.ServicerContext[object, object]
+    ) -> tuple[object, _ThreadContext]:
+        """The call's request, read within `message_wait`, once the call has a place among
+        `max_concurrent_rpcs` (the caller leaves it)."""
         try:
             request = await asyncio.wait_for(context.read(), self._message_wait)
         except TimeoutError:
@@ -239,7 +305,14 @@ class _Dispatcher(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # not 
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 "server busy: too many calls in progress; retry with back-off",
             )
-        call = _ThreadContext(context.time_remaining())
+        return request, _ThreadContext(context.time_remaining())
+
+    async def _run(
+        self,
+        behaviour: Callable[[object, CallContext], object],
+        context: grpc.aio.ServicerContext[object, object],
+    ) -> object:
+        request, call = await self._admitted(context)
 
         def work() -> object:
             try:

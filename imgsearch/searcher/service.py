@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from imgsearch.model import ImageEncoder, QueryDescription
 from imgsearch.model.encoder import Stage
 from imgsearch.paths import relative_to_root, resolve_inside
 from imgsearch.rpc.server import CallContext, ensure_active, maps_errors
+from imgsearch.searcher.duplicates import NEIGHBOURS, CopyGroup, Progress, find_copies
 from imgsearch.searcher.verdict import Ranker, Ranking
 from imgsearch.settings import Verdict
 from imgsearch.store import VectorStore
@@ -66,6 +68,28 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
         )
         return response_of(ranking, self._encoder.name)
 
+    @maps_errors
+    def FindDuplicates(  # noqa: N802 - name fixed by the proto
+        self, request: searcher_pb2.FindDuplicatesRequest, context: CallContext
+    ) -> Iterator[searcher_pb2.FindDuplicatesEvent]:
+        neighbours = request.neighbours or NEIGHBOURS
+        if neighbours > self._settings.max_limit:
+            raise InvalidRequestError(
+                f"neighbours {neighbours} is over the maximum of {self._settings.max_limit}"
+            )
+        for event in find_copies(
+            self._store,
+            self._ranker,
+            neighbours=neighbours,
+            still_wanted=lambda: ensure_active(context),
+        ):
+            if isinstance(event, Progress):
+                yield searcher_pb2.FindDuplicatesEvent(
+                    progress=searcher_pb2.DuplicatesProgress(done=event.done, total=event.total)
+                )
+            else:
+                yield searcher_pb2.FindDuplicatesEvent(group=group_message(event))
+
     def _limit(self, requested: int) -> int:
         if requested > self._settings.max_limit:
             raise InvalidRequestError(
@@ -113,6 +137,23 @@ def _stages(context: CallContext) -> Stage:
         return timers
 
     return stage
+
+
+def group_message(group: CopyGroup) -> searcher_pb2.DuplicateGroup:
+    return searcher_pb2.DuplicateGroup(
+        paths=group.paths,
+        pairs=[
+            searcher_pb2.DuplicatePair(
+                first=p.first,
+                second=p.second,
+                score=p.score,
+                margin=p.margin,
+                region=searcher_pb2.Region(x0=p.box[0], y0=p.box[1], x1=p.box[2], y1=p.box[3]),
+                inliers=p.inliers,
+            )
+            for p in group.pairs
+        ],
+    )
 
 
 def response_of(ranking: Ranking, model: str) -> searcher_pb2.SearchResponse:

@@ -94,15 +94,22 @@ class Ranker:
         *,
         subfolder: str | None = None,
         min_score: float = 0.0,
+        exclude: str | None = None,
         still_wanted: Callable[[], None] = lambda: None,
     ) -> Ranking:
         """The `limit` best images, best first. `still_wanted` is called before each costly
-        step and raises when the caller has gone (deadline, cancel)."""
+        step and raises when the caller has gone (deadline, cancel). `exclude`: a path left
+        out of the candidates and of the background (an indexed image compared with the
+        others, which would otherwise find itself)."""
         whitening = self._whitening.current() if self._whitening is not None else None
         pool = max(limit, BACKGROUND_SIZE, RESCORE_POOL if whitening else 0)
         with SEARCH_STAGE.labels("ann").time():
             # The background is measured without min_score, which would hide it.
-            hits = self._store.search(query.vectors, pool, subfolder=subfolder)
+            hits = self._store.search(
+                query.vectors, pool + (exclude is not None), subfolder=subfolder
+            )
+        if exclude is not None:
+            hits = [h for h in hits if h.path != exclude][:pool]
         best_raw = hits[0].score if hits else 0.0
         if whitening is not None and hits:
             with SEARCH_STAGE.labels("rescore").time():

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bimgsearch/v1/searcher.proto\x12\x0cimgsearch.v1\"n\n\rSearchRequest\x12\x0f\n\x05image\x18\x01 \x01(\x0cH\x00\x12\x0e\n\x04path\x18\x03 \x01(\tH\x00\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x11\n\tmin_score\x18\x04 \x01(\x02\x12\x11\n\tsubfolder\x18\x05 \x01(\tB\x07\n\x05query\"p\n\x0eSearchResponse\x12$\n\x07matches\x18\x01 \x03(\x0b\x32\x13.imgsearch.v1.Match\x12\x17\n\x0fmatch_threshold\x18\x02 \x01(\x02\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08whitened\x18\x04 \x01(\x08\"z\n\x05Match\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05match\x18\x03 \x01(\x08\x12$\n\x06region\x18\x04 \x01(\x0b\x32\x14.imgsearch.v1.Region\x12\x0f\n\x07inliers\x18\x05 \x01(\r\x12\x0e\n\x06margin\x18\x06 \x01(\x02\"8\n\x06Region\x12\n\n\x02x0\x18\x01 \x01(\x02\x12\n\n\x02y0\x18\x02 \x01(\x02\x12\n\n\x02x1\x18\x03 \x01(\x02\x12\n\n\x02y1\x18\x04 \x01(\x02\x32O\n\x08Searcher\x12\x43\n\x06Search\x12\x1b.imgsearch.v1.SearchRequest\x1a\x1c.imgsearch.v1.SearchResponseBT\n\x10\x64\x65v.imgsearch.v1P\x01Z>github.com/imgsearch/imgsearch/gen/go/imgsearch/v1;imgsearchv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bimgsearch/v1/searcher.proto\x12\x0cimgsearch.v1\"+\n\x15\x46indDuplicatesRequest\x12\x12\n\nneighbours\x18\x01 \x01(\r\"\x83\x01\n\x13\x46indDuplicatesEvent\x12\x34\n\x08progress\x18\x01 \x01(\x0b\x32 .imgsearch.v1.DuplicatesProgressH\x00\x12-\n\x05group\x18\x02 \x01(\x0b\x32\x1c.imgsearch.v1.DuplicateGroupH\x00\x42\x07\n\x05\x65vent\"1\n\x12\x44uplicatesProgress\x12\x0c\n\x04\x64one\x18\x01 \x01(\x04\x12\r\n\x05total\x18\x02 \x01(\x04\"K\n\x0e\x44uplicateGroup\x12\r\n\x05paths\x18\x01 \x03(\t\x12*\n\x05pairs\x18\x02 \x03(\x0b\x32\x1b.imgsearch.v1.DuplicatePair\"\x84\x01\n\rDuplicatePair\x12\r\n\x05\x66irst\x18\x01 \x01(\t\x12\x0e\n\x06second\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x0e\n\x06margin\x18\x04 \x01(\x02\x12$\n\x06region\x18\x05 \x01(\x0b\x32\x14.imgsearch.v1.Region\x12\x0f\n\x07inliers\x18\x06 \x01(\r\"n\n\rSearchRequest\x12\x0f\n\x05image\x18\x01 \x01(\x0cH\x00\x12\x0e\n\x04path\x18\x03 \x01(\tH\x00\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x11\n\tmin_score\x18\x04 \x01(\x02\x12\x11\n\tsubfolder\x18\x05 \x01(\tB\x07\n\x05query\"p\n\x0eSearchResponse\x12$\n\x07matches\x18\x01 \x03(\x0b\x32\x13.imgsearch.v1.Match\x12\x17\n\x0fmatch_threshold\x18\x02 \x01(\x02\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08whitened\x18\x04 \x01(\x08\"z\n\x05Match\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05match\x18\x03 \x01(\x08\x12$\n\x06region\x18\x04 \x01(\x0b\x32\x14.imgsearch.v1.Region\x12\x0f\n\x07inliers\x18\x05 \x01(\r\x12\x0e\n\x06margin\x18\x06 \x01(\x02\"8\n\x06Region\x12\n\n\x02x0\x18\x01 \x01(\x02\x12\n\n\x02y0\x18\x02 \x01(\x02\x12\n\n\x02x1\x18\x03 \x01(\x02\x12\n\n\x02y1\x18\x04 \x01(\x02\x32\xab\x01\n\x08Searcher\x12\x43\n\x06Search\x12\x1b.imgsearch.v1.SearchRequest\x1a\x1c.imgsearch.v1.SearchResponse\x12Z\n\x0e\x46indDuplicates\x12#.imgsearch.v1.FindDuplicatesRequest\x1a!.imgsearch.v1.FindDuplicatesEvent0\x01\x42T\n\x10\x64\x65v.imgsearch.v1P\x01Z>github.com/imgsearch/imgsearch/gen/go/imgsearch/v1;imgsearchv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,14 +32,24 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'imgsearch.v1.searcher_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\020dev.imgsearch.v1P\001Z>github.com/imgsearch/imgsearch/gen/go/imgsearch/v1;imgsearchv1'
-  _globals['_SEARCHREQUEST']._serialized_start=45
-  _globals['_SEARCHREQUEST']._serialized_end=155
-  _globals['_SEARCHRESPONSE']._serialized_start=157
-  _globals['_SEARCHRESPONSE']._serialized_end=269
-  _globals['_MATCH']._serialized_start=271
-  _globals['_MATCH']._serialized_end=393
-  _globals['_REGION']._serialized_start=395
-  _globals['_REGION']._serialized_end=451
-  _globals['_SEARCHER']._serialized_start=453
-  _globals['_SEARCHER']._serialized_end=532
+  _globals['_FINDDUPLICATESREQUEST']._serialized_start=45
+  _globals['_FINDDUPLICATESREQUEST']._serialized_end=88
+  _globals['_FINDDUPLICATESEVENT']._serialized_start=91
+  _globals['_FINDDUPLICATESEVENT']._serialized_end=222
+  _globals['_DUPLICATESPROGRESS']._serialized_start=224
+  _globals['_DUPLICATESPROGRESS']._serialized_end=273
+  _globals['_DUPLICATEGROUP']._serialized_start=275
+  _globals['_DUPLICATEGROUP']._serialized_end=350
+  _globals['_DUPLICATEPAIR']._serialized_start=353
+  _globals['_DUPLICATEPAIR']._serialized_end=485
+  _globals['_SEARCHREQUEST']._serialized_start=487
+  _globals['_SEARCHREQUEST']._serialized_end=597
+  _globals['_SEARCHRESPONSE']._serialized_start=599
+  _globals['_SEARCHRESPONSE']._serialized_end=711
+  _globals['_MATCH']._serialized_start=713
+  _globals['_MATCH']._serialized_end=835
+  _globals['_REGION']._serialized_start=837
+  _globals['_REGION']._serialized_end=893
+  _globals['_SEARCHER']._serialized_start=896
+  _globals['_SEARCHER']._serialized_end=1067
 # @@protoc_insertion_point(module_scope)

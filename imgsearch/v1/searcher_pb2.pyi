@@ -19,6 +19,142 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class FindDuplicatesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NEIGHBOURS_FIELD_NUMBER: _builtins.int
+    neighbours: _builtins.int
+    """How many nearest images each image is compared with; 0 means the server default (8)."""
+    def __init__(
+        self,
+        *,
+        neighbours: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["neighbours", b"neighbours"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindDuplicatesRequest: _TypeAlias = FindDuplicatesRequest  # noqa: Y015
+
+@_typing.final
+class FindDuplicatesEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    GROUP_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def progress(self) -> Global___DuplicatesProgress: ...
+    @_builtins.property
+    def group(self) -> Global___DuplicateGroup: ...
+    def __init__(
+        self,
+        *,
+        progress: Global___DuplicatesProgress | None = ...,
+        group: Global___DuplicateGroup | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "group", b"group", "progress", b"progress"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "group", b"group", "progress", b"progress"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["progress", "group"]  # noqa: Y015
+    _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
+
+Global___FindDuplicatesEvent: _TypeAlias = FindDuplicatesEvent  # noqa: Y015
+
+@_typing.final
+class DuplicatesProgress(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DONE_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    done: _builtins.int
+    """Images compared so far, and in the index when the run started."""
+    total: _builtins.int
+    def __init__(
+        self,
+        *,
+        done: _builtins.int = ...,
+        total: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DuplicatesProgress: _TypeAlias = DuplicatesProgress  # noqa: Y015
+
+@_typing.final
+class DuplicateGroup(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATHS_FIELD_NUMBER: _builtins.int
+    PAIRS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def paths(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The files of the group, sorted."""
+
+    @_builtins.property
+    def pairs(self) -> _containers.RepeatedCompositeFieldContainer[Global___DuplicatePair]:
+        """The pairs the verdict called copies (a group of n files has at least n - 1), best first."""
+
+    def __init__(
+        self,
+        *,
+        paths: _abc.Iterable[_builtins.str] | None = ...,
+        pairs: _abc.Iterable[Global___DuplicatePair] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pairs", b"pairs", "paths", b"paths"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DuplicateGroup: _TypeAlias = DuplicateGroup  # noqa: Y015
+
+@_typing.final
+class DuplicatePair(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIRST_FIELD_NUMBER: _builtins.int
+    SECOND_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    MARGIN_FIELD_NUMBER: _builtins.int
+    REGION_FIELD_NUMBER: _builtins.int
+    INLIERS_FIELD_NUMBER: _builtins.int
+    first: _builtins.str
+    """`second` was found searching with `first`."""
+    second: _builtins.str
+    score: _builtins.float
+    margin: _builtins.float
+    inliers: _builtins.int
+    """Keypoints that agreed where the pair was verified geometrically, else 0."""
+    @_builtins.property
+    def region(self) -> Global___Region:
+        """The region of `second` that matched (fractions of its width and height)."""
+
+    def __init__(
+        self,
+        *,
+        first: _builtins.str = ...,
+        second: _builtins.str = ...,
+        score: _builtins.float = ...,
+        margin: _builtins.float = ...,
+        region: Global___Region | None = ...,
+        inliers: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["region", b"region"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first", b"first", "inliers", b"inliers", "margin", b"margin", "region", b"region", "score", b"score", "second", b"second"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DuplicatePair: _TypeAlias = DuplicatePair  # noqa: Y015
+
+@_typing.final
 class SearchRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -41,6 +41,11 @@ class SearcherStub:
                 request_serializer=imgsearch_dot_v1_dot_searcher__pb2.SearchRequest.SerializeToString,
                 response_deserializer=imgsearch_dot_v1_dot_searcher__pb2.SearchResponse.FromString,
                 _registered_method=True)
+        self.FindDuplicates = channel.unary_stream(
+                '/imgsearch.v1.Searcher/FindDuplicates',
+                request_serializer=imgsearch_dot_v1_dot_searcher__pb2.FindDuplicatesRequest.SerializeToString,
+                response_deserializer=imgsearch_dot_v1_dot_searcher__pb2.FindDuplicatesEvent.FromString,
+                _registered_method=True)
 
 
 class SearcherServicer:
@@ -59,6 +64,18 @@ class SearcherServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FindDuplicates(self, request, context):
+        """Groups of indexed files that are copies of each other, found from the index (each
+        image's nearest neighbours and the verdict). Streams progress while it works, then
+        the groups, largest first.
+
+        Errors: INVALID_ARGUMENT for a bad field; UNAVAILABLE when the vector store cannot
+        be reached.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearcherServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -66,6 +83,11 @@ def add_SearcherServicer_to_server(servicer, server):
                     servicer.Search,
                     request_deserializer=imgsearch_dot_v1_dot_searcher__pb2.SearchRequest.FromString,
                     response_serializer=imgsearch_dot_v1_dot_searcher__pb2.SearchResponse.SerializeToString,
+            ),
+            'FindDuplicates': grpc.unary_stream_rpc_method_handler(
+                    servicer.FindDuplicates,
+                    request_deserializer=imgsearch_dot_v1_dot_searcher__pb2.FindDuplicatesRequest.FromString,
+                    response_serializer=imgsearch_dot_v1_dot_searcher__pb2.FindDuplicatesEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -97,6 +119,33 @@ class Searcher:
             '/imgsearch.v1.Searcher/Search',
             imgsearch_dot_v1_dot_searcher__pb2.SearchRequest.SerializeToString,
             imgsearch_dot_v1_dot_searcher__pb2.SearchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindDuplicates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/imgsearch.v1.Searcher/FindDuplicates',
+            imgsearch_dot_v1_dot_searcher__pb2.FindDuplicatesRequest.SerializeToString,
+            imgsearch_dot_v1_dot_searcher__pb2.FindDuplicatesEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,14 @@ class SearcherStub:
     too large image or a bad field; NOT_FOUND when `path` names no file in the
     watched folder; UNAVAILABLE when the vector store cannot be reached.
     """
+    FindDuplicates: _grpc.UnaryStreamMultiCallable[_searcher_pb2.FindDuplicatesRequest, _searcher_pb2.FindDuplicatesEvent]
+    """Groups of indexed files that are copies of each other, found from the index (each
+    image's nearest neighbours and the verdict). Streams progress while it works, then
+    the groups, largest first.
+
+    Errors: INVALID_ARGUMENT for a bad field; UNAVAILABLE when the vector store cannot
+    be reached.
+    """
 
 @_typing.type_check_only
 class SearcherAsyncStub(SearcherStub):
@@ -56,6 +64,14 @@ class SearcherAsyncStub(SearcherStub):
     Errors: INVALID_ARGUMENT for an empty, undecodable, truncated, too small or
     too large image or a bad field; NOT_FOUND when `path` names no file in the
     watched folder; UNAVAILABLE when the vector store cannot be reached.
+    """
+    FindDuplicates: _aio.UnaryStreamMultiCallable[_searcher_pb2.FindDuplicatesRequest, _searcher_pb2.FindDuplicatesEvent]  # type: ignore[assignment]
+    """Groups of indexed files that are copies of each other, found from the index (each
+    image's nearest neighbours and the verdict). Streams progress while it works, then
+    the groups, largest first.
+
+    Errors: INVALID_ARGUMENT for a bad field; UNAVAILABLE when the vector store cannot
+    be reached.
     """
 
 class SearcherServicer(metaclass=_abc_1.ABCMeta):
@@ -74,6 +90,20 @@ class SearcherServicer(metaclass=_abc_1.ABCMeta):
         Errors: INVALID_ARGUMENT for an empty, undecodable, truncated, too small or
         too large image or a bad field; NOT_FOUND when `path` names no file in the
         watched folder; UNAVAILABLE when the vector store cannot be reached.
+        """
+
+    @_abc_1.abstractmethod
+    def FindDuplicates(
+        self,
+        request: _searcher_pb2.FindDuplicatesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_searcher_pb2.FindDuplicatesEvent], _abc.AsyncIterator[_searcher_pb2.FindDuplicatesEvent]]:
+        """Groups of indexed files that are copies of each other, found from the index (each
+        image's nearest neighbours and the verdict). Streams progress while it works, then
+        the groups, largest first.
+
+        Errors: INVALID_ARGUMENT for a bad field; UNAVAILABLE when the vector store cannot
+        be reached.
         """
 
 def add_SearcherServicer_to_server(servicer: SearcherServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,119 @@
+"""Issue 17: the duplicate finder, over the RPC and the command line, on a folder with
+planted copies (resized, recompressed, cropped, re-encoded in another format)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from imgsearch.cli import main
+from imgsearch.v1 import searcher_pb2
+from tests.conftest import Served
+from tests.imaging import crop, encode, load
+
+# copy name -> (original, how it was made)
+PLANTED = {
+    "copies/coffee_small.jpg": ("coffee.jpg", "resized to a third"),
+    "copies/rocket_q20.jpg": ("rocket_launch.jpg", "recompressed at quality 20"),
+    "copies/astronaut_crop.jpg": ("astronaut.jpg", "cropped to half the area"),
+    "copies/fruits.webp": ("fruits.png", "re-encoded as WebP"),
+    "copies/fruits_small.jpg": ("fruits.png", "resized and JPEG"),
+}
+
+
+def _plant(folder: Path) -> None:
+    (folder / "copies").mkdir()
+    for name, (original, _) in PLANTED.items():
+        image = load(folder / original)
+        if "small" in name:
+            image = image.resize((image.width // 3, image.height // 3))
+        if "crop" in name:
+            image = crop(image, 0.5, anchor=(0.4, 0.4))
+        fmt, quality = (
+            ("WEBP", 85) if name.endswith(".webp") else ("JPEG", 20 if "q20" in name else 85)
+        )
+        (folder / name).write_bytes(encode(image, fmt, quality=quality))
+
+
+def _groups(served: Served) -> list[searcher_pb2.DuplicateGroup]:
+    events = list(served.client.duplicates())
+    progress = [e.progress for e in events if e.WhichOneof("event") == "progress"]
+    assert progress, "progress comes first"
+    assert progress[-1].done == progress[-1].total == served.app.store.count()
+    assert all(a.done <= b.done for a, b in itertools.pairwise(progress))
+    return [e.group for e in events if e.WhichOneof("event") == "group"]
+
+
+def test_every_planted_copy_is_grouped_with_its_original_and_nothing_else(
+    photo_folder: Path, serve: Callable[..., Served]
+) -> None:
+    _plant(photo_folder)
+    served = serve(photo_folder)
+    served.wait_idle()
+    groups = _groups(served)
+    expected: dict[str, set[str]] = {}
+    for copy, (original, _) in PLANTED.items():
+        expected.setdefault(original, {original}).add(copy)
+    found = {frozenset(g.paths) for g in groups}
+    assert found == {frozenset(paths) for paths in expected.values()}, groups
+    for group in groups:
+        assert len(group.pairs) >= len(group.paths) - 1
+        for pair in group.pairs:
+            assert {pair.first, pair.second} <= set(group.paths)
+            assert (
+                pair.margin
+                >= served.app.settings.verdict.for_model(served.app.encoder.tuning).match_threshold
+                or pair.inliers > 0
+            )
+            assert 0 <= pair.region.x0 < pair.region.x1 <= 1
+
+
+def test_command_line_prints_groups_as_text_json_and_csv(
+    photo_folder: Path, serve: Callable[..., Served], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _plant(photo_folder)
+    served = serve(photo_folder)
+    served.wait_idle()
+    server = ["--server", f"127.0.0.1:{served.app.port}"]
+
+    assert main(["duplicates", "--json", *server]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    groups = [json.loads(line) for line in lines]
+    assert {tuple(g["paths"]) for g in groups} >= {
+        ("copies/fruits.webp", "copies/fruits_small.jpg", "fruits.png")
+    }
+    assert all(
+        isinstance(p["score"], float) and isinstance(p["inliers"], int)
+        for g in groups
+        for p in g["pairs"]
+    )
+
+    assert main(["duplicates", "--csv", *server]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert {(r["first"], r["second"]) for r in rows} == {
+        (p["first"], p["second"]) for g in groups for p in g["pairs"]
+    }
+
+    assert main(["duplicates", *server]) == 0
+    text = capsys.readouterr().out
+    assert text.rstrip().endswith(
+        f"{len(groups)} groups of copies ({sum(len(g['paths']) for g in groups)} files) "
+        f"among {served.app.store.count()} images"
+    )
+    assert "copies/coffee_small.jpg" in text
+
+
+def test_a_folder_without_copies_has_no_groups(
+    photo_folder: Path, serve: Callable[..., Served], capsys: pytest.CaptureFixture[str]
+) -> None:
+    served = serve(photo_folder)
+    served.wait_idle()
+    assert _groups(served) == []
+    assert main(["duplicates", "--server", f"127.0.0.1:{served.app.port}"]) == 0
+    assert capsys.readouterr().out.strip() == f"no copies among {served.app.store.count()} images"
