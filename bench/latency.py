@@ -53,6 +53,7 @@ def _run(mode: str, files: list[bytes], burst: list[bytes]) -> dict[str, object]
             data_dir=Path(tmp) / "data",
             listen="127.0.0.1:0",
             metrics_listen=None,
+            http_listen=None,
             watch_mode=mode,
             rescan_interval=0,
         )

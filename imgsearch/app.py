@@ -16,12 +16,15 @@ from imgsearch.embedder.indexer import Indexer, IndexStatus
 from imgsearch.embedder.service import EmbedderService
 from imgsearch.embedder.watcher import FolderWatcher
 from imgsearch.errors import ModelError, StoreUnavailableError
+from imgsearch.http.api import HttpBackend
+from imgsearch.http.server import HTTP_FLAG, HttpServer
 from imgsearch.listen import ensure_available
 from imgsearch.metrics import BUILD_INFO, METRICS_FLAG, serve_metrics
 from imgsearch.model import ImageEncoder
 from imgsearch.rpc.security import AccessPolicy, TlsFiles
 from imgsearch.rpc.server import (
     LISTEN_FLAG,
+    Admission,
     RunningServer,
     ServiceRegistration,
     raise_descriptor_limit,
@@ -236,6 +239,8 @@ class Application:
             )
         self._services = services
         self._server: RunningServer | None = None
+        self._http: HttpServer | None = None
+        self._admission = Admission(settings.serve.max_concurrent_rpcs)
         self._metrics: WSGIServer | None = None
         self._stopping = threading.Event()
         self._health = threading.Thread(target=self._watch_store, name="health", daemon=True)
@@ -244,6 +249,10 @@ class Application:
     def port(self) -> int:
         assert self._server is not None, "not started"
         return self._server.port
+
+    @property
+    def http_port(self) -> int | None:
+        return None if self._http is None else self._http.port
 
     @property
     def metrics_port(self) -> int | None:
@@ -255,6 +264,8 @@ class Application:
         ensure_available(self.settings.serve.listen, what="gRPC", flag=LISTEN_FLAG)
         if self.settings.serve.metrics_listen:
             ensure_available(self.settings.serve.metrics_listen, what="metrics", flag=METRICS_FLAG)
+        if self.settings.serve.http_listen:
+            ensure_available(self.settings.serve.http_listen, what="HTTP", flag=HTTP_FLAG)
         BUILD_INFO.info(
             {
                 "version": __version__,
@@ -285,10 +296,31 @@ class Application:
             max_concurrent_rpcs=self.settings.serve.max_concurrent_rpcs,
             max_connections=self.settings.serve.max_connections,
             message_wait=self.settings.serve.message_wait_seconds,
+            admission=self._admission,
             access=_access_policy(self.settings),
             tls=_tls_files(self.settings),
         )
+        if self.settings.serve.http_listen:
+            self._http = HttpServer(
+                self.settings.serve.http_listen,
+                self._http_backend(),
+                tls=_tls_files(self.settings),
+                max_connections=self.settings.serve.max_connections,
+            )
+            self._http.start()
         self._health.start()
+
+    def _http_backend(self) -> HttpBackend:
+        return HttpBackend(
+            searcher=next((s for s in self._services if isinstance(s, SearcherService)), None),
+            embedder=next((s for s in self._services if isinstance(s, EmbedderService)), None),
+            folder=self.folder,
+            access=_access_policy(self.settings),
+            admission=self._admission,
+            max_request_bytes=self.settings.serve.max_request_bytes,
+            max_file_bytes=self.settings.index.max_file_bytes,
+            limits=self.encoder.limits,
+        )
 
     def _watch_store(self) -> None:
         """The services' health follows the store: NOT_SERVING while Qdrant does not answer
@@ -315,6 +347,8 @@ class Application:
         self._stopping.set()
         if self._health.is_alive():
             self._health.join(timeout=10)
+        if self._http is not None:
+            self._http.stop()
         if self._server is not None:
             self._server.set_serving([s.service_name for s in self._services], serving=False)
             self._server.stop(self.settings.serve.grace_seconds)

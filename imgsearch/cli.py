@@ -94,6 +94,7 @@ _SERVER_FLAGS: dict[str, tuple[str, str | None]] = {
     "listen": ("listen", "HOST:PORT"),
     "data": ("data_dir", "DIR"),
     "metrics_listen": ("metrics_listen", "HOST:PORT"),
+    "http_listen": ("http_listen", "HOST:PORT"),
     "collection": ("collection", None),
     "model": ("model", "NAME|ONNX"),
     "watch_mode": ("watch_mode", None),
@@ -311,7 +312,7 @@ def _run_find(args: argparse.Namespace) -> int:
     readable = [(name, data) for name, data in queries if data is not None]
     folder = Path(args.folder)
     data_dir = Path(args.data) if args.data else find_data_dir(StoreSettings().data_dir, folder)
-    settings = Settings(folder=folder, data_dir=data_dir, metrics_listen=None)
+    settings = Settings(folder=folder, data_dir=data_dir, metrics_listen=None, http_listen=None)
     configure_logging("WARNING", settings.log.log_format)
     results = find_in_folder(settings, readable, args.limit, quiet=args.quiet)
     worst = EXIT_INPUT if len(readable) < len(queries) else EXIT_OK

@@ -90,6 +90,18 @@ RECONCILE_CHANGES = Counter(
 )
 
 
+HTTP_REQUESTS = Counter(
+    "imgsearch_http_requests_total",
+    "HTTP API requests handled, by route and status code.",
+    ["route", "status"],
+)
+HTTP_DURATION = Histogram(
+    "imgsearch_http_duration_seconds",
+    "Time to answer an HTTP API request, by route.",
+    ["route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
 METRICS_FLAG = "--metrics-listen HOST:PORT (or '' for no metrics)"
 
 

@@ -271,6 +271,10 @@ class ServeSettings(_Group):
 
     listen: str = Field("127.0.0.1:50051", description="gRPC address (HOST:PORT).")
     metrics_listen: str | None = Field("127.0.0.1:9464", description="HOST:PORT for /metrics.")
+    http_listen: str | None = Field(
+        "127.0.0.1:8080",
+        description="HOST:PORT for the web page and the HTTP/JSON API ('' for none).",
+    )
     max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     grace_seconds: float = Field(5.0, ge=0)
     health_interval: float = Field(2.0, gt=0, description="Seconds between store health checks.")
@@ -288,7 +292,7 @@ class ServeSettings(_Group):
         "not completed its handshake within 10 s is closed.",
     )
 
-    @field_validator("listen", "metrics_listen")
+    @field_validator("listen", "metrics_listen", "http_listen")
     @classmethod
     def _host_port(cls, value: str | None) -> str | None:
         return None if value in (None, "") else host_port(value, lowest=0)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# System tools the deployment tests need: Prometheus (prometheus, promtool) to scrape the
-# services and check the alert rules, and docker-compose to validate docker-compose.yml
-# without a Docker engine. Idempotent: installs only what is missing. Python tools are in
+# System tools the tests need: Prometheus (prometheus, promtool) to scrape the services and
+# check the alert rules, docker-compose to validate docker-compose.yml without a Docker
+# engine, and Chromium for the web page's browser test. Idempotent: installs only what is missing. Python tools are in
 # pyproject.toml's `test` extra.
 set -euo pipefail
 
@@ -9,6 +9,8 @@ missing=()
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+# Chromium for the web page's browser test (driven by Playwright, tests/e2e/test_web_page.py)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 # libmagic for AugLy's python-magic (the accuracy benchmark's query transforms)
 ldconfig -p 2>/dev/null | grep -q 'libmagic\.so\.1' || missing+=(libmagic1)
 if [ ${#missing[@]} -eq 0 ]; then

@@ -67,7 +67,11 @@ def session(queries: Path, work: Path) -> str:
     folder = work / "samples"
     shutil.copytree(BUNDLED_SAMPLES, folder, ignore=shutil.ignore_patterns("NOTICE", HELD_OUT))
     settings = Settings(
-        folder=folder, data_dir=work / "data", listen="127.0.0.1:0", metrics_listen=None
+        folder=folder,
+        data_dir=work / "data",
+        listen="127.0.0.1:0",
+        metrics_listen=None,
+        http_listen=None,
     )
     app = Application(settings)
     app.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import time
@@ -15,6 +16,11 @@ from imgsearch.app import Application
 from imgsearch.model import ImageEncoder
 from imgsearch.rpc.client import Client
 from imgsearch.settings import BUNDLED_SAMPLES, ModelSettings, Settings
+
+# Servers the tests start (in process or as `imgsearch serve` children) open no HTTP port
+# unless a test asks for one: the default, 8080, is a fixed port that parallel or leftover
+# servers would share.
+os.environ.setdefault("IMGSEARCH_HTTP_LISTEN", "")
 
 SAMPLE_SUFFIXES = {".jpg", ".png", ".webp"}
 # How long a test's threads get to finish after its teardown before they count as leaked.
@@ -85,6 +91,7 @@ def make_settings(folder: Path, data_dir: Path, **overrides: Any) -> Settings:
         "data_dir": data_dir,
         "listen": "127.0.0.1:0",
         "metrics_listen": None,
+        "http_listen": None,
         "settle_seconds": 0.2,
         "poll_interval": 0.2,
         "rescan_interval": 0,

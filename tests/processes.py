@@ -27,12 +27,14 @@ def start_serve(
     address: str,
     *,
     metrics_listen: str = "",
+    http_listen: str = "",
     stderr: Path | None = None,
     env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """`imgsearch serve FOLDER` in a child process, its log going to `stderr`."""
     command = [sys.executable, "-m", "imgsearch.cli", "serve", str(folder), "--listen", address]
     command += ["--data", str(data), "--metrics-listen", metrics_listen]
+    command += ["--http-listen", http_listen]
     if stderr is None:
         return subprocess.Popen(
             command, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})}

@@ -284,6 +284,7 @@ class Production:
             data_dir=self._data,
             listen="127.0.0.1:0",
             metrics_listen=None,
+            http_listen=None,
             rescan_interval=0,
             **({} if self.model is None else {"model": self.model}),
         )

@@ -469,6 +469,7 @@ def indexer_end_to_end(files: Sequence[Path], workdir: Path) -> JSON:
         data_dir=workdir / "indexer-data",
         listen="127.0.0.1:0",
         metrics_listen=None,
+        http_listen=None,
         settle_seconds=0.0,
         rescan_interval=0,
         watch_mode=WatchMode.POLLING,

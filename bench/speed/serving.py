@@ -322,6 +322,7 @@ def _serve(store: Any, data_dir: Path, regions: bool) -> Any:  # noqa: ANN401 - 
         data_dir=data_dir,
         listen="127.0.0.1:0",
         metrics_listen=None,
+        http_listen=None,
         log_level="WARNING",
         regions=regions,
         model=compat.SPEED_MODEL,

@@ -137,8 +137,9 @@ class _ThreadContext:
         self._ended.set()
 
 
-class _Admission:
-    """Counts the calls being worked on (their message has arrived); refuses past the limit."""
+class Admission:
+    """Counts the calls being worked on (their message has arrived), gRPC and HTTP alike;
+    refuses past the limit."""
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
@@ -168,7 +169,7 @@ class _Dispatcher(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # not 
         self,
         access: AccessPolicy,
         workers: futures.ThreadPoolExecutor,
-        admission: _Admission,
+        admission: Admission,
         message_wait: float,
     ) -> None:
         self._access = access
@@ -399,8 +400,8 @@ class RunningServer:
         # grpc's process-wide poller thread ends with the last server object: drop ours (a
         # TLS server sits in a reference cycle, hence the collection).
         self._server = None
-        gc.collect()
         _end_loop(self._loop, self._thread)
+        gc.collect()  # after the loop: grpc's poller must not fire on a loop still running
         self._workers.shutdown(wait=True, cancel_futures=True)
 
     def set_serving(self, names: Sequence[str], serving: bool, *, process: bool = True) -> None:
@@ -442,6 +443,7 @@ def start_server(
     max_concurrent_rpcs: int = 64,
     max_connections: int = 512,
     message_wait: float = 30.0,
+    admission: Admission | None = None,
     workers: int = 16,
     access: AccessPolicy | None = None,
     tls: TlsFiles | None = None,
@@ -461,7 +463,7 @@ def start_server(
     thread = threading.Thread(target=loop.run_forever, name="grpc-loop", daemon=True)
     thread.start()
     dispatcher = _Dispatcher(
-        access or AccessPolicy(), pool, _Admission(max_concurrent_rpcs), message_wait
+        access or AccessPolicy(), pool, admission or Admission(max_concurrent_rpcs), message_wait
     )
 
     async def start() -> tuple[grpc.aio.Server, int, HealthServicer]:
