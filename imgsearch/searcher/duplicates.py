@@ -1,7 +1,14 @@
 """Groups of indexed files that are copies of each other (resized, recompressed, cropped,
 re-encoded), found from the index: each image is ranked against the others with its stored
 vector and the verdict of an ordinary search. Never an all-pairs matrix: memory holds only
-the pairs the verdict calls copies, so a folder of 100k images stays in bounded memory."""
+the pairs the verdict calls copies, so a folder of 100k images stays in bounded memory.
+
+Where the searcher has the folder's files, every candidate pair, sure or unsure, is checked
+geometrically: a copy maps onto its original by one similarity (scale, turn, shift), to a
+pixel or two, for nearly all the matches a homography accepts; two frames of a burst, or
+two photos of one scene, need perspective, so far fewer of their matches are exact
+(bench/duplicates). Where the check finds no keypoints at all, the descriptor's verdict
+stands."""
 
 from __future__ import annotations
 
@@ -12,11 +19,21 @@ from dataclasses import dataclass
 import numpy as np
 
 from imgsearch.model import QueryDescription
-from imgsearch.searcher.verdict import Ranker
+from imgsearch.searcher.verdict import RankedMatch, Ranker
+from imgsearch.searcher.verify import Verifier
 from imgsearch.store import VectorStore
 
 NEIGHBOURS = 8  # the nearest images each image is compared with
 _PAGE = 256  # stored vectors fetched at once
+# Candidates this far below the verdict's threshold are checked geometrically too (a crop to
+# a fifth of the area scores well under it; the keypoints decide).
+UNSURE_BELOW = 0.35
+# A pair is a copy when at least this share of the homography's inliers (and MIN_EXACT
+# matches) also fit one similarity: copies measure 0.82-1.0, most burst pairs 0.4-0.7.
+COPY_EXACT_SHARE = 0.8
+MIN_EXACT = 12
+# Fewer homography inliers than this cannot overrule the descriptor's "copy".
+CONCLUSIVE = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +71,7 @@ def find_copies(
 
     `still_wanted` is called before each image and raises when the caller has gone."""
     total = store.count()
+    verifier = ranker.verifier
     pairs: dict[tuple[str, str], CopyPair] = {}
     done = 0
     files = (state.path for state in store.indexed_files())
@@ -61,18 +79,43 @@ def find_copies(
         for path, vector in store.vectors_of(page).items():
             still_wanted()
             query = QueryDescription(np.atleast_2d(vector), None)
-            for match in ranker.rank(query, neighbours, exclude=path).matches:
-                if not match.match:
-                    continue
+            ranking = ranker.rank(query, neighbours, exclude=path)
+            candidates = [
+                m
+                for m in ranking.matches
+                if m.match
+                or (verifier is not None and m.margin >= ranking.threshold - UNSURE_BELOW)
+            ]
+            for match, inliers, box in _checked(verifier, path, candidates):
                 key = (min(path, match.path), max(path, match.path))
                 known = pairs.get(key)
                 if known is None or match.score > known.score:
-                    pairs[key] = CopyPair(
-                        path, match.path, match.score, match.margin, match.box, match.inliers
-                    )
+                    pairs[key] = CopyPair(path, match.path, match.score, match.margin, box, inliers)
         done += len(page)
         yield Progress(done, max(total, done))
     yield from groups_of(pairs.values())
+
+
+def _checked(
+    verifier: Verifier | None, path: str, candidates: list[RankedMatch]
+) -> Iterator[tuple[RankedMatch, int, tuple[float, ...]]]:
+    """The candidates that are copies of `path`, with the inliers and region that say so."""
+    if verifier is None or not candidates:
+        yield from ((m, m.inliers, m.box) for m in candidates if m.match)
+        return
+    keypoints = verifier.describe_file(path)
+    for match in candidates:
+        if keypoints is None:
+            if match.match:
+                yield match, 0, match.box
+            continue
+        found = verifier.verify(keypoints, match.path)
+        exact = verifier.exact_inliers(keypoints, match.path)
+        if found.inliers < CONCLUSIVE and match.match:
+            # Too few keypoints to judge exactness (blurred, flat, tiny): the descriptor.
+            yield match, found.inliers, found.box or match.box
+        elif exact >= MIN_EXACT and exact >= COPY_EXACT_SHARE * found.inliers:
+            yield match, max(found.inliers, exact), found.box or match.box
 
 
 def groups_of(pairs: Iterable[CopyPair]) -> Iterator[CopyGroup]:

@@ -87,6 +87,11 @@ class Ranker:
         self._verifier = verifier
         self._whitening = whitening
 
+    @property
+    def verifier(self) -> Verifier | None:
+        """The geometric check, where the searcher has the folder's files at hand."""
+        return self._verifier
+
     def rank(
         self,
         query: QueryDescription,

@@ -79,6 +79,17 @@ class Verifier:
         pixels = _shrink(image.pixels, self._max_side)
         return self._keypoints(pixels), self._keypoints(pixels[:, ::-1])
 
+    def describe_file(self, relative_path: str) -> tuple[Keypoints, Keypoints] | None:
+        """Keypoints of a file of the folder and of its mirror image (None: unreadable), for
+        comparing two indexed files."""
+        try:
+            data = read_folder_file(self._folder / relative_path, self._max_file_bytes)
+            image = decode_image(data, self._max_side, self._limits)
+        except (OSError, InvalidImageError, UnreadableFileError) as exc:
+            log.debug("cannot describe path=%s error=%s", relative_path, exc)
+            return None
+        return self.describe(image)
+
     def verify(self, query: tuple[Keypoints, Keypoints], relative_path: str) -> Verification:
         """Inliers of the best homography from the query (or its mirror) into the candidate."""
         candidate = self._candidate(relative_path)

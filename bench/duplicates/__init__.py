@@ -1,0 +1,1 @@
+"""Copies inside a folder: imgsearch duplicates vs imagededup (issue 17)."""

@@ -1,0 +1,327 @@
+"""Finding the copies inside a folder (issue 17): imgsearch's duplicate finder beside
+imagededup's hashing methods, on the same folders.
+
+Each folder holds distinct images of the accuracy corpus (bench/accuracy): its ~500 photos
+(food, nebulae, wallpapers, sample photos) first, then clip art and sprites; and planted
+copies of a tenth as many photos, one per original, made by every query family of
+bench/accuracy in turn (crops, rescales, JPEG, blur, colour, grey, overlays,
+padding, rotation, mirroring, screenshots, pages, combinations). Burst pairs of the corpus
+(two overlapping frames of one scene) are in the folder too: merely similar photos that must
+not be paired. Reported per method and folder size: precision and recall of the copy pairs
+(a group of n files counts as its n(n-1)/2 pairs), recall per family, burst pairs called
+copies, and the wall time (imgsearch: indexing and finding apart).
+
+    python -m bench.duplicates [--sizes 1000,3000] [--quick] [--out bench/results/duplicates]
+
+imagededup (and the torch it imports) is not among the test dependencies:
+`pip install -r bench/duplicates/requirements.txt` first, or its rows are left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import random
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from itertools import combinations
+from pathlib import Path
+
+from bench.accuracy import corpus as corpus_module
+from bench.accuracy.cli import FULL, QUICK
+from bench.accuracy.corpus import Corpus
+from bench.accuracy.imaging import open_rgb
+from bench.accuracy.progress import log
+from bench.accuracy.transforms import BURST_FAMILY, FAMILIES, make_query
+
+REPO = Path(__file__).resolve().parents[2]
+CACHE = Path(os.environ.get("IMGSEARCH_BENCH_CACHE", Path.home() / ".cache" / "imgsearch-bench"))
+COPY_SHARE = 0.1  # planted copies, as a share of the folder
+BURST_PAIRS = 20  # burst pairs (hard negatives) put into each folder, where the corpus has them
+COPY_FAMILIES = tuple(name for name in FAMILIES if name != BURST_FAMILY)
+HASHES = ("PHash", "DHash", "WHash", "AHash")
+
+Pair = tuple[str, str]
+
+
+@dataclass
+class Folder:
+    root: Path
+    images: int
+    copies: dict[Pair, str]  # (original, copy) sorted -> family
+    bursts: set[Pair]
+
+
+@dataclass
+class Result:
+    method: str
+    size: int
+    images: int
+    seconds: float  # finding, after indexing for imgsearch
+    index_seconds: float
+    pairs_found: int
+    precision: float
+    recall: float
+    burst_pairs_called_copies: int
+    false_pairs: list[Pair]
+    recall_by_family: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: float = 0.0
+
+
+def build_folder(corpus: Corpus, size: int, work: Path, seed: int = 17) -> Folder:
+    """`size` files: distinct images, one planted copy for COPY_SHARE of them, burst pairs."""
+    rng = random.Random(seed)  # noqa: S311 - reproducible, not secret
+    # Photos first (the registries hold about 500 distinct ones); clip art and sprites fill
+    # larger folders: distinct images too, though not photos.
+    photos = [i for i in corpus.items if i.role in ("source", "heldout")]
+    others = [i for i in corpus.items if i.role == "distractor"]
+    distinct = photos + rng.sample(others, len(others))
+    bursts = sorted(i.id for i in corpus.of_role("burst"))
+    burst_pairs = [(bursts[k], bursts[k + 1]) for k in range(0, len(bursts) - 1, 2)]
+    burst_pairs = burst_pairs[:BURST_PAIRS]
+    copies = round(size * COPY_SHARE)
+    originals_needed = size - copies - 2 * len(burst_pairs)
+    if originals_needed > len(distinct):
+        raise SystemExit(
+            f"the corpus has {len(distinct)} distinct images: a folder of {size} needs "
+            f"{originals_needed} (use smaller --sizes)"
+        )
+    chosen = distinct[:originals_needed]
+    photos = [i for i in chosen if i.role != "distractor"] or chosen
+    root = work / f"folder-{size}"
+    root.mkdir(parents=True)
+    for item in chosen:
+        _link(corpus.path_of(item), root / item.id)
+    for a, b in burst_pairs:
+        for name in (a, b):
+            item = next(i for i in corpus.items if i.id == name)
+            _link(corpus.path_of(item), root / item.id)
+    planted: dict[Pair, str] = {}
+    originals = rng.sample(photos, min(copies, len(photos)))
+    originals += rng.sample(chosen, copies - len(originals))
+    for n, item in enumerate(originals):
+        family = FAMILIES[COPY_FAMILIES[n % len(COPY_FAMILIES)]]
+        image = open_rgb(corpus.path_of(item).read_bytes())
+        data, _ = make_query(image, family, seed=f"{seed}:{item.id}")
+        name = f"copies/{family.name}/{n:05d}.jpg"
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+        planted[_pair(item.id, name)] = family.name
+    files = sum(1 for p in root.rglob("*") if p.is_file())
+    return Folder(root, files, planted, {_pair(a, b) for a, b in burst_pairs})
+
+
+def _link(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _pair(a: str, b: str) -> Pair:
+    return (a, b) if a <= b else (b, a)
+
+
+def score(
+    method: str,
+    size: int,
+    folder: Folder,
+    found: set[Pair],
+    seconds: float,
+    index_seconds: float = 0.0,
+) -> Result:
+    hits = found & set(folder.copies)
+    by_family: dict[str, list[bool]] = {}
+    for pair, family in folder.copies.items():
+        by_family.setdefault(family, []).append(pair in found)
+    false = sorted(found - set(folder.copies))
+    return Result(
+        method=method,
+        size=size,
+        images=folder.images,
+        seconds=seconds,
+        index_seconds=index_seconds,
+        pairs_found=len(found),
+        precision=len(hits) / len(found) if found else 1.0,
+        recall=len(hits) / len(folder.copies) if folder.copies else 1.0,
+        burst_pairs_called_copies=len(found & folder.bursts),
+        false_pairs=false[:20],
+        recall_by_family={f: sum(v) / len(v) for f, v in sorted(by_family.items())},
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    )
+
+
+def run_imgsearch(folder: Folder, work: Path) -> tuple[set[Pair], float, float]:
+    """Index the folder with a real server, then ask its FindDuplicates RPC."""
+    from imgsearch.app import Application
+    from imgsearch.settings import Settings
+
+    settings = Settings(
+        folder=folder.root,
+        data_dir=work / f"data-{folder.root.name}",
+        listen="127.0.0.1:0",
+        metrics_listen=None,
+        http_listen=None,
+        rescan_interval=0,
+    )
+    started = time.monotonic()
+    app = Application(settings)
+    app.start()
+    try:
+        from imgsearch.rpc.client import Client
+
+        assert app.indexer is not None
+        app.indexer.wait_ready(24 * 3600)
+        with Client(f"127.0.0.1:{app.port}", timeout=60) as client:
+            while client.status().pending:
+                time.sleep(0.5)
+            indexed = time.monotonic()
+            found: set[Pair] = set()
+            for event in client.duplicates():
+                if event.WhichOneof("event") == "group":
+                    found |= {_pair(a, b) for a, b in combinations(event.group.paths, 2)}
+            finished = time.monotonic()
+    finally:
+        app.stop()
+    return found, finished - indexed, indexed - started
+
+
+def run_imagededup(method_name: str, folder: Folder) -> tuple[set[Pair], float] | None:
+    try:
+        from imagededup import methods
+    except ImportError:
+        return None
+    hasher = getattr(methods, method_name)(verbose=False)
+    started = time.monotonic()
+    duplicates = hasher.find_duplicates(image_dir=str(folder.root), recursive=True)
+    seconds = time.monotonic() - started
+    found = {_pair(a, b) for a, others in duplicates.items() for b in others}
+    return found, seconds
+
+
+def write(out: Path, results: list[Result], meta: dict[str, object]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "duplicates.json").write_text(
+        json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=2) + "\n"
+    )
+    lines = [
+        "# Copies inside a folder: imgsearch duplicates vs imagededup",
+        "",
+        f"`{meta['command']}` on {meta['cpus']} cores, {meta['finished']}, git {meta['git']}; "
+        f"{meta['note']}",
+        "",
+        "| images | method | precision | recall | burst pairs called copies | find time | "
+        "index time |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        index = f"{r.index_seconds:.0f} s" if r.index_seconds else "-"
+        lines.append(
+            f"| {r.images} | {r.method} | {100 * r.precision:.1f}% ({r.pairs_found} pairs) | "
+            f"{100 * r.recall:.1f}% | {r.burst_pairs_called_copies} | {r.seconds:.1f} s | "
+            f"{index} |"
+        )
+    families = sorted({f for r in results for f in r.recall_by_family})
+    lines += ["", "Recall by the family the copy was made with:", ""]
+    lines.append("| images | method | " + " | ".join(families) + " |")
+    lines.append("|---|---|" + "---|" * len(families))
+    for r in results:
+        cells = " | ".join(f"{100 * r.recall_by_family.get(f, 0):.0f}%" for f in families)
+        lines.append(f"| {r.images} | {r.method} | {cells} |")
+    false = [(r, p) for r in results if r.method == "imgsearch" for p in r.false_pairs]
+    if false:
+        lines += ["", "imgsearch's pairs that were not planted (first 20 per size):", ""]
+        lines += [f"- {r.images} images: `{a}` ~ `{b}`" for r, (a, b) in false]
+    (out / "duplicates.md").write_text("\n".join(lines) + "\n")
+    _plot(out / "duplicates.png", results)
+
+
+def _plot(target: Path, results: list[Result]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(dict.fromkeys(r.method for r in results))
+    sizes = sorted({r.images for r in results})
+    figure, axes = plt.subplots(1, 3, figsize=(13, 4))
+    for ax, metric, label in zip(
+        axes,
+        ("precision", "recall", "seconds"),
+        ("precision", "recall", "find time (s)"),
+        strict=True,
+    ):
+        for m in methods:
+            points = [(r.images, getattr(r, metric)) for r in results if r.method == m]
+            ax.plot(*zip(*points, strict=True), marker="o", label=m)
+        ax.set_xlabel("images in the folder")
+        ax.set_title(label)
+        ax.set_xticks(sizes)
+    axes[0].legend()
+    figure.tight_layout()
+    figure.savefig(target, dpi=90)
+    plt.close(figure)
+
+
+def _git() -> str:
+    import subprocess
+
+    result = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stdout.strip() or "unknown"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.duplicates", description=__doc__)
+    parser.add_argument("--sizes", default="1000,3000", help="folder sizes (images)")
+    parser.add_argument("--quick", action="store_true", help="the quick corpus (CI smoke run)")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "duplicates")
+    parser.add_argument("--cache", type=Path, default=CACHE)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    corpus = corpus_module.build(QUICK if args.quick else FULL, args.cache, args.workers)
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="bench-duplicates-") as tmp:
+        work = Path(tmp)
+        for size in sizes:
+            folder = build_folder(corpus, size, work)
+            log(f"{folder.images} images, {len(folder.copies)} planted copies")
+            found, seconds, index_seconds = run_imgsearch(folder, work)
+            results.append(score("imgsearch", size, folder, found, seconds, index_seconds))
+            log(f"imgsearch: {results[-1].precision:.3f} / {results[-1].recall:.3f}")
+            for name in HASHES:
+                measured = run_imagededup(name, folder)
+                if measured is None:
+                    log("no imagededup: pip install -r bench/duplicates/requirements.txt")
+                    break
+                results.append(score(f"imagededup {name}", size, folder, *measured))
+                log(f"imagededup {name}: {results[-1].precision:.3f} / {results[-1].recall:.3f}")
+    given = ["--sizes", args.sizes] + (["--quick"] if args.quick else [])
+    meta: dict[str, object] = {
+        "command": " ".join(["python -m bench.duplicates", *given]),
+        "finished": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "git": _git(),
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "copy_families": list(COPY_FAMILIES),
+        "note": "imgsearch with its default model; imagededup's hashing methods with their "
+        "default max_distance_threshold (10); nothing else running.",
+    }
+    write(args.out, results, meta)
+    log(f"results written to {args.out}")
+    return 0
