@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -123,3 +124,21 @@ def test_bearer_token_guards_the_api_not_the_page(
         assert http.get("/v1/status", headers=right).status_code == 200
         assert http.get("/").status_code == 200
         assert http.get("/openapi.json").status_code == 200
+
+
+def test_calls_past_the_shared_limit_get_429(
+    photo_folder: Path, sample_photos: list[Path], serve: Callable[..., Served]
+) -> None:
+    """HTTP and gRPC share MAX_CONCURRENT_RPCS: past it, HTTP answers 429 with a JSON error."""
+    served = serve(photo_folder, http_listen="127.0.0.1:0", max_concurrent_rpcs=1)
+    served.wait_idle()
+    big = encode(load(sample_photos[0]).resize((3000, 2000)), quality=95)
+
+    def post(_: int) -> int:
+        with httpx.Client(base_url=_base(served), timeout=60) as http:
+            return http.post("/v1/search", content=big).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        codes = list(pool.map(post, range(16)))
+    assert 429 in codes and 200 in codes, codes
+    assert set(codes) <= {200, 429}

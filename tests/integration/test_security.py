@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -165,3 +167,35 @@ def test_write_rpcs_can_be_disabled(photo_folder: Path, serve: Callable[..., Ser
     served.wait_idle()
     assert status_code(served.client.rescan) == grpc.StatusCode.PERMISSION_DENIED
     assert status_code(served.client.status) == grpc.StatusCode.OK
+
+
+def test_http_api_has_the_same_tls_and_client_certificates(
+    pki: dict[str, Path], photo_folder: Path, serve: Callable[..., Served]
+) -> None:
+    """Issue 17: the HTTP port is served with gRPC's TLS settings, mutual TLS included."""
+    served = serve(
+        photo_folder,
+        http_listen="127.0.0.1:0",
+        tls_cert=pki["server.crt"],
+        tls_key=pki["server.key"],
+        tls_client_ca=pki["ca.crt"],
+    )
+    served.client.close()
+    served.client = Client(
+        f"127.0.0.1:{served.app.port}",
+        tls_ca=pki["ca.crt"],
+        tls_cert=pki["client.crt"],
+        tls_key=pki["client.key"],
+    )
+    served.wait_idle()
+    url = f"https://127.0.0.1:{served.app.http_port}/v1/status"
+    trusted = ssl.create_default_context(cafile=pki["ca.crt"])
+    trusted.load_cert_chain(pki["client.crt"], pki["client.key"])
+    response = httpx.get(url, verify=trusted, timeout=10)
+    assert response.status_code == 200
+    assert response.json()["indexed"] == served.client.status().indexed
+    no_certificate = ssl.create_default_context(cafile=pki["ca.crt"])
+    with pytest.raises((httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError)):
+        httpx.get(url, verify=no_certificate, timeout=10).raise_for_status()
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(url.replace("https://", "http://"), timeout=10).raise_for_status()
