@@ -1,7 +1,7 @@
 """Finding the copies inside a folder (issue 17): imgsearch's duplicate finder beside
 imagededup's hashing methods, on the same folders.
 
-Each folder holds distinct images of the accuracy corpus (bench/accuracy): its ~500 photos
+Each folder holds distinct images from bench/accuracy's registry packages: 770 photos
 (food, nebulae, wallpapers, sample photos) first, then clip art and sprites; and planted
 copies of a tenth as many photos, one per original, made by every query family of
 bench/accuracy in turn (crops, rescales, JPEG, blur, colour, grey, overlays,
@@ -36,8 +36,8 @@ from itertools import combinations
 from pathlib import Path
 
 from bench.accuracy import corpus as corpus_module
-from bench.accuracy.cli import FULL, QUICK
-from bench.accuracy.corpus import Corpus
+from bench.accuracy.cli import QUICK
+from bench.accuracy.corpus import Corpus, CorpusSpec
 from bench.accuracy.imaging import open_rgb
 from bench.accuracy.progress import log
 from bench.accuracy.transforms import BURST_FAMILY, FAMILIES, make_query
@@ -45,7 +45,10 @@ from bench.accuracy.transforms import BURST_FAMILY, FAMILIES, make_query
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("IMGSEARCH_BENCH_CACHE", Path.home() / ".cache" / "imgsearch-bench"))
 COPY_SHARE = 0.1  # planted copies, as a share of the folder
-BURST_PAIRS = 20  # burst pairs (hard negatives) put into each folder, where the corpus has them
+BURST_PAIRS = 40  # burst pairs (hard negatives) put into each folder, where the corpus has them
+# All the distinct photos the registries' packages give (bench/accuracy's per-origin caps
+# allow ~860), and clip art and sprites for larger folders.
+SPEC = CorpusSpec("duplicates", sources=770, heldout=0, distractors=2500, quick=False, bursts=40)
 COPY_FAMILIES = tuple(name for name in FAMILIES if name != BURST_FAMILY)
 HASHES = ("PHash", "DHash", "WHash", "AHash")
 
@@ -58,6 +61,7 @@ class Folder:
     images: int
     copies: dict[Pair, str]  # (original, copy) sorted -> family
     bursts: set[Pair]
+    kinds: dict[str, str] = field(default_factory=dict)  # file -> origin (food, clipart, ...)
 
 
 @dataclass
@@ -72,6 +76,7 @@ class Result:
     recall: float
     burst_pairs_called_copies: int
     false_pairs: list[Pair]
+    false_by_kind: dict[str, int] = field(default_factory=dict)  # "clipart~clipart": n
     recall_by_family: dict[str, float] = field(default_factory=dict)
     peak_rss_mb: float = 0.0
 
@@ -79,8 +84,8 @@ class Result:
 def build_folder(corpus: Corpus, size: int, work: Path, seed: int = 17) -> Folder:
     """`size` files: distinct images, one planted copy for COPY_SHARE of them, burst pairs."""
     rng = random.Random(seed)  # noqa: S311 - reproducible, not secret
-    # Photos first (the registries hold about 500 distinct ones); clip art and sprites fill
-    # larger folders: distinct images too, though not photos.
+    # Photos first; clip art and sprites fill larger folders: distinct images too, though
+    # not photos.
     photos = [i for i in corpus.items if i.role in ("source", "heldout")]
     others = [i for i in corpus.items if i.role == "distractor"]
     distinct = photos + rng.sample(others, len(others))
@@ -116,7 +121,9 @@ def build_folder(corpus: Corpus, size: int, work: Path, seed: int = 17) -> Folde
         (root / name).write_bytes(data)
         planted[_pair(item.id, name)] = family.name
     files = sum(1 for p in root.rglob("*") if p.is_file())
-    return Folder(root, files, planted, {_pair(a, b) for a, b in burst_pairs})
+    kinds = {i.id: i.origin for i in corpus.items}
+    kinds.update({copy: "copy" for _, copy in planted})
+    return Folder(root, files, planted, {_pair(a, b) for a, b in burst_pairs}, kinds)
 
 
 def _link(source: Path, target: Path) -> None:
@@ -144,6 +151,10 @@ def score(
     for pair, family in folder.copies.items():
         by_family.setdefault(family, []).append(pair in found)
     false = sorted(found - set(folder.copies))
+    false_by_kind: dict[str, int] = {}
+    for a, b in false:
+        kind = "~".join(sorted((folder.kinds.get(a, "?"), folder.kinds.get(b, "?"))))
+        false_by_kind[kind] = false_by_kind.get(kind, 0) + 1
     return Result(
         method=method,
         size=size,
@@ -155,6 +166,7 @@ def score(
         recall=len(hits) / len(folder.copies) if folder.copies else 1.0,
         burst_pairs_called_copies=len(found & folder.bursts),
         false_pairs=false[:20],
+        false_by_kind=dict(sorted(false_by_kind.items(), key=lambda kv: -kv[1])),
         recall_by_family={f: sum(v) / len(v) for f, v in sorted(by_family.items())},
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     )
@@ -237,6 +249,12 @@ def write(out: Path, results: list[Result], meta: dict[str, object]) -> None:
     for r in results:
         cells = " | ".join(f"{100 * r.recall_by_family.get(f, 0):.0f}%" for f in families)
         lines.append(f"| {r.images} | {r.method} | {cells} |")
+    lines += ["", "Pairs that were not planted, by the origins of their two files:", ""]
+    lines += [
+        f"- {r.images} images, {r.method}: "
+        + (", ".join(f"{kind} {n}" for kind, n in r.false_by_kind.items()) or "none")
+        for r in results
+    ]
     false = [(r, p) for r in results if r.method == "imgsearch" for p in r.false_pairs]
     if false:
         lines += ["", "imgsearch's pairs that were not planted (first 20 per size):", ""]
@@ -294,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    corpus = corpus_module.build(QUICK if args.quick else FULL, args.cache, args.workers)
+    corpus = corpus_module.build(QUICK if args.quick else SPEC, args.cache, args.workers)
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="bench-duplicates-") as tmp:
         work = Path(tmp)

@@ -28,9 +28,13 @@ _PAGE = 256  # stored vectors fetched at once
 # Candidates this far below the verdict's threshold are checked geometrically too (a crop to
 # a fifth of the area scores well under it; the keypoints decide).
 UNSURE_BELOW = 0.35
-# A pair is a copy when at least this share of the homography's inliers (and MIN_EXACT
-# matches) also fit one similarity: copies measure 0.82-1.0, most burst pairs 0.4-0.7.
+# A candidate the descriptor was unsure of is a copy when at least this share of the
+# homography's inliers (and MIN_EXACT matches) also fit one similarity: copies measure
+# 0.82-1.0, most burst pairs 0.4-0.7 (bench/duplicates).
 COPY_EXACT_SHARE = 0.8
+# One the descriptor calls a copy stays one unless fewer than this share fit: blurred copies
+# measure ~0.7 (their keypoints sit less precisely).
+NOT_COPY_EXACT_SHARE = 0.65
 MIN_EXACT = 12
 # Fewer homography inliers than this cannot overrule the descriptor's "copy".
 CONCLUSIVE = 30
@@ -114,8 +118,10 @@ def _checked(
         if found.inliers < CONCLUSIVE and match.match:
             # Too few keypoints to judge exactness (blurred, flat, tiny): the descriptor.
             yield match, found.inliers, found.box or match.box
-        elif exact >= MIN_EXACT and exact >= COPY_EXACT_SHARE * found.inliers:
-            yield match, max(found.inliers, exact), found.box or match.box
+        else:
+            share = NOT_COPY_EXACT_SHARE if match.match else COPY_EXACT_SHARE
+            if exact >= MIN_EXACT and exact >= share * found.inliers:
+                yield match, max(found.inliers, exact), found.box or match.box
 
 
 def groups_of(pairs: Iterable[CopyPair]) -> Iterator[CopyGroup]:
