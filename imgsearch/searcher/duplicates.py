@@ -28,9 +28,11 @@ _PAGE = 256  # stored vectors fetched at once
 # Candidates this far below the verdict's threshold are checked geometrically too (a crop to
 # a fifth of the area scores well under it; the keypoints decide).
 UNSURE_BELOW = 0.35
-# A candidate the descriptor was unsure of is a copy when at least this share of the
-# homography's inliers (and MIN_EXACT matches) also fit one similarity: copies measure
-# 0.82-1.0, most burst pairs 0.4-0.7 (bench/duplicates).
+# A candidate the descriptor was unsure of is a copy when the homography confirms it as a
+# search's verification would (`min_inliers`) and at least this share of those inliers also
+# fit one similarity: copies measure 0.82-1.0, most burst pairs 0.4-0.7 (bench/duplicates).
+# (Similarity alone is not enough: among the 1,000 stars of two different star fields,
+# RANSAC finds 15-22 that line up by chance.)
 COPY_EXACT_SHARE = 0.8
 # One the descriptor calls a copy stays one unless fewer than this share fit: blurred copies
 # measure ~0.7 (their keypoints sit less precisely).
@@ -69,6 +71,7 @@ def find_copies(
     ranker: Ranker,
     *,
     neighbours: int = NEIGHBOURS,
+    min_inliers: int = 15,
     still_wanted: Callable[[], None] = lambda: None,
 ) -> Iterator[Progress | CopyGroup]:
     """Progress after each page of images, then the groups, largest first.
@@ -90,7 +93,7 @@ def find_copies(
                 if m.match
                 or (verifier is not None and m.margin >= ranking.threshold - UNSURE_BELOW)
             ]
-            for match, inliers, box in _checked(verifier, path, candidates):
+            for match, inliers, box in _checked(verifier, path, candidates, min_inliers):
                 key = (min(path, match.path), max(path, match.path))
                 known = pairs.get(key)
                 if known is None or match.score > known.score:
@@ -101,7 +104,7 @@ def find_copies(
 
 
 def _checked(
-    verifier: Verifier | None, path: str, candidates: list[RankedMatch]
+    verifier: Verifier | None, path: str, candidates: list[RankedMatch], min_inliers: int
 ) -> Iterator[tuple[RankedMatch, int, tuple[float, ...]]]:
     """The candidates that are copies of `path`, with the inliers and region that say so."""
     if verifier is None or not candidates:
@@ -118,10 +121,11 @@ def _checked(
         if found.inliers < CONCLUSIVE and match.match:
             # Too few keypoints to judge exactness (blurred, flat, tiny): the descriptor.
             yield match, found.inliers, found.box or match.box
-        else:
-            share = NOT_COPY_EXACT_SHARE if match.match else COPY_EXACT_SHARE
-            if exact >= MIN_EXACT and exact >= share * found.inliers:
-                yield match, max(found.inliers, exact), found.box or match.box
+        elif match.match:
+            if exact >= MIN_EXACT and exact >= NOT_COPY_EXACT_SHARE * found.inliers:
+                yield match, found.inliers, found.box or match.box
+        elif found.inliers >= min_inliers and exact >= COPY_EXACT_SHARE * found.inliers:
+            yield match, found.inliers, found.box or match.box
 
 
 def groups_of(pairs: Iterable[CopyPair]) -> Iterator[CopyGroup]:

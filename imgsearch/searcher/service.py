@@ -81,6 +81,7 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
             self._store,
             self._ranker,
             neighbours=neighbours,
+            min_inliers=self._settings.min_inliers,
             still_wanted=lambda: ensure_active(context),
         ):
             if isinstance(event, Progress):
