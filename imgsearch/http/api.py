@@ -11,12 +11,12 @@ from __future__ import annotations
 import io
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, Protocol, TypeVar
 
 import grpc
 from fastapi import FastAPI, Query, Request
@@ -28,15 +28,13 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from imgsearch import __version__
 from imgsearch.console import message_json, source_found
-from imgsearch.embedder.service import EmbedderService
 from imgsearch.errors import ImgsearchError, InvalidImageError, NotFoundError, OutsideFolderError
 from imgsearch.files import read_folder_file
 from imgsearch.metrics import HTTP_DURATION, HTTP_REQUESTS
 from imgsearch.model.preprocess import DecodeLimits, decode_image
 from imgsearch.paths import relative_to_root, resolve_inside
 from imgsearch.rpc.security import AccessPolicy
-from imgsearch.rpc.server import Admission, status_for
-from imgsearch.searcher.service import SearcherService
+from imgsearch.rpc.server import Admission, CallContext, status_for
 from imgsearch.v1 import embedder_pb2, searcher_pb2
 
 log = logging.getLogger(__name__)
@@ -87,12 +85,30 @@ class _HttpCall:
         raise HttpError(_HTTP_STATUS.get(code, 500), details)
 
 
+class SearcherMethods(Protocol):
+    """The Searcher servicer's methods the routes call (the gRPC servicer itself)."""
+
+    def Search(  # noqa: N802 - the proto's names
+        self, request: searcher_pb2.SearchRequest, context: CallContext
+    ) -> searcher_pb2.SearchResponse: ...
+
+    def FindDuplicates(  # noqa: N802
+        self, request: searcher_pb2.FindDuplicatesRequest, context: CallContext
+    ) -> Iterator[searcher_pb2.FindDuplicatesEvent]: ...
+
+
+class EmbedderMethods(Protocol):
+    def GetStatus(  # noqa: N802
+        self, request: embedder_pb2.GetStatusRequest, context: CallContext
+    ) -> embedder_pb2.GetStatusResponse: ...
+
+
 @dataclass
 class HttpBackend:
     """What the routes call: the servicers of this process (either may be absent)."""
 
-    searcher: SearcherService | None
-    embedder: EmbedderService | None
+    searcher: SearcherMethods | None
+    embedder: EmbedderMethods | None
     folder: Path | None
     access: AccessPolicy
     admission: Admission

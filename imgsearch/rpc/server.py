@@ -194,9 +194,10 @@ class _Dispatcher(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # not 
             log.warning("refused method=%s code=%s", details.method, refusal[0].name)
             RPC_REQUESTS.labels(service, method, refusal[0].name).inc()
             return _refusing(*refusal)
-        if handler.unary_stream is not None and not inspect.isasyncgenfunction(
-            handler.unary_stream
-        ):
+        streaming = handler.unary_stream
+        if streaming is not None and not (
+            inspect.iscoroutinefunction(streaming) or inspect.isasyncgenfunction(streaming)
+        ):  # a synchronous generator of ours (health Watch is asynchronous: left as it is)
             streamed = functools.partial(
                 self._serve_stream,
                 handler.unary_stream,  # type: ignore[arg-type]  # takes a CallContext
@@ -398,10 +399,11 @@ class RunningServer:
         self._on_loop(self._health.enter_graceful_shutdown())
         self._on_loop(self._server.stop(grace))
         # grpc's process-wide poller thread ends with the last server object: drop ours (a
-        # TLS server sits in a reference cycle, hence the collection).
-        self._server = None
+        # TLS server sits in a reference cycle, hence the collection), but only once the loop
+        # has ended: the poller's descriptor closes then, and a running loop would still poll it.
         _end_loop(self._loop, self._thread)
-        gc.collect()  # after the loop: grpc's poller must not fire on a loop still running
+        self._server = None
+        gc.collect()
         self._workers.shutdown(wait=True, cancel_futures=True)
 
     def set_serving(self, names: Sequence[str], serving: bool, *, process: bool = True) -> None:

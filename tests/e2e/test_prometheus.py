@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 
 from imgsearch.rpc.client import Client
@@ -148,6 +149,7 @@ class ServeProcess:
     metrics_port: int
     folder: Path
     log: Path
+    http_port: int
 
 
 class Traffic:
@@ -183,6 +185,11 @@ class Traffic:
                 for i in range(burst):
                     client.search(self._queries[(tick + i) % len(self._queries)], limit=5)
                     self.searches += 1
+                if tick % 5 == 2:  # the same search over HTTP, and the index panel's poll
+                    web = f"http://127.0.0.1:{self._served.http_port}"
+                    query = self._queries[tick % len(self._queries)]
+                    assert httpx.post(f"{web}/v1/search", content=query, timeout=10).is_success
+                    assert httpx.get(f"{web}/v1/status", timeout=10).is_success
                 if tick % 7 == 3:
                     try:
                         client.search(b"\xff\xd8\xff\xe0 not an image")
@@ -210,6 +217,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
             shutil.copy2(photo, folder / photo.name)
     address = f"127.0.0.1:{free_port()}"
     metrics_port = free_port()
+    http_port = free_port()
     log = workdir / "serve.log"
     with log.open("wb") as stderr:
         process = subprocess.Popen(
@@ -217,6 +225,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
                 *(sys.executable, "-m", "imgsearch.cli", "serve", str(folder)),
                 *("--data", str(workdir / "data"), "--listen", address),
                 *("--metrics-listen", f"127.0.0.1:{metrics_port}", "--log-format", "json"),
+                *("--http-listen", f"127.0.0.1:{http_port}"),
                 # The sample folder is small: learn the whitening anyway, so that its panel
                 # has data (and the JSON log check sees the learner's log line).
                 *("--whitening-min-images", "5"),
@@ -228,7 +237,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
         wait_until(lambda: check(address, timeout=1) == "SERVING", timeout=60, interval=0.2)
         with Client(address, timeout=10) as client:
             wait_until(lambda: client.status().state == "watching", timeout=60, interval=0.2)
-        yield ServeProcess(process, address, metrics_port, folder, log)
+        yield ServeProcess(process, address, metrics_port, folder, log, http_port)
     finally:
         if process.poll() is None:
             process.kill()
