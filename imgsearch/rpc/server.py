@@ -235,21 +235,7 @@ class _Dispatcher(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # not 
         _requests: AsyncIterator[object],  # unused: the message is read with a time limit
         context: grpc.aio.ServicerContext[object, object],
     ) -> object:
-        started = time.perf_counter()
-        code = grpc.StatusCode.UNKNOWN
-        try:
-            response = await self._run(behaviour, context)
-            code = grpc.StatusCode.OK
-            return response
-        except _AbortError as exc:
-            code = exc.code
-            await context.abort(exc.code, exc.details)
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
-            raise
-        finally:
-            RPC_DURATION.labels(service, method).observe(time.perf_counter() - started)
-            RPC_REQUESTS.labels(service, method, code.name).inc()
+        return await self._answered(service, method, context, self._run(behaviour, context))
 
     async def _serve_stream(
         self,
@@ -261,26 +247,45 @@ class _Dispatcher(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # not 
     ) -> None:
         """A server-streaming method: each response is produced on a worker thread and
         written from the loop, so a slow reader holds no thread between responses."""
+        await self._answered(service, method, context, self._stream(behaviour, context))
+
+    async def _stream(
+        self,
+        behaviour: Callable[[object, CallContext], Iterator[object]],
+        context: grpc.aio.ServicerContext[object, object],
+    ) -> None:
+        request, call = await self._admitted(context)
+        try:
+            responses = behaviour(request, call)
+            loop = asyncio.get_running_loop()
+            while (
+                item := await loop.run_in_executor(self._workers, next, responses, _END)
+            ) is not _END:
+                await context.write(item)
+        except asyncio.CancelledError:
+            call.end()
+            raise
+        finally:
+            self._admission.leave()
+
+    async def _answered(
+        self,
+        service: str,
+        method: str,
+        context: grpc.aio.ServicerContext[object, object],
+        work: Awaitable[_Result],
+    ) -> _Result | None:
+        """`work`'s result; its abort becomes the call's status. Counted and timed by status."""
         started = time.perf_counter()
         code = grpc.StatusCode.UNKNOWN
         try:
-            request, call = await self._admitted(context)
-            try:
-                responses = behaviour(request, call)
-                loop = asyncio.get_running_loop()
-                while (
-                    item := await loop.run_in_executor(self._workers, next, responses, _END)
-                ) is not _END:
-                    await context.write(item)
-            except asyncio.CancelledError:
-                call.end()
-                raise
-            finally:
-                self._admission.leave()
+            result = await work
             code = grpc.StatusCode.OK
+            return result
         except _AbortError as exc:
             code = exc.code
             await context.abort(exc.code, exc.details)
+            return None  # not reached: abort raises
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
             raise

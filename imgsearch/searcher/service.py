@@ -140,6 +140,10 @@ def _stages(context: CallContext) -> Stage:
     return stage
 
 
+def region_of(box: tuple[float, ...]) -> searcher_pb2.Region:
+    return searcher_pb2.Region(x0=box[0], y0=box[1], x1=box[2], y1=box[3])
+
+
 def group_message(group: CopyGroup) -> searcher_pb2.DuplicateGroup:
     return searcher_pb2.DuplicateGroup(
         paths=group.paths,
@@ -149,7 +153,7 @@ def group_message(group: CopyGroup) -> searcher_pb2.DuplicateGroup:
                 second=p.second,
                 score=p.score,
                 margin=p.margin,
-                region=searcher_pb2.Region(x0=p.box[0], y0=p.box[1], x1=p.box[2], y1=p.box[3]),
+                region=region_of(p.box),
                 inliers=p.inliers,
             )
             for p in group.pairs
@@ -166,7 +170,7 @@ def response_of(ranking: Ranking, model: str) -> searcher_pb2.SearchResponse:
                 score=m.score,
                 margin=m.margin,
                 match=m.match,
-                region=searcher_pb2.Region(x0=m.box[0], y0=m.box[1], x1=m.box[2], y1=m.box[3]),
+                region=region_of(m.box),
                 inliers=m.inliers,
             )
             for m in ranking.matches
