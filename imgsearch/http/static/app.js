@@ -135,7 +135,10 @@ async function refreshStatus() {
     $("failures").replaceChildren(...status.failures.map(
       (f) => element("li", "", f.path + ": " + f.reason)));
   } catch (error) {
-    $("state").textContent = error.message;
+    // A searcher started alone (split deployment) has no index to report: the embedder has.
+    $("state").textContent = error.message.includes("HTTP 501")
+      ? "index status is served by the embedder process"
+      : error.message;
   }
 }
 
