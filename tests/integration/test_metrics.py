@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,7 +30,7 @@ def _closed_port() -> int:
 
 
 def _start(serve: Callable[..., Served], folder: Path, data: Path) -> tuple[Served, int]:
-    served = serve(folder, data, metrics_listen="127.0.0.1:0")
+    served = serve(folder, data, metrics_listen="127.0.0.1:0", http_listen="127.0.0.1:0")
     port = served.app.metrics_port
     assert port is not None
     return served, port
@@ -64,6 +66,9 @@ def test_documented_metrics_exist_and_follow_traffic(
     with pytest.raises(grpc.RpcError) as bad:
         served.client.search(b"\xff\xd8\xff\xe0 not really a JPEG")
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # One HTTP request (the HTTP metrics are this process's too).
+    with urllib.request.urlopen(f"http://127.0.0.1:{served.app.http_port}/v1/status") as answer:
+        assert json.load(answer)["indexed"] == count
 
     # Folder changes: a new image, a copy of an indexed one, an unreadable one, then deletions.
     copy = photo_folder / ("copy" + sample_photos[0].suffix)
@@ -103,6 +108,10 @@ def test_documented_metrics_exist_and_follow_traffic(
     assert after.value("imgsearch_images_failed") == status.failed
     assert after.value("imgsearch_deletions_held") == status.held_deletions == 0
     assert after.value("imgsearch_folder_available") == 1
+    # The embedded index's graph: none yet (a build waits for 20,000 scanned vectors).
+    assert (status.graph_state, status.graph_vectors, status.graph_error) == ("idle", 0, "")
+    assert status.scanned_vectors == count == after.value("imgsearch_graph_vectors", kind="scanned")
+    assert after.value("imgsearch_graph_vectors", kind="graph") == 0
     encoder = served.app.encoder
     build = {"model": encoder.name, "model_key": encoder.key, "model_reason": encoder.info.reason}
     assert after.value("imgsearch_build_info", version=_version(), **build) == 1
