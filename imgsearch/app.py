@@ -36,6 +36,8 @@ from imgsearch.searcher.verify import Verifier
 from imgsearch.searcher.whitening import FolderWhitening
 from imgsearch.settings import Settings, StoreEngine, Verdict
 from imgsearch.store import StoreLocation, VectorStore, collection_for, open_store
+from imgsearch.store.edge import EdgeStore
+from imgsearch.store.graph import LiveGraph
 from imgsearch.v1 import searcher_pb2
 
 log = logging.getLogger(__name__)
@@ -186,6 +188,19 @@ def _warn_unpaired_threshold(verdict: Verdict) -> None:
         )
 
 
+def live_graph_for(settings: Settings, store: VectorStore) -> LiveGraph | None:
+    """The background graph builder of an embedded qdrant-edge index (a Qdrant server builds
+    its own graph; local mode has none), unless disabled."""
+    if not isinstance(store, EdgeStore) or not settings.store.graph_min_scanned:
+        return None
+    return LiveGraph(
+        store,
+        min_scanned=settings.store.graph_min_scanned,
+        check_seconds=settings.store.graph_check_seconds,
+        min_free_disk_bytes=settings.index.min_free_disk_bytes,
+    )
+
+
 class Application:
     """One process: the embedder, the searcher, or both on one port and one store."""
 
@@ -216,13 +231,14 @@ class Application:
         self._watcher: FolderWatcher | None = None
         self.whitening: FolderWhitening | None = None
         services: list[ServiceRegistration] = []
+        self.graph = live_graph_for(settings, self.store)
         if with_embedder:
             self.folder = prepare_folder(settings, self.store)
             self.indexer = indexer_for(settings, self.encoder, self.store, self.folder)
             self._watcher = FolderWatcher(
                 self.folder, self.indexer, settings.index.watch_mode, settings.index.poll_interval
             )
-            services.append(EmbedderService(self.encoder, self.indexer, self._watcher))
+            services.append(EmbedderService(self.encoder, self.indexer, self._watcher, self.graph))
         elif settings.index.folder is not None:
             self.folder = settings.watched_folder
         if with_searcher:
@@ -289,6 +305,8 @@ class Application:
             self.indexer.start()
         if self.whitening is not None:
             self.whitening.current()  # learns in the background when the folder is big enough
+        if self.graph is not None:
+            self.graph.start()
         self._server = start_server(
             self.settings.serve.listen,
             self._services,
@@ -356,6 +374,8 @@ class Application:
             self._watcher.stop()
         if self.indexer is not None:
             self.indexer.stop()
+        if self.graph is not None:
+            self.graph.stop()
         if self._metrics is not None:
             self._metrics.shutdown()
             self._metrics.server_close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -101,9 +102,25 @@ def status_text(status: embedder_pb2.GetStatusResponse) -> str:
     lines.append(f"failed:   {status.failed}")
     lines += [f"  {failure.path}: {failure.reason}" for failure in status.failures]
     lines.append(f"model:    {status.model} ({status.dimensions} dimensions)")
+    if status.graph_state != "off":
+        lines.append(graph_text(status))
     if status.model_reason:
         lines.append(f"          {status.model_reason}")
     return "\n".join(lines)
+
+
+def graph_text(status: embedder_pb2.GetStatusResponse) -> str:
+    """The search graph's line: how much of the index searches walk, how much they scan."""
+    line = (
+        f"graph:    {status.graph_state}, {status.graph_vectors} vectors in the graph, "
+        f"{status.scanned_vectors} scanned"
+    )
+    if status.last_graph_build:
+        built = time.strftime("%Y-%m-%d %H:%M", time.localtime(status.last_graph_build))
+        line += f"; last built {built} in {status.last_graph_build_seconds:.0f} s"
+    if status.graph_error:
+        line += f"\n          last build failed: {status.graph_error}"
+    return line
 
 
 def group_json(group: searcher_pb2.DuplicateGroup) -> str:

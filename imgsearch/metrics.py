@@ -83,6 +83,30 @@ DISK_FULL = Gauge(
     "imgsearch_disk_full",
     "1 while indexing waits for free space on the index's disk (searches go on), else 0.",
 )
+GRAPH_VECTORS = Gauge(
+    "imgsearch_graph_vectors",
+    "Embedded index vectors by how searches reach them: through the HNSW graph or by a scan.",
+    ["kind"],  # graph, scanned
+)
+for _kind in ("graph", "scanned"):
+    GRAPH_VECTORS.labels(_kind)
+GRAPH_BUILDS = Counter(
+    "imgsearch_graph_builds_total",
+    "Live graph builds of the embedded index by outcome.",
+    ["outcome"],  # built, failed, stopped
+)
+for _outcome in ("built", "failed", "stopped"):
+    GRAPH_BUILDS.labels(_outcome)
+GRAPH_BUILD_SECONDS = Histogram(
+    "imgsearch_graph_build_seconds",
+    "Wall time of a live graph build (copy, graph in the child process, swap).",
+    buckets=(1, 5, 15, 60, 180, 600, 1800, 3600, 7200),
+)
+GRAPH_SWAP_SECONDS = Histogram(
+    "imgsearch_graph_swap_seconds",
+    "Pause of searches and writes while a built graph is swapped in.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 RECONCILE_CHANGES = Counter(
     "imgsearch_reconcile_changes_total",
     "Differences found by full folder scans.",

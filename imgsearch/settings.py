@@ -143,6 +143,17 @@ class StoreSettings(_Group):
         "index one per model (images-<model key>).",
     )
 
+    graph_min_scanned: int = Field(
+        20_000,
+        ge=0,
+        description="Embedded index: build the search graph in the background (another "
+        "process, low priority) once this many vectors are scanned instead; 0 = only "
+        "`imgsearch optimize`.",
+    )
+    graph_check_seconds: float = Field(
+        30.0, gt=0.0, description="How often the embedded index checks whether a build is due."
+    )
+
     @property
     def embedded_store_path(self) -> Path:
         """qdrant-client local mode's folder (engine `local`)."""

@@ -28,6 +28,7 @@ class DescriptorModel:
     scales: F32  # [k] standard deviations along them
     residual: float  # standard deviation of the rest, per dimension
     spread: float = 1.0  # scales every deviation from the mean (see calibrated())
+    non_negative: bool = True  # GeM of ReLU6 features; a copy-detection embedding is signed
 
     @classmethod
     def fit(cls, real: F32, rank: int = 128) -> DescriptorModel:
@@ -43,6 +44,7 @@ class DescriptorModel:
             components=vt[:k].astype(np.float32),
             scales=np.sqrt(variances[:k]).astype(np.float32),
             residual=float(np.sqrt(left)),
+            non_negative=bool(real.min() >= 0),
         )
 
     def calibrated(self, real: F32, iterations: int = 14) -> DescriptorModel:
@@ -78,7 +80,8 @@ class DescriptorModel:
         vectors = self.mean + (latent * (self.scales * spread)) @ self.components
         noise = np.float32(self.residual * self.spread)
         vectors += rng.standard_normal(vectors.shape, dtype=np.float32) * noise
-        np.clip(vectors, 0.0, None, out=vectors)
+        if self.non_negative:
+            np.clip(vectors, 0.0, None, out=vectors)
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-6)
         return vectors.astype(np.float32, copy=False)
 

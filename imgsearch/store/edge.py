@@ -74,6 +74,13 @@ _GROUP_FETCH_MAX = 65_536
 _KEYWORD_FIELDS = ("folders", "sha256", "path")
 _CONFIG_FILE = "edge_config.json"  # written by qdrant-edge in the shard directory
 _TEMP_SEGMENTS = "temp_segments"  # where qdrant-edge builds segments (graph builds)
+# A live graph build (imgsearch.store.graph) makes `<collection>.next` beside the shard, then
+# swaps it in through `<collection>.old`; `_COMPLETE` marks a copy that may replace the shard.
+_NEXT_SUFFIX = ".next"
+_OLD_SUFFIX = ".old"
+_COMPLETE = "imgsearch-copy-complete"
+# Writes made while a copy is built are replayed on it: past this many, the copy is given up.
+MAX_JOURNAL_OPERATIONS = 4096
 
 
 def edge_config(dimensions: int, indexing_threshold_kb: int = _NEVER_INDEX_KB) -> qe.EdgeConfig:
@@ -123,6 +130,8 @@ class EdgeStore(VectorStore):
         self._shard = shard
         self._lock_fd: int | None = lock_fd
         self._directory: Path | None = None
+        # Updates made since a live graph build began copying the shard (None: no build).
+        self._journal: list[qe.UpdateOperation] | None = None
 
     @classmethod
     def open_path(
@@ -195,6 +204,84 @@ class EdgeStore(VectorStore):
     def graph_vectors(self) -> int:
         """How many vectors are searched through an HNSW graph (the rest are scanned)."""
         return int(self._call("info", self._shard.info).indexed_vectors_count)
+
+    def vector_counts(self) -> tuple[int, int]:
+        """(all vectors, those searched through an HNSW graph): the rest are scanned."""
+        info = self._call("info", self._shard.info)
+        return int(info.points_count), int(info.indexed_vectors_count)
+
+    # ---- the live graph build (imgsearch.store.graph drives it) ----
+
+    @property
+    def directory(self) -> Path:
+        if self._directory is None:
+            raise StoreUnavailableError("this shard was not opened from a directory")
+        return self._directory
+
+    @property
+    def copy_directory(self) -> Path:
+        """Where a live graph build makes the shard's copy."""
+        return _sibling(self.directory, _NEXT_SUFFIX)
+
+    def copy_pages(self, page_size: int = _SCROLL_PAGE) -> Iterator[CopyPage]:
+        """Every point, page by page, for a copy of the shard: each page is one short call,
+        so searches and writes go on between pages; the writes are journalled from the
+        first page on and `swap_in_copy` replays them on the copy."""
+        with self._lock:
+            self._journal = []
+        records: list[qe.Record] = []
+        for record in self._scroll(None, True, True, page_size):
+            records.append(record)
+            if len(records) == page_size:
+                yield _copy_page(records)
+                records = []
+        if records:
+            yield _copy_page(records)
+
+    def abandon_copy(self) -> None:
+        """Stop journalling for a copy that will not be swapped in, and delete it."""
+        with self._lock:
+            self._journal = None
+        shutil.rmtree(self.copy_directory, ignore_errors=True)
+
+    def swap_in_copy(self) -> None:
+        """Replace the shard by its finished copy (with its graph): the writes journalled
+        since the copy began are replayed on it, then the two directories swap by rename
+        (a kill at any point leaves one complete shard: `_recover_swap`). Searches and
+        writes wait meanwhile: the copy is opened and closed once (seconds at 1M vectors)."""
+        directory, copy = self.directory, self.copy_directory
+        with self._lock:
+            journal, self._journal = self._journal, None
+            if journal is None:
+                raise StoreUnavailableError(
+                    "the graph build fell behind the writes made meanwhile: it starts again later"
+                )
+
+            def replay() -> None:
+                fresh = qe.EdgeShard.load(str(copy), edge_config(self.dimensions))
+                try:
+                    for operation in journal:
+                        fresh.update(operation)
+                    fresh.flush()
+                finally:
+                    fresh.close()
+                (copy / _COMPLETE).touch()
+                _sync_directory(copy)
+
+            def swap() -> None:
+                old = _sibling(directory, _OLD_SUFFIX)
+                self._shard.flush()
+                self._shard.close()
+                directory.rename(old)
+                copy.rename(directory)
+                _sync_directory(directory.parent)
+                (directory / _COMPLETE).unlink()
+                self._shard = qe.EdgeShard.load(str(directory), edge_config(self.dimensions))
+                shutil.rmtree(old, ignore_errors=True)
+
+            self._call("replay", replay)
+            self._call("swap", swap)
+        log.info("graph swapped in shard=%s replayed_updates=%d", directory, len(journal))
 
     def _is_store_error(self, exc: Exception) -> bool:
         # qdrant-edge raises plain Exception for every engine failure (I/O, closed shard);
@@ -355,7 +442,16 @@ class EdgeStore(VectorStore):
     # ---- helpers ----
 
     def _update(self, what: str, operation: qe.UpdateOperation) -> None:
-        self._call(what, lambda: self._shard.update(operation))
+        def apply() -> None:
+            self._shard.update(operation)
+            if self._journal is not None:
+                if len(self._journal) < MAX_JOURNAL_OPERATIONS:
+                    self._journal.append(operation)
+                else:
+                    log.warning("graph build outpaced: too many writes since it began")
+                    self._journal = None
+
+        self._call(what, apply)
 
     def _scroll(
         self,
@@ -379,6 +475,7 @@ class EdgeStore(VectorStore):
 
 def _open_shard(directory: Path, collection: str, dimensions: int, model: str) -> qe.EdgeShard:
     """Load the shard if it exists (after checking its vector size), else create it."""
+    _recover_swap(directory)
     config = edge_config(dimensions)
     exists = (directory / _CONFIG_FILE).is_file()
     found = _stored_size(directory) if exists else dimensions
@@ -390,17 +487,66 @@ def _open_shard(directory: Path, collection: str, dimensions: int, model: str) -
         if exists:
             return qe.EdgeShard.load(str(directory), config)
         log.info("creating qdrant-edge shard=%s dimensions=%d", directory, dimensions)
-        shard = qe.EdgeShard.create(str(directory), config)
-        shard.update(qe.UpdateOperation.create_field_index("region", qe.PayloadSchemaType.Integer))
-        for field in _KEYWORD_FIELDS:
-            shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
-        return shard
+        return create_shard(directory, dimensions)
     except OSError as exc:
         raise StoreUnavailableError(f"embedded store {directory}: {exc}") from exc
     except Exception as exc:
         if type(exc) is not Exception:
             raise
         raise StoreUnavailableError(f"embedded store {directory}: {exc}") from exc
+
+
+CopyPage = tuple[list[Any], bytes, list[dict[str, Any]]]
+"""Points as (ids, their float32 vectors as bytes, payloads): cheap to pickle and to build."""
+
+
+def _copy_page(records: list[qe.Record]) -> CopyPage:
+    vectors = np.asarray(
+        [r.vector[VECTOR_NAME] if isinstance(r.vector, dict) else r.vector for r in records],
+        dtype=np.float32,
+    )
+    return [r.id for r in records], vectors.tobytes(), [r.payload or {} for r in records]
+
+
+def create_shard(directory: Path, dimensions: int) -> qe.EdgeShard:
+    """A new, empty shard with the payload indexes searches filter by."""
+    shard = qe.EdgeShard.create(str(directory), edge_config(dimensions))
+    shard.update(qe.UpdateOperation.create_field_index("region", qe.PayloadSchemaType.Integer))
+    for field in _KEYWORD_FIELDS:
+        shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
+    return shard
+
+
+def _sibling(directory: Path, suffix: str) -> Path:
+    return directory.with_name(directory.name + suffix)
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make renames and new files in `directory` durable before going on."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _recover_swap(directory: Path) -> None:
+    """Finish or undo what a live graph build left when the process died (only called with
+    the store's lock held, so no build is running): a complete copy replaces a shard that
+    was already moved aside; anything else the build made is deleted."""
+    copy, old = _sibling(directory, _NEXT_SUFFIX), _sibling(directory, _OLD_SUFFIX)
+    if not directory.exists():
+        if (copy / _COMPLETE).is_file():
+            copy.rename(directory)
+            log.warning("finished an interrupted graph swap shard=%s", directory)
+        elif old.is_dir():
+            old.rename(directory)
+            log.warning("undid an interrupted graph swap shard=%s", directory)
+    (directory / _COMPLETE).unlink(missing_ok=True)
+    for leftover in (copy, old):
+        if leftover.exists():
+            shutil.rmtree(leftover, ignore_errors=True)
+            log.warning("removed what an interrupted graph build left path=%s", leftover)
 
 
 def _remove_build_leftovers(directory: Path) -> None:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bimgsearch/v1/embedder.proto\x12\x0cimgsearch.v1\"\x12\n\x10GetStatusRequest\"\xb0\x02\n\x11GetStatusResponse\x12\x0f\n\x07indexed\x18\x01 \x01(\x04\x12\x0f\n\x07pending\x18\x02 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\x04\x12\x0e\n\x06\x66older\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x12\n\ndimensions\x18\x06 \x01(\r\x12\r\n\x05state\x18\x07 \x01(\t\x12+\n\x08\x66\x61ilures\x18\x08 \x03(\x0b\x32\x19.imgsearch.v1.FileFailure\x12\x12\n\nindex_rate\x18\t \x01(\x01\x12\x13\n\x0b\x65ta_seconds\x18\n \x01(\x01\x12\x16\n\x0eheld_deletions\x18\x0b \x01(\x04\x12\x10\n\x08observer\x18\x0c \x01(\t\x12\x14\n\x0cmodel_reason\x18\r \x01(\t\x12\x11\n\tmodel_key\x18\x0e \x01(\t\"+\n\x0b\x46ileFailure\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x1d\n\x0c\x45mbedRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\".\n\rEmbedResponse\x12\x0e\n\x06vector\x18\x01 \x03(\x02\x12\r\n\x05model\x18\x02 \x01(\t\"*\n\rRescanRequest\x12\x19\n\x11\x61llow_mass_delete\x18\x01 \x01(\x08\"\x10\n\x0eRescanResponse2\xdf\x01\n\x08\x45mbedder\x12L\n\tGetStatus\x12\x1e.imgsearch.v1.GetStatusRequest\x1a\x1f.imgsearch.v1.GetStatusResponse\x12@\n\x05\x45mbed\x12\x1a.imgsearch.v1.EmbedRequest\x1a\x1b.imgsearch.v1.EmbedResponse\x12\x43\n\x06Rescan\x12\x1b.imgsearch.v1.RescanRequest\x1a\x1c.imgsearch.v1.RescanResponseBT\n\x10\x64\x65v.imgsearch.v1P\x01Z>github.com/imgsearch/imgsearch/gen/go/imgsearch/v1;imgsearchv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bimgsearch/v1/embedder.proto\x12\x0cimgsearch.v1\"\x12\n\x10GetStatusRequest\"\xc6\x03\n\x11GetStatusResponse\x12\x0f\n\x07indexed\x18\x01 \x01(\x04\x12\x0f\n\x07pending\x18\x02 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\x04\x12\x0e\n\x06\x66older\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x12\n\ndimensions\x18\x06 \x01(\r\x12\r\n\x05state\x18\x07 \x01(\t\x12+\n\x08\x66\x61ilures\x18\x08 \x03(\x0b\x32\x19.imgsearch.v1.FileFailure\x12\x12\n\nindex_rate\x18\t \x01(\x01\x12\x13\n\x0b\x65ta_seconds\x18\n \x01(\x01\x12\x16\n\x0eheld_deletions\x18\x0b \x01(\x04\x12\x10\n\x08observer\x18\x0c \x01(\t\x12\x14\n\x0cmodel_reason\x18\r \x01(\t\x12\x11\n\tmodel_key\x18\x0e \x01(\t\x12\x13\n\x0bgraph_state\x18\x0f \x01(\t\x12\x15\n\rgraph_vectors\x18\x10 \x01(\x04\x12\x17\n\x0fscanned_vectors\x18\x11 \x01(\x04\x12\x18\n\x10last_graph_build\x18\x12 \x01(\x01\x12 \n\x18last_graph_build_seconds\x18\x13 \x01(\x01\x12\x13\n\x0bgraph_error\x18\x14 \x01(\t\"+\n\x0b\x46ileFailure\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x1d\n\x0c\x45mbedRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\".\n\rEmbedResponse\x12\x0e\n\x06vector\x18\x01 \x03(\x02\x12\r\n\x05model\x18\x02 \x01(\t\"*\n\rRescanRequest\x12\x19\n\x11\x61llow_mass_delete\x18\x01 \x01(\x08\"\x10\n\x0eRescanResponse2\xdf\x01\n\x08\x45mbedder\x12L\n\tGetStatus\x12\x1e.imgsearch.v1.GetStatusRequest\x1a\x1f.imgsearch.v1.GetStatusResponse\x12@\n\x05\x45mbed\x12\x1a.imgsearch.v1.EmbedRequest\x1a\x1b.imgsearch.v1.EmbedResponse\x12\x43\n\x06Rescan\x12\x1b.imgsearch.v1.RescanRequest\x1a\x1c.imgsearch.v1.RescanResponseBT\n\x10\x64\x65v.imgsearch.v1P\x01Z>github.com/imgsearch/imgsearch/gen/go/imgsearch/v1;imgsearchv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,17 +35,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSTATUSREQUEST']._serialized_start=45
   _globals['_GETSTATUSREQUEST']._serialized_end=63
   _globals['_GETSTATUSRESPONSE']._serialized_start=66
-  _globals['_GETSTATUSRESPONSE']._serialized_end=370
-  _globals['_FILEFAILURE']._serialized_start=372
-  _globals['_FILEFAILURE']._serialized_end=415
-  _globals['_EMBEDREQUEST']._serialized_start=417
-  _globals['_EMBEDREQUEST']._serialized_end=446
-  _globals['_EMBEDRESPONSE']._serialized_start=448
-  _globals['_EMBEDRESPONSE']._serialized_end=494
-  _globals['_RESCANREQUEST']._serialized_start=496
-  _globals['_RESCANREQUEST']._serialized_end=538
-  _globals['_RESCANRESPONSE']._serialized_start=540
-  _globals['_RESCANRESPONSE']._serialized_end=556
-  _globals['_EMBEDDER']._serialized_start=559
-  _globals['_EMBEDDER']._serialized_end=782
+  _globals['_GETSTATUSRESPONSE']._serialized_end=520
+  _globals['_FILEFAILURE']._serialized_start=522
+  _globals['_FILEFAILURE']._serialized_end=565
+  _globals['_EMBEDREQUEST']._serialized_start=567
+  _globals['_EMBEDREQUEST']._serialized_end=596
+  _globals['_EMBEDRESPONSE']._serialized_start=598
+  _globals['_EMBEDRESPONSE']._serialized_end=644
+  _globals['_RESCANREQUEST']._serialized_start=646
+  _globals['_RESCANREQUEST']._serialized_end=688
+  _globals['_RESCANRESPONSE']._serialized_start=690
+  _globals['_RESCANRESPONSE']._serialized_end=706
+  _globals['_EMBEDDER']._serialized_start=709
+  _globals['_EMBEDDER']._serialized_end=932
 # @@protoc_insertion_point(module_scope)

@@ -51,6 +51,12 @@ class GetStatusResponse(_message.Message):
     OBSERVER_FIELD_NUMBER: _builtins.int
     MODEL_REASON_FIELD_NUMBER: _builtins.int
     MODEL_KEY_FIELD_NUMBER: _builtins.int
+    GRAPH_STATE_FIELD_NUMBER: _builtins.int
+    GRAPH_VECTORS_FIELD_NUMBER: _builtins.int
+    SCANNED_VECTORS_FIELD_NUMBER: _builtins.int
+    LAST_GRAPH_BUILD_FIELD_NUMBER: _builtins.int
+    LAST_GRAPH_BUILD_SECONDS_FIELD_NUMBER: _builtins.int
+    GRAPH_ERROR_FIELD_NUMBER: _builtins.int
     indexed: _builtins.int
     """Images that are searchable now."""
     pending: _builtins.int
@@ -82,6 +88,21 @@ class GetStatusResponse(_message.Message):
     """Names the vectors of `model` (its name and a hash of its file): an embedded index
     keeps one collection per model key.
     """
+    graph_state: _builtins.str
+    """The embedded index's search graph: "idle", "building" (in a background process,
+    searches go on), "waiting_for_disk", or "off" (a Qdrant server builds its own, or live
+    builds are disabled: `imgsearch optimize` only).
+    """
+    graph_vectors: _builtins.int
+    """Vectors that searches reach through the graph."""
+    scanned_vectors: _builtins.int
+    """Vectors that searches scan: added since the last build (or no graph yet)."""
+    last_graph_build: _builtins.float
+    """When the last live build finished (unix seconds; 0: none since the service started)."""
+    last_graph_build_seconds: _builtins.float
+    """How long that build took, in seconds."""
+    graph_error: _builtins.str
+    """Why the last build failed ("" if it did not); it is retried later."""
     @_builtins.property
     def failures(self) -> _containers.RepeatedCompositeFieldContainer[Global___FileFailure]:
         """The first files that could not be indexed, with the reason."""
@@ -103,10 +124,16 @@ class GetStatusResponse(_message.Message):
         observer: _builtins.str = ...,
         model_reason: _builtins.str = ...,
         model_key: _builtins.str = ...,
+        graph_state: _builtins.str = ...,
+        graph_vectors: _builtins.int = ...,
+        scanned_vectors: _builtins.int = ...,
+        last_graph_build: _builtins.float = ...,
+        last_graph_build_seconds: _builtins.float = ...,
+        graph_error: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dimensions", b"dimensions", "eta_seconds", b"eta_seconds", "failed", b"failed", "failures", b"failures", "folder", b"folder", "held_deletions", b"held_deletions", "index_rate", b"index_rate", "indexed", b"indexed", "model", b"model", "model_key", b"model_key", "model_reason", b"model_reason", "observer", b"observer", "pending", b"pending", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dimensions", b"dimensions", "eta_seconds", b"eta_seconds", "failed", b"failed", "failures", b"failures", "folder", b"folder", "graph_error", b"graph_error", "graph_state", b"graph_state", "graph_vectors", b"graph_vectors", "held_deletions", b"held_deletions", "index_rate", b"index_rate", "indexed", b"indexed", "last_graph_build", b"last_graph_build", "last_graph_build_seconds", b"last_graph_build_seconds", "model", b"model", "model_key", b"model_key", "model_reason", b"model_reason", "observer", b"observer", "pending", b"pending", "scanned_vectors", b"scanned_vectors", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

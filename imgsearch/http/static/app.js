@@ -132,6 +132,11 @@ async function refreshStatus() {
     $("failed").textContent = status.failed;
     $("model").textContent = status.model + " (" + status.dimensions + " d)";
     $("model").title = status.model_reason;
+    $("graph").textContent = status.graph_state === "off"
+      ? "off"
+      : status.graph_state + " · " + status.graph_vectors + " in graph, "
+        + status.scanned_vectors + " scanned";
+    $("graph").title = status.graph_error;
     $("failures").replaceChildren(...status.failures.map(
       (f) => element("li", "", f.path + ": " + f.reason)));
   } catch (error) {

@@ -1,0 +1,413 @@
+"""`python -m bench.speed.live [--vectors N] [--added N] [--quick] [--out DIR]`: the
+embedded index's graph built while it serves (issue 16).
+
+One process plays the service: the production EdgeStore (qdrant-edge) is filled with N
+descriptors through `VectorStore.upsert`, then the production `LiveGraph` builds the graph
+while a client searches 20 times a second and the indexer writes 50 images a second
+(batches of 16); then `--added` more images are indexed and the store is measured as it then
+serves: search p50/p99, recall@10 against exact search, memory (anonymous and file-backed
+apart), and the same after a restart. Store calls only (no gRPC, no model in the search path).
+
+The descriptors are synthetic 512-d vectors drawn from a model fitted on real `sscd-mnv4s`
+descriptors of the benchmark photos (bench.speed.vectors: leading principal directions,
+series of near neighbours), so the graph sees the structure of a real folder. Queries are
+stored vectors with noise added (like a degraded copy), and their exact top 10 is computed
+chunk by chunk as the vectors are written.
+
+Writes live.md, live.json and live.png into --out (default bench/results/speed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.speed.common import JSON, SPEED_CACHE, latency_summary, loadavg, log, memory
+from bench.speed.vectors import F32, DescriptorModel, ExactTopK
+from imgsearch.descriptors import DescriptorSet
+from imgsearch.store.base import FileState
+from imgsearch.store.edge import EdgeStore
+from imgsearch.store.graph import LiveGraph
+
+DIMENSIONS = 512
+COLLECTION = "images"
+_FILL_BATCH = 256
+_WRITE_BATCH = 16  # the indexer's batch
+# The traffic during the build: a client searching 20 times a second (each search a
+# GIL-holding engine call: a client without pause would leave the copy no turn at 1M vectors,
+# where a scan takes ~0.2 s) and the indexer writing at its measured rate.
+_SEARCHES_PER_SECOND = 20.0
+_WRITES_PER_SECOND = 50.0
+_QUERIES = 200
+_RECALL_QUERIES = 100
+_QUERY_NOISE = 0.35  # relative to a stored vector: cosine ~0.94 to its source
+_SAMPLES = Path(__file__).parents[2] / "imgsearch" / "samples"
+
+
+def real_descriptors(limit: int = 120) -> F32:
+    """`sscd-mnv4s` descriptors of the benchmark photos (the bundled samples if the photo
+    cache is not there)."""
+    from imgsearch.model import ImageEncoder
+    from imgsearch.settings import ModelSettings
+
+    encoder = ImageEncoder(ModelSettings(model="sscd-mnv4s"))
+    cached = SPEED_CACHE / "photos" / "full"
+    folder = cached if cached.is_dir() else _SAMPLES
+    paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix != "")[:limit]
+    vectors = [
+        encoder.describe_file(p.read_bytes(), regions=False).vectors[0]
+        for p in paths
+        if p.name != "NOTICE"
+    ]
+    return np.stack(vectors).astype(np.float32)
+
+
+def items(vectors: F32, first: int) -> list[tuple[FileState, DescriptorSet]]:
+    box = np.asarray([[0.0, 0.0, 1.0, 1.0]], dtype=np.float32)
+    return [
+        (FileState(path_of(first + i), 1, 1, f"{first + i:064x}"), DescriptorSet(v[None], box))
+        for i, v in enumerate(vectors)
+    ]
+
+
+def path_of(index: int) -> str:
+    return f"synthetic/{index // 1000:04d}/{index:07d}.jpg"
+
+
+class Corpus:
+    """Vectors by index, drawn chunk by chunk; the exact top 10 of the queries follows them."""
+
+    def __init__(self, model: DescriptorModel, total: int, queries: F32) -> None:
+        self.model = model
+        self.total = total
+        self.written = 0
+        self.exact = ExactTopK(queries, 10)
+
+    def chunk(self, count: int) -> tuple[F32, int]:
+        first = self.written
+        vectors = self.model.sample(count, seed=first, total=self.total)
+        self.exact.add(vectors, first)
+        self.written += count
+        return vectors, first
+
+
+def make_queries(model: DescriptorModel, total: int, count: int) -> F32:
+    """Noisy copies of vectors that will be stored (drawn as the corpus will draw them)."""
+    rng = np.random.default_rng(7)
+    picked = sorted(rng.choice(total, size=count, replace=False))
+    out = []
+    for index in picked:
+        chunk_first = (index // _FILL_BATCH) * _FILL_BATCH
+        vector = model.sample(_FILL_BATCH, seed=chunk_first, total=total)[index - chunk_first]
+        out.append(vector)
+    queries = np.stack(out)
+    queries += rng.standard_normal(queries.shape).astype(np.float32) * (
+        _QUERY_NOISE / np.sqrt(queries.shape[1])
+    )
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    return queries.astype(np.float32)
+
+
+def searches(store: EdgeStore, queries: F32, count: int) -> list[float]:
+    seconds = []
+    for i in range(count):
+        start = time.perf_counter()
+        store.search(queries[i % len(queries)][None], 10)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def recall_at_10(store: EdgeStore, corpus: Corpus, count: int) -> float:
+    ids, _ = corpus.exact.result()
+    found = 0
+    for q in range(count):
+        hits = store.search(corpus.exact.queries[q][None], 10)
+        wanted = {path_of(int(i)) for i in ids[q]}
+        found += len(wanted & {h.path for h in hits})
+    return found / (10 * count)
+
+
+def fill(store: EdgeStore, corpus: Corpus, count: int, batch: int = _FILL_BATCH) -> float:
+    start = time.perf_counter()
+    done = 0
+    while done < count:
+        vectors, first = corpus.chunk(min(batch, count - done))
+        store.upsert(items(vectors, first))
+        done += len(vectors)
+        if done % 100_000 < batch:
+            log(f"live: {corpus.written} vectors written")
+    return time.perf_counter() - start
+
+
+def build_under_traffic(store: EdgeStore, corpus: Corpus, queries: F32) -> JSON:
+    """The production LiveGraph's build, with a client searching throughout and the indexer
+    writing a batch every 10 searches; each search's latency is kept with its time."""
+    phases: dict[str, float] = {}
+    copy_pages, swap_in = store.copy_pages, store.swap_in_copy
+
+    def timed_copy() -> Iterator[Any]:
+        phases["copy_start"] = time.perf_counter()
+        yield from copy_pages()
+        phases["copy_end"] = time.perf_counter()
+
+    def timed_swap() -> None:
+        phases["swap_start"] = time.perf_counter()
+        swap_in()
+        phases["swap_end"] = time.perf_counter()
+
+    store.copy_pages = timed_copy  # type: ignore[method-assign,assignment]
+    store.swap_in_copy = timed_swap  # type: ignore[method-assign]
+    graph = LiveGraph(store, min_scanned=1)
+    done = threading.Event()
+    timeline: list[tuple[float, float]] = []
+    written = [0]
+
+    def client() -> None:
+        i = 0
+        next_write = time.perf_counter()
+        while not done.is_set():
+            start = time.perf_counter()
+            store.search(queries[i % len(queries)][None], 10)
+            timeline.append((start, time.perf_counter() - start))
+            i += 1
+            if time.perf_counter() >= next_write:
+                vectors, first = corpus.chunk(_WRITE_BATCH)
+                store.upsert(items(vectors, first))
+                written[0] += _WRITE_BATCH
+                next_write += _WRITE_BATCH / _WRITES_PER_SECOND
+            done.wait(max(0.0, start + 1 / _SEARCHES_PER_SECOND - time.perf_counter()))
+
+    traffic = threading.Thread(target=client)
+    started = time.perf_counter()
+    traffic.start()
+    try:
+        graph.build_now()
+    finally:
+        done.set()
+        traffic.join()
+        del store.copy_pages, store.swap_in_copy
+    ended = time.perf_counter()
+    status = graph.status()
+    during = [s for t, s in timeline if t < phases.get("swap_start", ended)]
+    swap = [s for t, s in timeline if phases.get("swap_start", ended) <= t + s]
+    return {
+        "build_seconds": ended - started,
+        "copy_seconds": phases["copy_end"] - phases["copy_start"],
+        "child_seconds": phases["swap_start"] - phases["copy_end"],
+        "swap_seconds": phases["swap_end"] - phases["swap_start"],
+        "graph_vectors": status.graph_vectors,
+        "scanned_after": status.scanned_vectors,
+        "writes_during_build": written[0],
+        "searches_during_build": latency_summary(during),
+        "slowest_search_ms": 1e3 * max(s for _, s in timeline),
+        "searches_touching_swap": len(swap),
+        "timeline": [(round(t - started, 3), round(1e3 * s, 2)) for t, s in timeline],
+        "phases": {k: round(v - started, 3) for k, v in phases.items()},
+        "state_after": status.state,
+        "error": status.last_error,
+    }
+
+
+def measure_serving(store: EdgeStore, corpus: Corpus, queries: F32) -> JSON:
+    gc.collect()
+    total, graphed = store.vector_counts()
+    return {
+        "vectors": total,
+        "graph_vectors": graphed,
+        "search": latency_summary(searches(store, queries, _QUERIES)),
+        "recall_at_10": recall_at_10(store, corpus, min(_RECALL_QUERIES, len(queries))),
+        "memory": memory(),
+    }
+
+
+def run(vectors: int, added: int, out: Path, data: Path) -> JSON:
+    log("live: describing the photos the synthetic vectors are modelled on")
+    real = real_descriptors()
+    model = DescriptorModel.fit(real, rank=min(128, len(real) - 1)).calibrated(real)
+    total = vectors + added
+    queries = make_queries(model, vectors, _RECALL_QUERIES)
+    corpus = Corpus(model, total, queries)
+    store = EdgeStore.open_path(data, collection=COLLECTION, dimensions=DIMENSIONS, model="bench")
+    result: JSON = {"vectors": vectors, "added": added, "load_start": loadavg()}
+    log(f"live: filling {vectors} vectors")
+    result["fill_seconds"] = fill(store, corpus, vectors)
+    result["before"] = measure_serving(store, corpus, queries)
+    log(f"live: before the build {result['before']['search']}")
+    log("live: building the graph under traffic")
+    result["build"] = build_under_traffic(store, corpus, queries)
+    log(f"live: built in {result['build']['build_seconds']:.0f} s; adding {added} more")
+    result["add_seconds"] = fill(store, corpus, added, _WRITE_BATCH)
+    result["after"] = measure_serving(store, corpus, queries)
+    log(f"live: after {result['after']['search']} recall {result['after']['recall_at_10']}")
+    store.close()
+    gc.collect()
+    started = time.perf_counter()
+    store = EdgeStore.open_path(data, collection=COLLECTION, dimensions=DIMENSIONS, model="bench")
+    result["restart_open_seconds"] = time.perf_counter() - started
+    result["restart"] = measure_serving(store, corpus, queries)
+    store.close()
+    result["load_end"] = loadavg()
+    return result
+
+
+def report(result: JSON, environment: JSON) -> str:
+    build, before, after, restart = (
+        result["build"],
+        result["before"],
+        result["after"],
+        result["restart"],
+    )
+    during = build["searches_during_build"]
+    rows = [
+        ("store search p50 (live, after the build + added)", after["search"]["p50_ms"], "<= 10 ms"),
+        ("store search p99", after["search"]["p99_ms"], "<= 30 ms"),
+    ]
+    met = ["met" if value <= float(t.split()[1]) else "not met" for _, value, t in rows]
+    mem = after["memory"]
+    lines = [
+        "# The embedded index's graph, built while it serves (issue 16)",
+        "",
+        f"Made by `python -m bench.speed.live --vectors {result['vectors']} --added "
+        f"{result['added']}` on {environment['date']} (commit {environment['commit']}), "
+        f"{environment['cpus']} cores ({environment['cpu']}), qdrant-edge-py "
+        f"{environment['qdrant_edge']}, Python {environment['python']}. Load average "
+        f"{result['load_start'][0]} at the start, {result['load_end'][0]} at the end. "
+        "How it works: the docstring of `bench/speed/live.py`.",
+        "",
+        "| | measured | target | |",
+        "|---|---|---|---|",
+    ]
+    for (name, value, target), verdict in zip(rows, met, strict=True):
+        lines.append(f"| {name} | {value:.1f} ms | {target} | {verdict} |")
+    recall = after["recall_at_10"]
+    lines += [
+        f"| recall@10 against exact search | {recall:.3f} | >= 0.99 | "
+        f"{'met' if recall >= 0.99 else 'not met'} |",
+        f"| RSS of the process (anonymous + file-backed) | {mem['rss_mb'] / 1024:.2f} GB "
+        f"({mem['anon_mb'] / 1024:.2f} + {mem['file_mb'] / 1024:.2f}) | <= 1.5 GB | "
+        f"{'met' if mem['rss_mb'] <= 1.5 * 1024 else 'not met'} |",
+        "",
+        "## Where the time goes",
+        "",
+        "| stage | value |",
+        "|---|---|",
+        f"| filling {result['vectors']} vectors through `VectorStore.upsert` | "
+        f"{result['fill_seconds']:.0f} s |",
+        f"| store search before the build (a scan of int8 vectors) | p50 "
+        f"{before['search']['p50_ms']:.1f} ms, p99 {before['search']['p99_ms']:.1f} ms |",
+        f"| live build, in all | {build['build_seconds']:.0f} s |",
+        f"| - streaming the points to the child (searches go on between pages) | "
+        f"{build['copy_seconds']:.0f} s |",
+        f"| - the child writing its copy and building the graph (nice 10) | "
+        f"{build['child_seconds']:.0f} s |",
+        f"| - the swap (journal replayed, copy opened twice: searches wait) | "
+        f"{build['swap_seconds']:.2f} s |",
+        f"| searches during the build (20/s, or back to back when slower) | {during['n']}, p50 "
+        f"{during['p50_ms']:.1f} ms, p99 {during['p99_ms']:.1f} ms; slowest "
+        f"{build['slowest_search_ms']:.0f} ms (the swap) |",
+        f"| writes during the build (replayed on the copy) | {build['writes_during_build']} |",
+        f"| vectors in the graph / scanned, right after the build | {build['graph_vectors']} / "
+        f"{build['scanned_after']} |",
+        f"| then {result['added']} more indexed (batches of 16) | {result['add_seconds']:.0f} s |",
+        f"| vectors in the graph / all, when measured | {after['graph_vectors']} / "
+        f"{after['vectors']} |",
+        f"| after a restart: open | {result['restart_open_seconds']:.1f} s |",
+        f"| after a restart: search p50 / p99, recall@10 | "
+        f"{restart['search']['p50_ms']:.1f} / {restart['search']['p99_ms']:.1f} ms, "
+        f"{restart['recall_at_10']:.3f} |",
+        f"| after a restart: RSS (anonymous + file-backed) | "
+        f"{restart['memory']['rss_mb'] / 1024:.2f} GB ({restart['memory']['anon_mb'] / 1024:.2f}"
+        f" + {restart['memory']['file_mb'] / 1024:.2f}) |",
+        "",
+        "RSS includes the benchmark's own arrays (the queries' exact top 10 is kept chunk by "
+        "chunk, not the vectors) and the Python objects of the writes; `live.png` plots every "
+        "search's latency over the build.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: JSON, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    build = result["build"]
+    times = [t for t, _ in build["timeline"]]
+    latency = [ms for _, ms in build["timeline"]]
+    figure, axis = plt.subplots(figsize=(9, 4))
+    axis.scatter(times, latency, s=2)
+    phases = build["phases"]
+    axis.axvspan(phases["copy_start"], phases["copy_end"], alpha=0.15, label="copy streamed")
+    axis.axvspan(
+        phases["copy_end"],
+        phases["swap_start"],
+        alpha=0.08,
+        color="green",
+        label="child builds the graph",
+    )
+    axis.axvspan(phases["swap_start"], phases["swap_end"], alpha=0.3, color="red", label="swap")
+    axis.set_yscale("log")
+    axis.set_xlabel("seconds since the build began")
+    axis.set_ylabel("store search, ms")
+    axis.set_title(f"Searches during a live graph build of {result['vectors']:,} vectors")
+    axis.legend(loc="upper left")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def environment() -> JSON:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    import os
+
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "commit": commit or "unknown",
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "qdrant_edge": version("qdrant-edge-py"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vectors", type=int, default=1_000_000)
+    parser.add_argument("--added", type=int, default=10_000)
+    parser.add_argument("--quick", action="store_true", help="20k + 2k vectors (CI smoke run)")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/speed"))
+    args = parser.parse_args()
+    if args.quick:
+        args.vectors, args.added = 20_000, 2_000
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="imgsearch-live-") as data:
+        result = run(args.vectors, args.added, args.out, Path(data))
+    env = environment()
+    (args.out / "live.json").write_text(json.dumps({"environment": env, **result}, indent=1))
+    (args.out / "live.md").write_text(report(result, env))
+    plot(result, args.out / "live.png")
+    print((args.out / "live.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
