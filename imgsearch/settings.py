@@ -184,6 +184,13 @@ class IndexSettings(_Group):
     embed_workers: int = Field(
         2, ge=1, le=64, description="Parallel embedding workers (one onnxruntime thread each)."
     )
+    nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="How much lower than searches the indexing threads run (Linux nice, per "
+        "thread; 0 = the same): a large indexing run leaves the cores to searches first.",
+    )
     settle_seconds: float = Field(0.5, ge=0.0, description="Quiet time before a file is read.")
     watch_mode: WatchMode = Field(
         WatchMode.AUTO, description="native events, polling, or native with polling fallback."

@@ -23,6 +23,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import logging
+import os
 import shutil
 import stat
 import threading
@@ -110,6 +111,17 @@ class _Batch:
     retry: list[tuple[str, float | None]] = field(default_factory=list)
 
 
+def lower_priority(nice: int) -> None:
+    """Run the calling thread `nice` steps below the rest of the process (Linux schedules
+    threads apart, so searches get the cores first while indexing takes what is left; its
+    model runs in the calling thread: one onnxruntime thread per worker)."""
+    if nice:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+        except OSError as exc:
+            log.warning("cannot lower the indexing threads' priority error=%s", exc)
+
+
 def free_bytes(path: Path) -> int:
     """Free space on the disk that holds `path`."""
     return shutil.disk_usage(path).free
@@ -164,7 +176,12 @@ class Indexer:
 
         self._thread = threading.Thread(target=self._run, name="indexer", daemon=True)
         workers = max(1, settings.embed_workers)
-        self._embedders = ThreadPoolExecutor(workers, thread_name_prefix="embed")
+        self._embedders = ThreadPoolExecutor(
+            workers,
+            thread_name_prefix="embed",
+            initializer=lower_priority,
+            initargs=(settings.nice,),
+        )
         # Files read but not yet embedded hold their bytes: at most two per embedding thread.
         self._embed_slots = threading.BoundedSemaphore(2 * workers)
 
@@ -251,6 +268,7 @@ class Indexer:
     # ---- the worker ------------------------------------------------------------------------
 
     def _run(self) -> None:
+        lower_priority(self._settings.nice)
         try:
             self._index_until_stopped()
         finally:

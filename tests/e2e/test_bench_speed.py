@@ -136,3 +136,40 @@ def test_quick_run_writes_a_sane_table(tmp_path: Path) -> None:
             assert 0 <= hnsw["ann"]["recall_at_10"] <= 1
             assert 0 < hnsw["ann"]["p50_ms"] <= hnsw["ann"]["p99_ms"]
     assert not math.isnan(results["environment"]["wall_s"])
+
+
+def test_synthetic_descriptors_of_a_signed_embedding_stay_signed() -> None:
+    rng = np.random.default_rng(2)
+    real = rng.standard_normal((60, 64)).astype(np.float32)
+    real /= np.linalg.norm(real, axis=1, keepdims=True)
+    sample = DescriptorModel.fit(real, rank=16).sample(200, seed=3)
+    assert (sample < 0).mean() > 0.3  # not clipped at zero like GeM features
+    assert np.allclose(np.linalg.norm(sample, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.timeout(600)
+def test_live_graph_quick_run_builds_while_serving(tmp_path: Path) -> None:
+    """The smoke run of the live-graph benchmark: the graph is built under traffic, every
+    write is there, and the numbers it reports are the ones it measured."""
+    out = tmp_path / "live"
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.speed.live", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=580,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads((out / "live.json").read_text())
+    build, after = result["build"], result["after"]
+    assert build["error"] == "" and build["state_after"] == "idle"
+    assert build["graph_vectors"] >= result["vectors"]
+    assert build["searches_during_build"]["n"] > 10  # searches were served during the build
+    assert after["vectors"] == result["vectors"] + result["added"] + build["writes_during_build"]
+    assert after["graph_vectors"] == build["graph_vectors"]
+    assert after["recall_at_10"] >= 0.95
+    assert result["restart"]["recall_at_10"] == after["recall_at_10"]
+    table = (out / "live.md").read_text()
+    assert f"| recall@10 against exact search | {after['recall_at_10']:.3f} |" in table
+    assert (out / "live.png").stat().st_size > 10_000

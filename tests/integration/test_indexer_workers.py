@@ -212,3 +212,43 @@ def test_stopping_mid_way_loses_nothing(
         second.stop()
     assert {s.path: s.sha256 for s in store.indexed_files()} == _files(many_photos)
     store.close()
+
+
+class _PriorityRecordingEncoder(ImageEncoder):
+    """Notes the scheduling priority (nice) of each thread its forward passes run on."""
+
+    def __init__(self) -> None:
+        super().__init__(ModelSettings(model="efficientnet-lite0"), threads=1)
+        self.nice: set[int] = set()
+
+    def describe(
+        self, images: Sequence[DecodedImage], *, regions: bool = True
+    ) -> list[DescriptorSet]:
+        self.nice.add(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return super().describe(images, regions=regions)
+
+
+@pytest.mark.parametrize("nice", [10, 0])
+def test_indexing_runs_below_searches(tmp_path: Path, sample_photos: list[Path], nice: int) -> None:
+    """The embedding threads run `nice` steps down, so searches (on the other threads of the
+    process, which keep their priority) get the cores first during a large indexing run."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for photo in sample_photos[:4]:
+        shutil.copy2(photo, folder / photo.name)
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    encoder = _PriorityRecordingEncoder()
+    store = _open_store(tmp_path / "store", encoder)
+    settings = IndexSettings(
+        batch_size=2, settle_seconds=0.0, rescan_interval=0, embed_workers=2, nice=nice
+    )
+    indexer = Indexer(folder, encoder, store, settings)
+    indexer.start()
+    try:
+        _wait_idle(indexer)
+    finally:
+        indexer.stop()
+        store.close()
+    assert indexer.status().indexed == 4
+    assert encoder.nice == {max(base, nice)}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
