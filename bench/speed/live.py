@@ -312,7 +312,7 @@ def report(result: JSON, environment: JSON) -> str:
         f"{build['copy_seconds']:.0f} s |",
         f"| - the child writing its copy and building the graph (nice 10) | "
         f"{build['child_seconds']:.0f} s |",
-        f"| - the swap (journal replayed, copy opened twice: searches wait) | "
+        f"| - the swap (copy opened, journal replayed: searches wait) | "
         f"{build['swap_seconds']:.2f} s |",
         f"| searches during the build (20/s, or back to back when slower) | {during['n']}, p50 "
         f"{during['p50_ms']:.1f} ms, p99 {during['p99_ms']:.1f} ms; slowest "

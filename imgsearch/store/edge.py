@@ -74,11 +74,12 @@ _GROUP_FETCH_MAX = 65_536
 _KEYWORD_FIELDS = ("folders", "sha256", "path")
 _CONFIG_FILE = "edge_config.json"  # written by qdrant-edge in the shard directory
 _TEMP_SEGMENTS = "temp_segments"  # where qdrant-edge builds segments (graph builds)
-# A live graph build (imgsearch.store.graph) makes `<collection>.next` beside the shard, then
-# swaps it in through `<collection>.old`; `_COMPLETE` marks a copy that may replace the shard.
+# A live graph build (imgsearch.store.graph) makes `<collection>.next` beside the shard and
+# swaps it in, keeping the shard it replaces as `<collection>.old` until the writes made
+# meanwhile are replayed; then `.old` is renamed `.trash` (atomic) and deleted.
 _NEXT_SUFFIX = ".next"
 _OLD_SUFFIX = ".old"
-_COMPLETE = "imgsearch-copy-complete"
+_TRASH_SUFFIX = ".trash"
 # Writes made while a copy is built are replayed on it: past this many, the copy is given up.
 MAX_JOURNAL_OPERATIONS = 4096
 
@@ -245,11 +246,13 @@ class EdgeStore(VectorStore):
         shutil.rmtree(self.copy_directory, ignore_errors=True)
 
     def swap_in_copy(self) -> None:
-        """Replace the shard by its finished copy (with its graph): the writes journalled
-        since the copy began are replayed on it, then the two directories swap by rename
-        (a kill at any point leaves one complete shard: `_recover_swap`). Searches and
-        writes wait meanwhile: the copy is opened and closed once (seconds at 1M vectors)."""
+        """Replace the shard by its finished copy (with its graph): the two directories swap
+        by rename, the copy is opened once and the writes journalled since the copy began are
+        replayed on it; only then is the old shard dropped (a kill at any point leaves one
+        complete shard: `_recover_swap`). Searches and writes wait meanwhile: one shard open
+        (a GIL-holding call: ~1 s at 100k vectors) and the replay."""
         directory, copy = self.directory, self.copy_directory
+        old, trash = _sibling(directory, _OLD_SUFFIX), _sibling(directory, _TRASH_SUFFIX)
         with self._lock:
             journal, self._journal = self._journal, None
             if journal is None:
@@ -257,29 +260,25 @@ class EdgeStore(VectorStore):
                     "the graph build fell behind the writes made meanwhile: it starts again later"
                 )
 
-            def replay() -> None:
-                fresh = qe.EdgeShard.load(str(copy), edge_config(self.dimensions))
-                try:
-                    for operation in journal:
-                        fresh.update(operation)
-                    fresh.flush()
-                finally:
-                    fresh.close()
-                (copy / _COMPLETE).touch()
-                _sync_directory(copy)
-
             def swap() -> None:
-                old = _sibling(directory, _OLD_SUFFIX)
                 self._shard.flush()
                 self._shard.close()
-                directory.rename(old)
-                copy.rename(directory)
+                try:
+                    directory.rename(old)
+                    copy.rename(directory)
+                    _sync_directory(directory.parent)
+                    self._shard = qe.EdgeShard.load(str(directory), edge_config(self.dimensions))
+                except BaseException:
+                    _recover_swap(directory)  # back to the shard as it was
+                    self._shard = qe.EdgeShard.load(str(directory), edge_config(self.dimensions))
+                    raise
+                for operation in journal:
+                    self._shard.update(operation)
+                self._shard.flush()
+                old.rename(trash)  # the commit point: from here on the copy is the shard
                 _sync_directory(directory.parent)
-                (directory / _COMPLETE).unlink()
-                self._shard = qe.EdgeShard.load(str(directory), edge_config(self.dimensions))
-                shutil.rmtree(old, ignore_errors=True)
+                shutil.rmtree(trash, ignore_errors=True)
 
-            self._call("replay", replay)
             self._call("swap", swap)
         log.info("graph swapped in shard=%s replayed_updates=%d", directory, len(journal))
 
@@ -531,19 +530,19 @@ def _sync_directory(directory: Path) -> None:
 
 
 def _recover_swap(directory: Path) -> None:
-    """Finish or undo what a live graph build left when the process died (only called with
-    the store's lock held, so no build is running): a complete copy replaces a shard that
-    was already moved aside; anything else the build made is deleted."""
-    copy, old = _sibling(directory, _NEXT_SUFFIX), _sibling(directory, _OLD_SUFFIX)
-    if not directory.exists():
-        if (copy / _COMPLETE).is_file():
-            copy.rename(directory)
-            log.warning("finished an interrupted graph swap shard=%s", directory)
-        elif old.is_dir():
-            old.rename(directory)
-            log.warning("undid an interrupted graph swap shard=%s", directory)
-    (directory / _COMPLETE).unlink(missing_ok=True)
-    for leftover in (copy, old):
+    """Undo what a live graph build left when the process died (only called with the store's
+    lock held, so no build is running): while `.old` exists the swap had not replayed the
+    writes made during the build, so `.old` is the shard (its graph is built again later);
+    a copy (`.next`) and a dropped shard (`.trash`) are deleted."""
+    old = _sibling(directory, _OLD_SUFFIX)
+    if old.is_dir():
+        if directory.exists():
+            directory.rename(_sibling(directory, _TRASH_SUFFIX + "-copy"))
+            shutil.rmtree(_sibling(directory, _TRASH_SUFFIX + "-copy"), ignore_errors=True)
+        old.rename(directory)
+        log.warning("undid an interrupted graph swap shard=%s", directory)
+    for suffix in (_NEXT_SUFFIX, _TRASH_SUFFIX, _TRASH_SUFFIX + "-copy"):
+        leftover = _sibling(directory, suffix)
         if leftover.exists():
             shutil.rmtree(leftover, ignore_errors=True)
             log.warning("removed what an interrupted graph build left path=%s", leftover)

@@ -48,6 +48,7 @@ _PR_SET_PDEATHSIG = 1  # prctl(2): a signal for this process when its parent die
 _BUILDER_NICE = 10  # the build yields the CPU to searches and indexing
 _RETRY_AFTER_FAILURE = 600.0  # seconds; doubled after each failure in a row
 _STOP_POLL = 0.2
+_GROWTH_BEFORE_REBUILD = 10  # rebuild once the scanned vectors are a tenth of the graph's
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +65,10 @@ class GraphStatus:
 
 class LiveGraph:
     """Keeps the graph of an EdgeStore up to date from a background thread: a build starts
-    when `min_scanned` vectors are scanned (and at least that many more than just after the
-    previous build, so a shard that cannot be graphed is not rebuilt in a loop)."""
+    when `min_scanned` vectors, and a tenth of those in the graph, are scanned (each build
+    redoes the whole graph, so a growing folder's builds come at geometric steps: their total
+    cost stays a few times the last one's), and at least `min_scanned` more than just after
+    the previous build (a shard that cannot be graphed is not rebuilt in a loop)."""
 
     def __init__(
         self,
@@ -135,7 +138,11 @@ class LiveGraph:
 
     def _due(self) -> bool:
         status = self.status()
-        wanted = max(self._min_scanned, self._scanned_after_build + self._min_scanned)
+        wanted = max(
+            self._min_scanned,
+            status.graph_vectors // _GROWTH_BEFORE_REBUILD,
+            self._scanned_after_build + self._min_scanned,
+        )
         if status.scanned_vectors < wanted or time.monotonic() < self._retry_at:
             return False
         needed = _directory_bytes(self._store.directory) + self._min_free_disk

@@ -230,24 +230,27 @@ def _running(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.mark.parametrize("copy_complete", [True, False])
-def test_a_swap_cut_short_is_finished_or_undone(tmp_path: Path, copy_complete: bool) -> None:
-    """The process died between the two renames of a swap: the shard was moved aside. A copy
-    that was complete (journal replayed) replaces it; one that was not is dropped."""
-    copy_path, live_path = tmp_path / "copy", tmp_path / "live"
+@pytest.mark.parametrize("cut", ["between_renames", "before_replay", "after_commit"])
+def test_a_swap_cut_short_is_undone_or_kept(tmp_path: Path, cut: str) -> None:
+    """The process died during a swap. Until the writes made during the build are replayed
+    on the copy, the shard it replaces (kept as `.old`) is the truth and comes back; once
+    `.old` has become `.trash`, the copy is the shard. Nothing else is left."""
+    copy_path, live = tmp_path / "copy", tmp_path / "live"
     copy = open_store(copy_path)
     fill(copy, 0, 300)
     copy.close()
-    live = open_store(live_path)
-    fill(live, 0, 200)
-    live.close()
-    shard = live_path / COLLECTION
-    (copy_path / COLLECTION).rename(live_path / f"{COLLECTION}.next")
-    if copy_complete:
-        (live_path / f"{COLLECTION}.next" / "imgsearch-copy-complete").touch()
-    shard.rename(live_path / f"{COLLECTION}.old")
+    store = open_store(live)
+    fill(store, 0, 200)
+    store.close()
+    shard = live / COLLECTION
+    shard.rename(live / f"{COLLECTION}.old")
+    (copy_path / COLLECTION).rename(live / f"{COLLECTION}.next")
+    if cut != "between_renames":
+        (live / f"{COLLECTION}.next").rename(shard)
+    if cut == "after_commit":
+        (live / f"{COLLECTION}.old").rename(live / f"{COLLECTION}.trash")
 
-    store = open_store(live_path)
-    assert store.count() == (300 if copy_complete else 200)
-    assert sorted(p.name for p in live_path.iterdir()) == [COLLECTION, f"{COLLECTION}.lock"]
+    store = open_store(live)
+    assert store.count() == (300 if cut == "after_commit" else 200)
+    assert sorted(p.name for p in live.iterdir()) == [COLLECTION, f"{COLLECTION}.lock"]
     store.close()
