@@ -3,10 +3,11 @@ embedded index's graph built while it serves (issue 16).
 
 One process plays the service: the production EdgeStore (qdrant-edge) is filled with N
 descriptors through `VectorStore.upsert`, then the production `LiveGraph` builds the graph
-while a client searches 20 times a second and the indexer writes 50 images a second
-(batches of 16); then `--added` more images are indexed and the store is measured as it then
-serves: search p50/p99, recall@10 against exact search, memory (anonymous and file-backed
-apart), and the same after a restart. Store calls only (no gRPC, no model in the search path).
+while a client searches `--search-rate` times a second (default 20) and the indexer
+writes 50 images a second (batches of 16); then `--added` more images are indexed and the
+store is measured as it then serves: search p50/p99, recall@10 against exact search,
+memory (anonymous and file-backed apart), and the same after a restart. Store calls only
+(no gRPC, no model in the search path).
 
 The descriptors are synthetic 512-d vectors drawn from a model fitted on real `sscd-mnv4s`
 descriptors of the benchmark photos (bench.speed.vectors: leading principal directions,
@@ -45,10 +46,9 @@ DIMENSIONS = 512
 COLLECTION = "images"
 _FILL_BATCH = 256
 _WRITE_BATCH = 16  # the indexer's batch
-# The traffic during the build: a client searching 20 times a second (each search a
-# GIL-holding engine call: a client without pause would leave the copy no turn at 1M vectors,
-# where a scan takes ~0.2 s) and the indexer writing at its measured rate.
-_SEARCHES_PER_SECOND = 20.0
+# The traffic during the build: a client searching `--search-rate` times a second (each
+# search a GIL-holding engine call: a client without pause would leave the copy no turn at
+# 1M vectors, where a scan takes ~0.1 s) and the indexer writing at its measured rate.
 _WRITES_PER_SECOND = 50.0
 _QUERIES = 200
 _RECALL_QUERIES = 100
@@ -151,7 +151,7 @@ def fill(store: EdgeStore, corpus: Corpus, count: int, batch: int = _FILL_BATCH)
     return time.perf_counter() - start
 
 
-def build_under_traffic(store: EdgeStore, corpus: Corpus, queries: F32) -> JSON:
+def build_under_traffic(store: EdgeStore, corpus: Corpus, queries: F32, rate: float) -> JSON:
     """The production LiveGraph's build, with a client searching throughout and the indexer
     writing a batch every 10 searches; each search's latency is kept with its time."""
     phases: dict[str, float] = {}
@@ -187,7 +187,7 @@ def build_under_traffic(store: EdgeStore, corpus: Corpus, queries: F32) -> JSON:
                 store.upsert(items(vectors, first))
                 written[0] += _WRITE_BATCH
                 next_write += _WRITE_BATCH / _WRITES_PER_SECOND
-            done.wait(max(0.0, start + 1 / _SEARCHES_PER_SECOND - time.perf_counter()))
+            done.wait(max(0.0, start + 1 / rate - time.perf_counter()))
 
     traffic = threading.Thread(target=client)
     started = time.perf_counter()
@@ -232,7 +232,7 @@ def measure_serving(store: EdgeStore, corpus: Corpus, queries: F32) -> JSON:
     }
 
 
-def run(vectors: int, added: int, out: Path, data: Path) -> JSON:
+def run(vectors: int, added: int, data: Path, rate: float) -> JSON:
     log("live: describing the photos the synthetic vectors are modelled on")
     real = real_descriptors()
     model = DescriptorModel.fit(real, rank=min(128, len(real) - 1)).calibrated(real)
@@ -240,13 +240,18 @@ def run(vectors: int, added: int, out: Path, data: Path) -> JSON:
     queries = make_queries(model, vectors, _RECALL_QUERIES)
     corpus = Corpus(model, total, queries)
     store = EdgeStore.open_path(data, collection=COLLECTION, dimensions=DIMENSIONS, model="bench")
-    result: JSON = {"vectors": vectors, "added": added, "load_start": loadavg()}
+    result: JSON = {
+        "vectors": vectors,
+        "added": added,
+        "search_rate": rate,
+        "load_start": loadavg(),
+    }
     log(f"live: filling {vectors} vectors")
     result["fill_seconds"] = fill(store, corpus, vectors)
     result["before"] = measure_serving(store, corpus, queries)
     log(f"live: before the build {result['before']['search']}")
     log("live: building the graph under traffic")
-    result["build"] = build_under_traffic(store, corpus, queries)
+    result["build"] = build_under_traffic(store, corpus, queries, rate)
     log(f"live: built in {result['build']['build_seconds']:.0f} s; adding {added} more")
     result["add_seconds"] = fill(store, corpus, added, _WRITE_BATCH)
     result["after"] = measure_serving(store, corpus, queries)
@@ -280,7 +285,8 @@ def report(result: JSON, environment: JSON) -> str:
         "# The embedded index's graph, built while it serves (issue 16)",
         "",
         f"Made by `python -m bench.speed.live --vectors {result['vectors']} --added "
-        f"{result['added']}` on {environment['date']} (commit {environment['commit']}), "
+        f"{result['added']} --search-rate {result['search_rate']:g}` on "
+        f"{environment['date']} (commit {environment['commit']}), "
         f"{environment['cpus']} cores ({environment['cpu']}), qdrant-edge-py "
         f"{environment['qdrant_edge']}, Python {environment['python']}. Load average "
         f"{result['load_start'][0]} at the start, {result['load_end'][0]} at the end. "
@@ -314,7 +320,8 @@ def report(result: JSON, environment: JSON) -> str:
         f"{build['child_seconds']:.0f} s |",
         f"| - the swap (copy opened, journal replayed: searches wait) | "
         f"{build['swap_seconds']:.2f} s |",
-        f"| searches during the build (20/s, or back to back when slower) | {during['n']}, p50 "
+        f"| searches during the build ({result['search_rate']:g}/s, or back to back when "
+        f"slower) | {during['n']}, p50 "
         f"{during['p50_ms']:.1f} ms, p99 {during['p99_ms']:.1f} ms; slowest "
         f"{build['slowest_search_ms']:.0f} ms (the swap) |",
         f"| writes during the build (replayed on the copy) | {build['writes_during_build']} |",
@@ -394,6 +401,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vectors", type=int, default=1_000_000)
     parser.add_argument("--added", type=int, default=10_000)
+    parser.add_argument("--search-rate", type=float, default=20.0, help="searches/s in the build")
     parser.add_argument("--quick", action="store_true", help="20k + 2k vectors (CI smoke run)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/speed"))
     args = parser.parse_args()
@@ -401,7 +409,7 @@ def main() -> None:
         args.vectors, args.added = 20_000, 2_000
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="imgsearch-live-") as data:
-        result = run(args.vectors, args.added, args.out, Path(data))
+        result = run(args.vectors, args.added, Path(data), args.search_rate)
     env = environment()
     (args.out / "live.json").write_text(json.dumps({"environment": env, **result}, indent=1))
     (args.out / "live.md").write_text(report(result, env))
