@@ -75,6 +75,50 @@ def time_models(models: dict[str, str], providers: list[str]) -> dict[str, Any]:
     return out
 
 
+def concurrent_queries(models: dict[str, str], clients: int = 4, seconds: float = 8.0) -> list[str]:
+    """Table rows: `clients` threads each running queries (batch 1) back to back on one
+    shared session of 1 or 2 intra-op threads, as the searcher's gRPC workers do: queries
+    per second in all and each query's median time."""
+    import onnxruntime as ort
+
+    rows = []
+    for model, path in models.items():
+        feed = _inputs(model, 1)
+        for threads in (2, 1):
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+            session.run(None, feed)
+            times = _run_clients(session, feed, clients, seconds)
+            rows.append(
+                f"| {model} | {threads} | {clients} | {len(times) / seconds:.1f} | "
+                f"{1e3 * statistics.median(times):.1f} |"
+            )
+    return rows
+
+
+def _run_clients(session: Any, feed: Any, clients: int, seconds: float) -> list[float]:  # noqa: ANN401
+    """Each query's time, from `clients` threads querying back to back for `seconds`."""
+    import threading
+
+    times: list[float] = []
+    stop = time.perf_counter() + seconds
+
+    def client() -> None:
+        while time.perf_counter() < stop:
+            start = time.perf_counter()
+            session.run(None, feed)
+            times.append(time.perf_counter() - start)
+
+    workers = [threading.Thread(target=client) for _ in range(clients)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return times
+
+
 def _model_paths() -> dict[str, str]:
     from importlib.resources import files
 
@@ -155,6 +199,17 @@ def main() -> None:
             f"| {name} | {provider.removesuffix('ExecutionProvider')} | {model} | {batch} | "
             f"{1e3 * min(seconds):.1f} | {min(base) / min(seconds):.2f}x | {same:.4f} |"
         )
+    lines += [
+        "",
+        "## Concurrent queries on one session (project build, CPU provider)",
+        "",
+        "Four client threads run queries back to back on one shared session, as the "
+        "searcher's gRPC worker threads do.",
+        "",
+        "| model | intra-op threads | clients | queries/s in all | median ms per query |",
+        "|---|---|---|---|---|",
+        *concurrent_queries(models),
+    ]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "providers.md").write_text("\n".join(lines) + "\n")
     (args.out / "providers.json").write_text(
