@@ -102,10 +102,10 @@ def status_text(status: embedder_pb2.GetStatusResponse) -> str:
     lines.append(f"failed:   {status.failed}")
     lines += [f"  {failure.path}: {failure.reason}" for failure in status.failures]
     lines.append(f"model:    {status.model} ({status.dimensions} dimensions)")
-    if status.graph_state != "off":
-        lines.append(graph_text(status))
     if status.model_reason:
         lines.append(f"          {status.model_reason}")
+    if status.graph_state != "off":
+        lines.append(graph_text(status))
     return "\n".join(lines)
 
 
