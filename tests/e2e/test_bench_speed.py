@@ -170,6 +170,7 @@ def test_live_graph_quick_run_builds_while_serving(tmp_path: Path) -> None:
     assert after["graph_vectors"] == build["graph_vectors"]
     assert after["recall_at_10"] >= 0.95
     assert result["restart"]["recall_at_10"] == after["recall_at_10"]
+    assert after["recall_at_1"] >= 0.95 and result["restart"]["vectors"] == after["vectors"]
     table = (out / "live.md").read_text()
     assert f"| recall@10 against exact search | {after['recall_at_10']:.3f} |" in table
     assert (out / "live.png").stat().st_size > 10_000
