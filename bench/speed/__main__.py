@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,36 +18,17 @@ from importlib.metadata import version
 from pathlib import Path
 
 from bench.speed import accuracy, compat, corpus, indexing, report, serving
-from bench.speed.common import JSON, loadavg, log, run_isolated
+from bench.speed.common import JSON, loadavg, log, machine, run_isolated
 from bench.speed.models import Encoders, model_files
 
 
 def _environment() -> JSON:
-    cpu = "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--", "imgsearch"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
     return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
+        **machine(),
         "onnxruntime": version("onnxruntime"),
         "qdrant_client": version("qdrant-client"),
         "qdrant_edge": version("qdrant-edge-py"),
         "pillow": version("pillow"),
-        "commit": commit + ("+uncommitted service changes" if dirty else ""),
         "points_per_image": compat.POINTS_PER_IMAGE,
         "production": {
             "engine": compat.PRODUCTION_ENGINE,

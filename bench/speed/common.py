@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -54,6 +56,33 @@ def memory() -> JSON:
             if key in fields:
                 out[fields[key]] = int(value.split()[0]) / 1024
     return out
+
+
+def machine() -> JSON:
+    """What a result was measured on: CPU, cores, Python, and the commit of the code (marked
+    when the service code had uncommitted changes)."""
+    cpu = "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "imgsearch"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "commit": commit + ("+uncommitted service changes" if dirty else ""),
+    }
 
 
 def loadavg() -> list[float]:

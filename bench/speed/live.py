@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bench.speed.common import JSON, SPEED_CACHE, latency_summary, loadavg, log, memory
+from bench.speed.common import (
+    JSON,
+    SPEED_CACHE,
+    latency_summary,
+    loadavg,
+    log,
+    machine,
+    memory,
+)
 from bench.speed.vectors import F32, DescriptorModel, ExactTopK
 from imgsearch.descriptors import DescriptorSet
 from imgsearch.store.base import FileState
@@ -309,7 +316,7 @@ def report(result: JSON, environment: JSON) -> str:
         f"Made by `python -m bench.speed.live --vectors {result['vectors']} --added "
         f"{result['added']} --search-rate {result['search_rate']:g}` on "
         f"{environment['date']} (commit {environment['commit']}), "
-        f"{environment['cpus']} cores ({environment['cpu']}), qdrant-edge-py "
+        f"{environment['cores']} cores ({environment['cpu']}), qdrant-edge-py "
         f"{environment['qdrant_edge']}, Python {environment['python']}. Load average "
         f"{result['load_start'][0]} at the start, {result['load_end'][0]} at the end. "
         "How it works: the docstring of `bench/speed/live.py`.",
@@ -402,22 +409,9 @@ def plot(result: JSON, path: Path) -> None:
 
 
 def environment() -> JSON:
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    ).stdout.strip()
-    import os
-
     return {
+        **machine(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "commit": commit or "unknown",
-        "cpu": cpu,
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
         "qdrant_edge": version("qdrant-edge-py"),
     }
 
