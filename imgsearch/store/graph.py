@@ -28,6 +28,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -164,6 +165,19 @@ class LiveGraph:
         started = time.monotonic()
         log.info("graph build started shard=%s", store.directory)
         shutil.rmtree(store.copy_directory, ignore_errors=True)
+        # Its messages go to a file, not a pipe: a chatty child must never block on a full pipe.
+        with tempfile.TemporaryFile() as said:
+            try:
+                graphed = self._build_in_child(said)
+            except (OSError, InterruptedError, StoreUnavailableError) as exc:
+                store.abandon_copy()
+                self._failed(exc)
+                return
+        self._built(graphed, time.monotonic() - started)
+
+    def _build_in_child(self, said: BinaryIO) -> int:
+        """Start the child, stream the copy to it, swap its graph in; its vector count."""
+        store = self._store
         command = [
             sys.executable,
             "-m",
@@ -172,17 +186,16 @@ class LiveGraph:
             str(store.dimensions),
             str(self._min_segment_kb),
         ]
-        builder = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        builder = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=said
+        )
         self._builder = builder
         try:
-            graphed = self._copy_through(builder)
+            graphed = self._copy_through(builder, said)
             swap_started = time.monotonic()
             store.swap_in_copy()
             GRAPH_SWAP_SECONDS.observe(time.monotonic() - swap_started)
-        except (OSError, InterruptedError, StoreUnavailableError) as exc:
-            store.abandon_copy()
-            self._failed(exc)
-            return
+            return graphed
         finally:
             if builder.poll() is None:
                 builder.kill()
@@ -190,22 +203,24 @@ class LiveGraph:
             if builder.stdout is not None:
                 builder.stdout.close()
             self._builder = None
-        self._built(graphed, time.monotonic() - started)
 
-    def _copy_through(self, builder: subprocess.Popen[bytes]) -> int:
+    def _copy_through(self, builder: subprocess.Popen[bytes], said: BinaryIO) -> int:
         """Stream the points to the child, wait for its graph; returns its vector count."""
         assert builder.stdin is not None and builder.stdout is not None
-        with builder.stdin as pages:
-            for page in self._store.copy_pages():
-                self._check_not_stopping()
-                pickle.dump(page, pages, protocol=pickle.HIGHEST_PROTOCOL)
-            pickle.dump(None, pages)
+        try:
+            with builder.stdin as pages:
+                for page in self._store.copy_pages():
+                    self._check_not_stopping()
+                    pickle.dump(page, pages, protocol=pickle.HIGHEST_PROTOCOL)
+                pickle.dump(None, pages)
+        except BrokenPipeError:  # it died: say why, below
+            builder.wait(timeout=30)
         while builder.poll() is None:
             if self._stopping.wait(_STOP_POLL):
                 self._check_not_stopping()
         answer = builder.stdout.read().decode(errors="replace").strip()
         if builder.returncode != 0 or not answer.isdigit():
-            raise StoreUnavailableError(f"graph builder exited ({builder.returncode})")
+            raise StoreUnavailableError(_exit_reason(builder, said))
         return int(answer)
 
     def _check_not_stopping(self) -> None:
@@ -264,6 +279,14 @@ def build_copy(pages: BinaryIO, directory: Path, dimensions: int, min_segment_kb
     finally:
         shard.close()
     return graphed
+
+
+def _exit_reason(builder: subprocess.Popen[bytes], said: BinaryIO) -> str:
+    """Why the child failed: its exit code and the last line it wrote (the exception)."""
+    said.seek(0)
+    lines = said.read().decode(errors="replace").strip().splitlines()
+    last = lines[-1] if lines else "no message"
+    return f"graph builder exited ({builder.returncode}): {last[-300:]}"
 
 
 def _die_with_parent() -> None:

@@ -14,6 +14,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -115,7 +116,7 @@ def test_a_build_is_due_only_past_its_threshold(tmp_path: Path) -> None:
 
 KILLED_SCRIPT = textwrap.dedent(
     """
-    import sys, threading
+    import sys, threading, time
     from pathlib import Path
     from tests.integration.test_live_graph import fill, items, open_store, SEGMENT_KB
     from imgsearch.store.graph import LiveGraph
@@ -130,6 +131,7 @@ KILLED_SCRIPT = textwrap.dedent(
             store.upsert(items(i, i + 10))
             i += 10
             print("written", i, flush=True)
+            time.sleep(0.002)  # an indexer between batches, not a spin that starves the copy
 
     threading.Thread(target=writes, daemon=True).start()
     LiveGraph(store, min_scanned=1, min_segment_kb=SEGMENT_KB).build_now()
@@ -254,3 +256,42 @@ def test_a_swap_cut_short_is_undone_or_kept(tmp_path: Path, cut: str) -> None:
     assert store.count() == (300 if cut == "after_commit" else 200)
     assert sorted(p.name for p in live.iterdir()) == [COLLECTION, f"{COLLECTION}.lock"]
     store.close()
+
+
+def test_a_build_waits_for_disk_space(tmp_path: Path) -> None:
+    """A build needs as much free disk as the shard: short of it, none starts (the state
+    says why) and nothing is written."""
+    store = open_store(tmp_path)
+    fill(store, 0, 1500)
+    graph = LiveGraph(store, min_scanned=1000, check_seconds=0.05, min_free_disk_bytes=2**62)
+    graph.start()
+    try:
+        wait_for(lambda: graph.status().state == "waiting_for_disk")
+    finally:
+        graph.stop()
+    assert graph.status().graph_vectors == 0 and graph.status().last_build_at == 0
+    assert not store.copy_directory.exists()
+    store.close()
+
+
+def test_a_failed_build_is_reported_and_changes_nothing(tmp_path: Path) -> None:
+    """The child cannot make its copy (a file stands where it goes): the build fails with a
+    reason in the status, the store serves on unchanged, and the next try waits."""
+    store = open_store(tmp_path)
+    fill(store, 0, 1500)
+    store.copy_directory.write_text("in the way")
+    graph = LiveGraph(store, min_scanned=1000, min_segment_kb=SEGMENT_KB)
+    graph.build_now()
+    status = graph.status()
+    assert status.last_error.startswith("graph builder exited")
+    assert (status.state, status.graph_vectors, status.last_build_at) == ("idle", 0, 0)
+    assert store.count() == 1500 and finds_itself(store, 7)
+    assert not graph._due()  # backs off before trying again
+    store.close()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
