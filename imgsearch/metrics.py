@@ -53,6 +53,10 @@ INFERENCE = Histogram(
     ["batch"],  # "1" for queries, "many" for indexing batches
     buckets=_LATENCY_BUCKETS,
 )
+MODEL_RUNS_WAITING = Gauge(
+    "imgsearch_model_runs_waiting",
+    "Query forward passes waiting for a core (concurrent queries beyond the inference threads).",
+)
 STORE_REQUESTS = Histogram(
     "imgsearch_store_request_seconds", "Qdrant call latency.", ["op"], buckets=_LATENCY_BUCKETS
 )

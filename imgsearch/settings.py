@@ -122,7 +122,12 @@ class ModelSettings(_Group):
         description="Memory all image decodes of the process may hold at once (they wait their "
         "turn; one image needing more is refused).",
     )
-    inference_threads: int = Field(2, ge=1)
+    inference_threads: int = Field(
+        2,
+        ge=1,
+        description="Cores the model runs on: a query alone uses all of them, concurrent "
+        "queries one each (never more at once); the indexing workers split them.",
+    )
 
 
 DEFAULT_COLLECTION = "images"

@@ -13,6 +13,9 @@ Two contracts; any backbone meeting one drops in:
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from imgsearch.backbones import Contract, ModelChoice
 from imgsearch.errors import ModelError
+from imgsearch.metrics import MODEL_RUNS_WAITING
 
 log = logging.getLogger(__name__)
 
@@ -60,36 +64,71 @@ class ModelInfo:
     redistributable: bool
 
 
+class CoreSlots:
+    """Shares `cores` between concurrent forward passes without oversubscribing them.
+
+    A pass that finds every core free takes them all (one query alone gets the lowest
+    latency); one that finds a pass in flight takes one core, waiting for it if need be, so
+    that concurrent queries run side by side on one thread each: measured 1.2x the
+    throughput of letting multi-thread passes fight for the cores
+    (bench/results/speed/providers.md).
+    """
+
+    def __init__(self, cores: int) -> None:
+        self.cores = cores
+        self._free = cores
+        self._waiting = 0
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def claim(self) -> Iterator[int]:
+        """Hold cores for one pass; yields how many (all of them, or 1)."""
+        with self._changed:
+            if self._free == self.cores and self._waiting == 0:
+                taken = self.cores
+            else:
+                taken = 1  # under load, one core per pass, side by side
+                self._waiting += 1
+                MODEL_RUNS_WAITING.inc()
+                try:
+                    self._changed.wait_for(lambda: self._free > 0)
+                finally:
+                    self._waiting -= 1
+                    MODEL_RUNS_WAITING.dec()
+            self._free -= taken
+        try:
+            yield taken
+        finally:
+            with self._changed:
+                self._free += taken
+                self._changed.notify_all()
+
+
 class OnnxBackbone:
-    """A backbone of either contract; thread-safe (onnxruntime sessions may be run
-    concurrently)."""
+    """A backbone of either contract; thread-safe.
+
+    With `threads` > 1, passes share the cores through `CoreSlots`: a pass alone runs on
+    `threads` intra-op threads, concurrent passes on one thread each (a second session of
+    the same model, ~the model's size in memory). With `threads` = 1 (the indexing workers)
+    every caller runs the one session side by side with the others.
+    """
 
     def __init__(self, choice: ModelChoice, threads: int = 2) -> None:
         path = choice.path
         if not path.is_file():
             raise ModelError(f"model file not found: {path}")
-        options = ort.SessionOptions()
-        # One op at a time, parallel inside ops: the best use of few cores for conv nets. With
-        # threads=1 a run uses only its calling thread, so several threads (the indexer's
-        # embedding workers) can each run the one session side by side.
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            self._session = ort.InferenceSession(
-                str(path), sess_options=options, providers=["CPUExecutionProvider"]
-            )
-        except _ORT_ERRORS as exc:
-            raise ModelError(f"cannot load model {path}: {exc}") from exc
+        self._session = _load_session(path, threads)
+        self._narrow = _load_session(path, 1) if threads > 1 else None
+        self._slots = CoreSlots(threads)
         self.info = self._check_contract(choice)
         self._input = IMAGE_INPUT_NAME if self.info.uint8_input else INPUT_NAME
         self._output = OUTPUT_NAME if self.info.contract is Contract.FEATURE_MAP else EMBEDDING_NAME
         log.info(
-            "model loaded name=%s contract=%s dimensions=%d path=%s",
+            "model loaded name=%s contract=%s dimensions=%d threads=%d path=%s",
             self.info.name,
             self.info.contract,
             self.info.channels,
+            threads,
             path,
         )
 
@@ -138,8 +177,33 @@ class OnnxBackbone:
     def run(self, batch: NDArray[np.float32] | NDArray[np.uint8]) -> NDArray[np.float32]:
         """The model's output for a batch: feature maps [N, C, h, w] or vectors [N, D]; the
         input is [N, 3, H, W] float RGB in [0, 1], or [N, H, W, 3] uint8 RGB (`uint8_input`)."""
+        if self._narrow is None:
+            return self._run(self._session, batch)
+        with self._slots.claim() as cores:
+            return self._run(self._session if cores > 1 else self._narrow, batch)
+
+    def _run(
+        self, session: ort.InferenceSession, batch: NDArray[np.float32] | NDArray[np.uint8]
+    ) -> NDArray[np.float32]:
         try:
-            (out,) = self._session.run([self._output], {self._input: batch})
+            (out,) = session.run([self._output], {self._input: batch})
         except _ORT_ERRORS as exc:
             raise ModelError(f"inference failed: {exc}") from exc
         return np.asarray(out, dtype=np.float32)
+
+
+def _load_session(path: Path, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    # One op at a time, parallel inside ops: the best use of few cores for conv nets. With
+    # threads=1 a run uses only its calling thread, so several threads can each run the one
+    # session side by side.
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        return ort.InferenceSession(
+            str(path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except _ORT_ERRORS as exc:
+        raise ModelError(f"cannot load model {path}: {exc}") from exc
