@@ -174,3 +174,54 @@ def test_live_graph_quick_run_builds_while_serving(tmp_path: Path) -> None:
     table = (out / "live.md").read_text()
     assert f"| recall@10 against exact search | {after['recall_at_10']:.3f} |" in table
     assert (out / "live.png").stat().st_size > 10_000
+
+
+@pytest.mark.timeout(300)
+def test_service_quick_run_compares_query_pass_policies(tmp_path: Path) -> None:
+    """The smoke run of the gRPC service benchmark: both ways of sharing the cores served
+    every search, and the table shows what the JSON measured."""
+    out = tmp_path / "service"
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.speed.service", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=280,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads((out / "service.json").read_text())
+    assert result["fill"]["photos"] + result["fill"]["synthetic"] == result["images"]
+    table = (out / "service.md").read_text()
+    for policy in ("core slots", "all threads"):
+        for clients in ("1", "4"):
+            best = result["best"][policy][clients]
+            assert best["n"] == (16 if clients == "4" else 8)
+            assert 0 < best["p50_ms"] <= best["p99_ms"]
+            assert best["source_first"] > 0.5  # crops and recompressions of indexed photos
+            assert best["stage_ms_per_search"]["embed"] > 0
+            assert f"| {policy} | {clients} | {best['throughput_qps']:.1f} |" in table
+    assert result["memory_served"]["anon_mb"] > 0
+
+
+@pytest.mark.timeout(300)
+def test_hnsw_quick_run_measures_every_search_setting(tmp_path: Path) -> None:
+    out = tmp_path / "hnsw"
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.speed.hnsw", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=280,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads((out / "hnsw.json").read_text())
+    assert result["graph_vectors"] == result["vectors"]
+    table = (out / "hnsw.md").read_text()
+    labels = [row["setting"] for row in result["settings"]]
+    assert labels[0] == "production" and len(set(labels)) == len(labels) >= 6
+    for row in result["settings"]:
+        assert row["recall_at_10"] >= 0.95  # 3,000 vectors: every setting is near exact
+        assert 0 < row["search"]["p50_ms"] <= row["search"]["p99_ms"]
+        assert f"| {row['setting']} | {row['hnsw_ef']} |" in table
