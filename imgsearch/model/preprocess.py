@@ -262,6 +262,11 @@ def content_box(
     """
     pixels = image.pixels.astype(np.float32)
     height, width = pixels.shape[:2]
+    if not any(
+        line.std(axis=0).max() < flatness
+        for line in (pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1])
+    ):
+        return None  # no flat edge line: nothing to peel (most queries; ~40x cheaper)
     top, bottom, left, right = 0, height, 0, width
     for _ in range(4):  # a few passes: peeling columns can make more rows flat, and back
         before = (top, bottom, left, right)
@@ -315,13 +320,16 @@ def photo_boxes(
         return []
     cells = (
         pixels[: rows * _CELL, : cols * _CELL]
+        .astype(np.float32)
         .reshape(rows, _CELL, cols, _CELL, 3)
         .transpose(0, 2, 1, 3, 4)
-        .reshape(rows, cols, _CELL * _CELL, 3)
-        .astype(np.float32)
+        .reshape(rows * cols, _CELL * _CELL, 3)
     )
-    centred = cells - cells.mean(axis=2, keepdims=True)
-    covariance = np.einsum("rcpi,rcpj->rcij", centred, centred) / np.float32(_CELL * _CELL)
+    cells -= cells.mean(axis=1, keepdims=True)
+    # One batched matrix product per cell (half the time of the equivalent einsum).
+    covariance = (np.matmul(cells.transpose(0, 2, 1), cells) / np.float32(_CELL * _CELL)).reshape(
+        rows, cols, 3, 3
+    )
     eigen = np.linalg.eigvalsh(covariance)  # ascending, per cell
     textured = eigen[..., 2] >= _FLAT_VARIANCE
     photo = textured & (eigen[..., 1] > _COLOUR_PLANARITY * eigen[..., 2])

@@ -197,6 +197,7 @@ def test_service_quick_run_compares_query_pass_policies(tmp_path: Path) -> None:
         for clients in ("1", "4"):
             best = result["best"][policy][clients]
             assert best["n"] == (16 if clients == "4" else 8)
+            assert 0 <= best["share_with_stage"]["verify"] <= 1
             assert 0 < best["p50_ms"] <= best["p99_ms"]
             assert best["source_first"] > 0.5  # crops and recompressions of indexed photos
             assert best["stage_ms_per_search"]["embed"] > 0

@@ -94,6 +94,19 @@ def test_content_box_finds_a_photo_on_a_page(sample_photos: list[Path]) -> None:
         assert np.allclose(box, expected, atol=4 / 384), (photo.name, box, expected)
 
 
+@pytest.mark.parametrize("side", ["top", "bottom", "left", "right"])
+def test_content_box_peels_a_border_on_one_side_only(sample_photos: list[Path], side: str) -> None:
+    """Only one edge is flat (a caption bar, a letterbox on one side): it is still peeled."""
+    photo = load(sample_photos[0]).resize((300, 200))
+    width, height = (300, 260) if side in ("top", "bottom") else (380, 200)
+    canvas = Image.new("RGB", (width, height), (240, 240, 240))
+    at = {"top": (0, 60), "bottom": (0, 0), "left": (80, 0), "right": (0, 0)}[side]
+    canvas.paste(photo, at)
+    box = content_box(decode_image(encode(canvas, quality=95), 384, DecodeLimits()))
+    expected = (at[0] / width, at[1] / height, (at[0] + 300) / width, (at[1] + 200) / height)
+    assert box is not None and np.allclose(box, expected, atol=4 / 384), (box, expected)
+
+
 def test_content_box_leaves_photos_without_borders_alone(sample_photos: list[Path]) -> None:
     for photo in sample_photos:
         decoded = decode_image(photo.read_bytes(), 384, DecodeLimits())
