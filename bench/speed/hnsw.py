@@ -35,13 +35,14 @@ from imgsearch.store.edge import EdgeStore
 
 # (label, hnsw_ef, oversampling, walk the int8 copy); the first is production's.
 SETTINGS: tuple[tuple[str, int, float, bool], ...] = (
-    ("production", 256, 2.0, True),
+    ("production", edge_module.HNSW_EF, 2.0, True),
     ("ef 128", 128, 2.0, True),
+    ("ef 256", 256, 2.0, True),
     ("ef 512", 512, 2.0, True),
     ("ef 1024", 1024, 2.0, True),
-    ("oversampling 4", 256, 4.0, True),
+    ("ef 256, oversampling 4", 256, 4.0, True),
     ("ef 512, oversampling 4", 512, 4.0, True),
-    ("float vectors (no int8)", 256, 1.0, False),
+    ("ef 256, float vectors (no int8)", 256, 1.0, False),
     ("ef 512, float vectors", 512, 1.0, False),
 )
 
@@ -66,7 +67,7 @@ def measure(vectors: int, data: Path) -> JSON:
     log("hnsw: describing the photos the synthetic vectors are modelled on")
     real = live.real_descriptors()
     model = DescriptorModel.fit(real, rank=min(128, len(real) - 1)).calibrated(real)
-    queries = live.make_queries(model, vectors, 100)
+    queries = live.make_queries(model, vectors, 100, among=vectors)
     corpus = live.Corpus(model, vectors, queries)
     store = EdgeStore.open_path(
         data, collection=live.COLLECTION, dimensions=live.DIMENSIONS, model="bench"

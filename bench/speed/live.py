@@ -112,10 +112,11 @@ class Corpus:
         return vectors, first
 
 
-def make_queries(model: DescriptorModel, total: int, count: int) -> F32:
-    """Noisy copies of vectors that will be stored (drawn as the corpus will draw them)."""
+def make_queries(model: DescriptorModel, total: int, count: int, among: int) -> F32:
+    """Noisy copies of `count` of the first `among` vectors of a corpus of `total`, drawn as
+    the corpus draws them (`total` sets its series: a different one draws other vectors)."""
     rng = np.random.default_rng(7)
-    picked = sorted(rng.choice(total, size=count, replace=False))
+    picked = sorted(rng.choice(among, size=count, replace=False))
     out = []
     for index in picked:
         chunk_first = (index // _FILL_BATCH) * _FILL_BATCH
@@ -262,7 +263,7 @@ def run(vectors: int, added: int, data: Path, rate: float) -> JSON:
     real = real_descriptors()
     model = DescriptorModel.fit(real, rank=min(128, len(real) - 1)).calibrated(real)
     total = vectors + added
-    queries = make_queries(model, vectors, _RECALL_QUERIES)
+    queries = make_queries(model, total, _RECALL_QUERIES, among=vectors)
     corpus = Corpus(model, total, queries)
     store = EdgeStore.open_path(data, collection=COLLECTION, dimensions=DIMENSIONS, model="bench")
     result: JSON = {

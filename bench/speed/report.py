@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.speed.common import JSON
+from imgsearch.store.edge import HNSW_EF
 
 _MB_PER_GB = 1024
 
@@ -294,7 +295,7 @@ def _graph_rows(run: JSON) -> list[Row]:
             _fmt(ann.get("recall_at_10"), "", 3),
             ">= 0.99",
             _met(ann.get("recall_at_10"), 0.99, at_most=False),
-            "production search parameters (hnsw_ef 256, int8 rescored) vs exact numpy",
+            f"production search parameters (hnsw_ef {HNSW_EF}, int8 rescored) vs exact numpy",
         ),
     ]
     mem = after.get("memory_served") or {}
@@ -547,7 +548,8 @@ def _serving_details(results: JSON) -> list[str]:
             "`imgsearch optimize`: the HNSW graph built by the production "
             "`EdgeStore.build_graph()` with nothing served (the service never builds one: "
             "optimize() holds the GIL), then a restarted service (gRPC) or store (1M, store "
-            "only) on that shard, production search parameters (hnsw_ef 256, int8 rescored):",
+            f"only) on that shard, production search parameters (hnsw_ef {HNSW_EF}, int8 "
+            "rescored):",
             "",
             "| images | points | build s | vectors in graph | ann p50 / p99 ms | recall@10 "
             "| gRPC p50 / p99 ms | RSS MB restarted (anon / file) | |",

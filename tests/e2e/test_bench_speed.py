@@ -226,3 +226,21 @@ def test_hnsw_quick_run_measures_every_search_setting(tmp_path: Path) -> None:
         assert row["recall_at_10"] >= 0.95  # 3,000 vectors: every setting is near exact
         assert 0 < row["search"]["p50_ms"] <= row["search"]["p99_ms"]
         assert f"| {row['setting']} | {row['hnsw_ef']} |" in table
+
+
+def test_live_queries_are_copies_of_stored_vectors() -> None:
+    """The recall queries of bench.speed.live are noisy copies of vectors the corpus stores,
+    also when more are added after the first fill (the corpus' total sets its series)."""
+    from bench.speed import live
+
+    rng = np.random.default_rng(4)
+    real = rng.standard_normal((60, 64)).astype(np.float32)
+    real /= np.linalg.norm(real, axis=1, keepdims=True)
+    model = DescriptorModel.fit(real, rank=16)
+    stored, added = 2048, 300
+    queries = live.make_queries(model, stored + added, 20, among=stored)
+    corpus = live.Corpus(model, stored + added, queries)
+    while corpus.written < stored:
+        corpus.chunk(256)
+    _, scores = corpus.exact.result()
+    assert (scores[:, 0] > 0.9).all()  # each query's source is there
