@@ -123,22 +123,19 @@ def _tls_files(settings: Settings) -> TlsFiles | None:
     )
 
 
-def indexing_encoder(settings: Settings, encoder: ImageEncoder) -> ImageEncoder:
-    """The encoder the indexing workers share: one inference thread each by default, while
-    the query encoder keeps them all for latency."""
+def indexing_encoder(settings: Settings) -> ImageEncoder:
+    """The encoder the indexing workers share (one inference thread each by default), never
+    the query encoder: an indexing batch holding that one's cores (CoreSlots) would make
+    queries wait for it."""
     threads = max(1, settings.encoder.inference_threads // settings.index.embed_workers)
-    if threads == settings.encoder.inference_threads:
-        return encoder
     return ImageEncoder(settings.encoder, threads=threads)
 
 
-def indexer_for(
-    settings: Settings, encoder: ImageEncoder, store: VectorStore, folder: Path
-) -> Indexer:
+def indexer_for(settings: Settings, store: VectorStore, folder: Path) -> Indexer:
     """The indexer of `folder`, with the failure list and the disk check the settings say."""
     return Indexer(
         folder,
-        indexing_encoder(settings, encoder),
+        indexing_encoder(settings),
         store,
         settings.index,
         failure_log_for(settings, store.collection),
@@ -234,7 +231,7 @@ class Application:
         self.graph = live_graph_for(settings, self.store)
         if with_embedder:
             self.folder = prepare_folder(settings, self.store)
-            self.indexer = indexer_for(settings, self.encoder, self.store, self.folder)
+            self.indexer = indexer_for(settings, self.store, self.folder)
             self._watcher = FolderWatcher(
                 self.folder, self.indexer, settings.index.watch_mode, settings.index.poll_interval
             )
@@ -394,7 +391,7 @@ class FolderSearch:
         self._store = open_settings_store(settings, self.encoder)
         try:
             self.folder = prepare_folder(settings, self._store)
-            self._indexer = indexer_for(settings, self.encoder, self._store, self.folder)
+            self._indexer = indexer_for(settings, self._store, self.folder)
         except BaseException:
             self._store.close()
             raise
