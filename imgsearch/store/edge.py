@@ -76,6 +76,10 @@ GRAPH_MIN_SEGMENT_KB = 10_000
 _GROUP_FETCH = 8
 _GROUP_FETCH_MAX = 65_536
 _KEYWORD_FIELDS = ("folders", "sha256", "path")
+# Payload indexes (path, sha256, folders, region) of new shards: mmapped from disk rather
+# than held in memory (bench/results/speed/memory.md); a live graph build makes a new
+# shard, so older shards move over at their next build.
+PAYLOAD_INDEXES_ON_DISK = True
 _CONFIG_FILE = "edge_config.json"  # written by qdrant-edge in the shard directory
 _TEMP_SEGMENTS = "temp_segments"  # where qdrant-edge builds segments (graph builds)
 # A live graph build (imgsearch.store.graph) makes `<collection>.next` beside the shard and
@@ -520,11 +524,15 @@ def _copy_page(records: list[qe.Record]) -> CopyPage:
 
 
 def create_shard(directory: Path, dimensions: int) -> qe.EdgeShard:
-    """A new, empty shard with the payload indexes searches filter by."""
+    """A new, empty shard with the payload indexes searches filter by (kept on disk or in
+    memory as PAYLOAD_INDEXES_ON_DISK says)."""
     shard = qe.EdgeShard.create(str(directory), edge_config(dimensions))
-    shard.update(qe.UpdateOperation.create_field_index("region", qe.PayloadSchemaType.Integer))
+    on_disk = PAYLOAD_INDEXES_ON_DISK
+    region = qe.IntegerIndexParams(lookup=True, range=False, on_disk=on_disk)
+    shard.update(qe.UpdateOperation.create_field_index("region", region))
     for field in _KEYWORD_FIELDS:
-        shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
+        keyword = qe.KeywordIndexParams(on_disk=on_disk)
+        shard.update(qe.UpdateOperation.create_field_index(field, keyword))
     return shard
 
 

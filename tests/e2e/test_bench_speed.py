@@ -244,3 +244,25 @@ def test_live_queries_are_copies_of_stored_vectors() -> None:
         corpus.chunk(256)
     _, scores = corpus.exact.result()
     assert (scores[:, 0] > 0.9).all()  # each query's source is there
+
+
+@pytest.mark.timeout(300)
+def test_memory_quick_run_restarts_each_variant(tmp_path: Path) -> None:
+    out = tmp_path / "memory"
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.speed.memory", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=280,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads((out / "memory.json").read_text())
+    table = (out / "memory.md").read_text()
+    assert [row["on_disk"] for row in result["variants"]] == [False, True]
+    for row in result["variants"]:
+        assert row["points"] == row["graph_vectors"] == result["vectors"]
+        assert 0 < row["memory"]["anon_mb"] < row["memory"]["rss_mb"]
+        assert row["calls"]["sha256 lookup"]["n"] == 100  # every lookup found its vector
+        assert f"| {row['variant']} | {row['memory']['rss_mb']:.0f} |" in table
