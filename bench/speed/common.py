@@ -175,3 +175,12 @@ def write_partial(config: JSON, result: JSON) -> None:
     partial = config.get("partial")
     if partial:
         Path(partial).write_text(json.dumps(result))
+
+
+def write_result(out: Path, name: str, result: JSON, text: str) -> None:
+    """A benchmark's committed pair, `name`.json (raw) and `name`.md (table), and the table
+    on stdout."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    (out / f"{name}.md").write_text(text)
+    print(text)

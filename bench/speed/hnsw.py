@@ -17,7 +17,6 @@ Writes hnsw.md and hnsw.json into --out (default bench/results/speed).
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ import qdrant_edge as qe
 
 import imgsearch.store.edge as edge_module
 from bench.speed import live
-from bench.speed.common import JSON, latency_summary, loadavg, log, machine, memory
+from bench.speed.common import JSON, latency_summary, loadavg, log, machine, memory, write_result
 from bench.speed.vectors import DescriptorModel
 from imgsearch.store.edge import EdgeStore
 
@@ -144,11 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     vectors = 3_000 if args.quick else args.vectors
     with tempfile.TemporaryDirectory(prefix="bench-hnsw-") as tmp:
         result = measure(vectors, Path(tmp))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "hnsw.json").write_text(json.dumps(result, indent=2) + "\n")
-    text = report(result)
-    (args.out / "hnsw.md").write_text(text)
-    print(text)
+    write_result(args.out, "hnsw", result, report(result))
     return 0
 
 

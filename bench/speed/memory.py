@@ -14,7 +14,6 @@ Writes memory.md and memory.json into --out (default bench/results/speed).
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from importlib.metadata import version
@@ -24,7 +23,16 @@ import numpy as np
 
 import imgsearch.store.edge as edge_module
 from bench.speed import live
-from bench.speed.common import JSON, latency_summary, loadavg, log, machine, memory, run_isolated
+from bench.speed.common import (
+    JSON,
+    latency_summary,
+    loadavg,
+    log,
+    machine,
+    memory,
+    run_isolated,
+    write_result,
+)
 from bench.speed.vectors import DescriptorModel
 from imgsearch.store.edge import EdgeStore
 
@@ -157,11 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/results/speed"))
     args = parser.parse_args(argv)
     result = measure(3_000 if args.quick else args.vectors)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "memory.json").write_text(json.dumps(result, indent=2) + "\n")
-    text = report(result)
-    (args.out / "memory.md").write_text(text)
-    print(text)
+    write_result(args.out, "memory", result, report(result))
     return 0
 
 

@@ -23,7 +23,6 @@ bench/results/speed).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 import threading
@@ -36,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.speed import corpus
-from bench.speed.common import JSON, latency_summary, loadavg, log, machine, memory
+from bench.speed.common import JSON, latency_summary, loadavg, log, machine, memory, write_result
 from bench.speed.vectors import F32, DescriptorModel
 from imgsearch.app import Application
 from imgsearch.descriptors import DescriptorSet
@@ -285,11 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.images, args.rounds, args.queries = 200, 1, 8
     result = measure(args.images, args.rounds, args.queries, quick=args.quick)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "service.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    text = report(result)
-    (args.out / "service.md").write_text(text)
-    print(text)
+    write_result(args.out, "service", result, report(result))
     return 0
 
 

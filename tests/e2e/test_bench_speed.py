@@ -8,6 +8,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,6 +19,21 @@ from imgsearch.model.preprocess import DecodeLimits, decode_image
 from imgsearch.settings import BUNDLED_SAMPLES
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def quick_run(module: str, out: Path, timeout: float) -> dict[str, Any]:
+    """Run `python -m bench.speed.<module> --quick` into `out`; its JSON result."""
+    run = subprocess.run(
+        [sys.executable, "-m", f"bench.speed.{module}", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    result: dict[str, Any] = json.loads((out / f"{module}.json").read_text())
+    return result
 
 
 def test_exact_top_k_fed_in_chunks_equals_brute_force() -> None:
@@ -152,16 +168,7 @@ def test_live_graph_quick_run_builds_while_serving(tmp_path: Path) -> None:
     """The smoke run of the live-graph benchmark: the graph is built under traffic, every
     write is there, and the numbers it reports are the ones it measured."""
     out = tmp_path / "live"
-    run = subprocess.run(
-        [sys.executable, "-m", "bench.speed.live", "--quick", "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=580,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    result = json.loads((out / "live.json").read_text())
+    result = quick_run("live", out, timeout=580)
     build, after = result["build"], result["after"]
     assert build["error"] == "" and build["state_after"] == "idle"
     assert build["graph_vectors"] >= result["vectors"]
@@ -181,16 +188,7 @@ def test_service_quick_run_compares_query_pass_policies(tmp_path: Path) -> None:
     """The smoke run of the gRPC service benchmark: both ways of sharing the cores served
     every search, and the table shows what the JSON measured."""
     out = tmp_path / "service"
-    run = subprocess.run(
-        [sys.executable, "-m", "bench.speed.service", "--quick", "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=280,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    result = json.loads((out / "service.json").read_text())
+    result = quick_run("service", out, timeout=280)
     assert result["fill"]["photos"] + result["fill"]["synthetic"] == result["images"]
     table = (out / "service.md").read_text()
     for policy in ("core slots", "all threads"):
@@ -208,16 +206,7 @@ def test_service_quick_run_compares_query_pass_policies(tmp_path: Path) -> None:
 @pytest.mark.timeout(300)
 def test_hnsw_quick_run_measures_every_search_setting(tmp_path: Path) -> None:
     out = tmp_path / "hnsw"
-    run = subprocess.run(
-        [sys.executable, "-m", "bench.speed.hnsw", "--quick", "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=280,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    result = json.loads((out / "hnsw.json").read_text())
+    result = quick_run("hnsw", out, timeout=280)
     assert result["graph_vectors"] == result["vectors"]
     table = (out / "hnsw.md").read_text()
     labels = [row["setting"] for row in result["settings"]]
@@ -249,16 +238,7 @@ def test_live_queries_are_copies_of_stored_vectors() -> None:
 @pytest.mark.timeout(300)
 def test_memory_quick_run_restarts_each_variant(tmp_path: Path) -> None:
     out = tmp_path / "memory"
-    run = subprocess.run(
-        [sys.executable, "-m", "bench.speed.memory", "--quick", "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=280,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    result = json.loads((out / "memory.json").read_text())
+    result = quick_run("memory", out, timeout=280)
     table = (out / "memory.md").read_text()
     assert [row["on_disk"] for row in result["variants"]] == [False, True]
     for row in result["variants"]:
