@@ -31,12 +31,15 @@ from bench.accuracy.cli import FULL, QUICK
 from bench.accuracy.progress import Progress, log
 from bench.accuracy.queries import Query
 from bench.accuracy.transforms import FAMILIES, QUICK_FAMILIES
+from imgsearch.backbones import Contract
 from imgsearch.model import ImageEncoder
-from imgsearch.searcher.verdict import BACKGROUND_SIZE, BACKGROUND_WEIGHT
-from imgsearch.settings import ModelSettings
+from imgsearch.searcher.verdict import BACKGROUND_SIZE
+from imgsearch.settings import TUNING, ModelSettings
 
 F32 = NDArray[np.float32]
 REPO = Path(__file__).resolve().parents[2]
+# The margin variants subtract the share of the background the feature-map backbone uses.
+MARGIN_WEIGHT = TUNING[Contract.FEATURE_MAP].background_weight
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,7 @@ def evaluate(data: Embedded, index: F32, queries: F32, *, margin: bool) -> Score
     )
     order = np.argsort(-scores, axis=1)[:, :BACKGROUND_SIZE]
     best = np.take_along_axis(scores, order, axis=1)
-    confidence = best[:, 0] - (BACKGROUND_WEIGHT * best.mean(axis=1) if margin else 0.0)
+    confidence = best[:, 0] - (MARGIN_WEIGHT * best.mean(axis=1) if margin else 0.0)
     position = {item: i for i, item in enumerate(data.ids)}
     no_source = [i for i, q in enumerate(data.sample) if q.source is None]
     bar = max((float(confidence[i]) for i in no_source), default=-np.inf)

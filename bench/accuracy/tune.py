@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 from bench.accuracy import corpus as corpus_module
 from bench.accuracy import queries as queries_module
 from bench.accuracy.cli import FULL, QUICK
-from bench.accuracy.probe import stratified
+from bench.accuracy.probe import MARGIN_WEIGHT, stratified
 from bench.accuracy.progress import Progress, log
 from bench.accuracy.queries import Query
 from bench.accuracy.transforms import FAMILIES, QUICK_FAMILIES
@@ -39,7 +39,7 @@ from imgsearch.backbones import SSCD
 from imgsearch.model import ImageEncoder
 from imgsearch.model.preprocess import DecodedImage, photo_boxes, rescaled
 from imgsearch.model.whitening import learn_whitening
-from imgsearch.searcher.verdict import BACKGROUND_SIZE, BACKGROUND_WEIGHT
+from imgsearch.searcher.verdict import BACKGROUND_SIZE
 from imgsearch.settings import ModelSettings
 
 F32 = NDArray[np.float32]
@@ -96,7 +96,7 @@ def _embed(
 
 def _margin(scores: F32) -> F32:
     nearest = np.sort(scores)[::-1][:BACKGROUND_SIZE]
-    margin: F32 = scores - np.float32(BACKGROUND_WEIGHT * nearest.mean())
+    margin: F32 = scores - np.float32(MARGIN_WEIGHT * nearest.mean())
     return margin
 
 
@@ -111,11 +111,12 @@ class Variant:
 VARIANTS = (
     Variant("whole, raw cosine", ("whole",), margin=False),
     Variant("whole, margin", ("whole",)),
-    Variant("whole + framed", ("whole", "framed")),
-    Variant("whole + framed + page blocks (the product)", ("whole", "framed", "blocks")),
-    Variant("+ mirror", ("whole", "framed", "blocks", "mirror")),
-    Variant("+ second scale", ("whole", "framed", "blocks", "scale")),
-    Variant("the product, whitened", ("whole", "framed", "blocks"), whiten=True),
+    Variant("whole + framed", ("whole", "framed"), margin=False),
+    Variant("whole + framed + page blocks (the product)", ("whole", "framed", "blocks"), False),
+    Variant("the product, margin", ("whole", "framed", "blocks")),
+    Variant("+ mirror", ("whole", "framed", "blocks", "mirror"), margin=False),
+    Variant("+ second scale", ("whole", "framed", "blocks", "scale"), margin=False),
+    Variant("the product, whitened", ("whole", "framed", "blocks"), False, whiten=True),
 )
 
 

@@ -24,12 +24,10 @@ from imgsearch.store import Hit, VectorStore
 # How many ANN candidates are re-scored with the whitening (the ANN runs on raw vectors; the
 # probe finds the same rank-1 images re-scoring 30 as with an exact whitened search).
 RESCORE_POOL = 50
-# The margin of a candidate is its score minus BACKGROUND_WEIGHT times the mean score of the
-# query's BACKGROUND_SIZE nearest images: scores are judged against how much the query
-# resembles everything (bench/accuracy: at the same false-match rate this keeps half again as
-# many true sources as the raw score).
+# The margin of a candidate is its score minus the model's background weight
+# (Tuning.background_weight) times the mean score of the query's BACKGROUND_SIZE nearest
+# images: scores judged against how much the query resembles everything.
 BACKGROUND_SIZE = 10
-BACKGROUND_WEIGHT = 0.5
 # Below this raw cosine nothing looks alike at all: no geometric verification.
 VERIFY_FLOOR = 0.30
 # When several candidates pass the verdict (near-identical photos: burst shots, or true
@@ -119,7 +117,7 @@ class Ranker:
         if whitening is not None and hits:
             with SEARCH_STAGE.labels("rescore").time():
                 hits = rescore_whitened(self._store, hits, query.vectors, whitening)
-        background = background_of(hits)
+        background = background_of(hits, self._settings.background_weight)
         if min_score:
             hits = [h for h in hits if h.score >= min_score]
         threshold = (
@@ -213,10 +211,10 @@ class Ranker:
         return confirmed + rest + [_Checked(h) for h in hits[verify_top:]]
 
 
-def background_of(hits: list[Hit]) -> float:
+def background_of(hits: list[Hit], weight: float) -> float:
     """What the margin subtracts: the weighted mean score of the query's nearest images."""
     nearest = [h.score for h in hits[:BACKGROUND_SIZE]]
-    return BACKGROUND_WEIGHT * sum(nearest) / len(nearest) if nearest else 0.0
+    return weight * sum(nearest) / len(nearest) if nearest else 0.0
 
 
 def rescore_whitened(
