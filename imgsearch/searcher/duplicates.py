@@ -110,7 +110,7 @@ def _checked(
     if verifier is None or not candidates:
         yield from ((m, m.inliers, m.box) for m in candidates if m.match)
         return
-    keypoints = verifier.describe_file(path)
+    keypoints = verifier.describe_file(path, exact=True)  # both checks, at the finer side
     for match in candidates:
         if keypoints is None:
             if match.match:

@@ -162,7 +162,7 @@ class Ranker:
             return matches
         still_wanted()
         with SEARCH_STAGE.labels("siblings").time():
-            keypoints = self._verifier.describe(query.image)
+            keypoints = self._verifier.describe(query.image, exact=True)
             exact = {i: self._verifier.exact_inliers(keypoints, matches[i].path) for i in sources}
         best = max(exact.values())
         if best < MIN_EXACT:

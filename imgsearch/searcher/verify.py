@@ -55,6 +55,7 @@ class Keypoints:
     descriptors: NDArray[np.uint8]  # [K, 128]; SIFT values fit a byte (4x smaller cache)
     width: int
     height: int
+    side: int  # the longer side the image was described at (candidates are described alike)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,9 @@ class Verifier:
         # many sources of bench/accuracy's checked queries as at 640 (366 and 362 of 459, no
         # false confirmation of 241) in 0.73x the time; at 400, 358 in 0.51x.
         max_side: int = 480,
+        # Exactness needs the finer keypoints: at 480 px a burst sibling out-scored its frame
+        # in 5 of bench/accuracy's 60 burst queries, at 640 in 3.
+        exact_side: int = 640,
         features: int = 1000,
         limits: DecodeLimits | None = None,
         max_file_bytes: int,
@@ -84,32 +88,38 @@ class Verifier:
         self._folder = folder
         self._max_file_bytes = max_file_bytes
         self._max_side = max_side
+        self._exact_side = exact_side
         self._limits = limits or DecodeLimits()
         self._sift = cv2.SIFT.create(nfeatures=features)
         self._matcher = cv2.BFMatcher(cv2.NORM_L2)
-        self._cache: OrderedDict[tuple[str, int, int], Keypoints] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, int, int, int], Keypoints] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
-    def describe(self, image: DecodedImage) -> tuple[Keypoints, Keypoints]:
-        """Keypoints of a decoded query and of its mirror image."""
-        keypoints = self._keypoints(_shrink(image.pixels, self._max_side))
+    def describe(self, image: DecodedImage, *, exact: bool = False) -> tuple[Keypoints, Keypoints]:
+        """Keypoints of a decoded query and of its mirror image; `exact`: at the finer side
+        that `exact_inliers` needs (candidates are then described at that side too)."""
+        side = self._exact_side if exact else self._max_side
+        keypoints = self._keypoints(_shrink(image.pixels, side), side)
         return keypoints, mirrored(keypoints)
 
-    def describe_file(self, relative_path: str) -> tuple[Keypoints, Keypoints] | None:
+    def describe_file(
+        self, relative_path: str, *, exact: bool = False
+    ) -> tuple[Keypoints, Keypoints] | None:
         """Keypoints of a file of the folder and of its mirror image (None: unreadable), for
         comparing two indexed files."""
+        side = self._exact_side if exact else self._max_side
         try:
             data = read_folder_file(self._folder / relative_path, self._max_file_bytes)
-            image = decode_image(data, self._max_side, self._limits)
+            image = decode_image(data, side, self._limits)
         except (OSError, InvalidImageError, UnreadableFileError) as exc:
             log.debug("cannot describe path=%s error=%s", relative_path, exc)
             return None
-        return self.describe(image)
+        return self.describe(image, exact=exact)
 
     def verify(self, query: tuple[Keypoints, Keypoints], relative_path: str) -> Verification:
         """Inliers of the best homography from the query (or its mirror) into the candidate."""
-        candidate = self._candidate(relative_path)
+        candidate = self._candidate(relative_path, query[0].side)
         if candidate is None:
             return Verification(0, None)
         direct = self._match(query[0], candidate)
@@ -119,8 +129,9 @@ class Verifier:
     def exact_inliers(self, query: tuple[Keypoints, Keypoints], relative_path: str) -> int:
         """Matches that one similarity maps from the query (or its mirror) onto the candidate
         within _EXACT_PIXELS: high for the very image a copy was made from, lower for a
-        near-identical sibling (a burst frame) that a homography would still accept."""
-        candidate = self._candidate(relative_path)
+        near-identical sibling (a burst frame) that a homography would still accept. The
+        query should be described with `exact=True`."""
+        candidate = self._candidate(relative_path, query[0].side)
         if candidate is None:
             return 0
         return max(self._exact(query[0], candidate), self._exact(query[1], candidate))
@@ -145,28 +156,28 @@ class Verifier:
         )
         return [p[0] for p in pairs if len(p) == 2 and p[0].distance < _RATIO * p[1].distance]
 
-    def _candidate(self, relative_path: str) -> Keypoints | None:
+    def _candidate(self, relative_path: str, side: int) -> Keypoints | None:
         path = self._folder / relative_path
         try:
             info = path.lstat()
-            key = (relative_path, info.st_size, info.st_mtime_ns)
+            key = (relative_path, side, info.st_size, info.st_mtime_ns)
             with self._lock:
                 if key in self._cache:
                     self._cache.move_to_end(key)
                     return self._cache[key]
             data = read_folder_file(path, self._max_file_bytes)
-            image = decode_image(data, self._max_side, self._limits)
+            image = decode_image(data, side, self._limits)
         except (OSError, InvalidImageError, UnreadableFileError) as exc:
             log.debug("cannot verify against path=%s error=%s", relative_path, exc)
             return None
-        keypoints = self._keypoints(image.pixels)
+        keypoints = self._keypoints(image.pixels, side)
         with self._lock:
             self._cache[key] = keypoints
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return keypoints
 
-    def _keypoints(self, rgb: NDArray[np.uint8]) -> Keypoints:
+    def _keypoints(self, rgb: NDArray[np.uint8], side: int) -> Keypoints:
         gray = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
         found, descriptors = self._sift.detectAndCompute(gray, None)
         points: NDArray[np.float32] = np.asarray([k.pt for k in found], dtype=np.float32).reshape(
@@ -175,7 +186,7 @@ class Verifier:
         if descriptors is None:
             descriptors = np.empty((0, 128), dtype=np.float32)
         packed = np.clip(np.rint(descriptors), 0, 255).astype(np.uint8)
-        return Keypoints(points, packed, gray.shape[1], gray.shape[0])
+        return Keypoints(points, packed, gray.shape[1], gray.shape[0], side)
 
     def _match(self, query: Keypoints, candidate: Keypoints) -> Verification:
         good = self._good_matches(query, candidate)
@@ -212,6 +223,7 @@ def mirrored(keypoints: Keypoints) -> Keypoints:
         np.ascontiguousarray(keypoints.descriptors[:, _MIRROR_ORDER]),
         keypoints.width,
         keypoints.height,
+        keypoints.side,
     )
 
 
