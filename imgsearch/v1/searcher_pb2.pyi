@@ -257,10 +257,11 @@ class Match(_message.Message):
     (0 when it was not checked: only done when the score alone is not conclusive).
     """
     margin: _builtins.float
-    """How far this image stands out for this query: `score` minus half the mean score of the
-    query's 10 most similar indexed images. A query that resembles everything (a texture, a
-    flat sky) has no margin even when its scores are high; the verdict compares this, not
-    `score`, with `match_threshold`.
+    """How far this image stands out for this query, the number the verdict compares with
+    `match_threshold`. For a feature-map backbone (efficientnet-lite0): `score` minus half
+    the mean score of the query's 10 most similar indexed images, so a query that resembles
+    everything (a texture, a flat sky) has no margin even when its scores are high. For a
+    copy-detection model (sscd-mnv4s), whose scores already mean "copy", it equals `score`.
     """
     @_builtins.property
     def region(self) -> Global___Region:
