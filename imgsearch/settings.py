@@ -88,6 +88,9 @@ class Tuning:
     verify_top: int
     # What the margin subtracts: this share of the mean score of the query's nearest images.
     background_weight: float
+    # Whether photo-like blocks that page furniture sets apart are extra query views beyond a
+    # page's (query_boxes): measured for the copy-detection descriptor only.
+    layout_blocks: bool
 
 
 TUNING: dict[Contract, Tuning] = {
@@ -95,14 +98,14 @@ TUNING: dict[Contract, Tuning] = {
     # crops, a whitening learned on large folders, keypoint checks when unsure, and a margin
     # over half the query's background (at one false match in 1,000 it keeps half again as
     # many true sources as the raw score).
-    Contract.FEATURE_MAP: Tuning(384, Fit.LONGER, (224,), 0.55, 0.54, 1000, 3, 0.5),
+    Contract.FEATURE_MAP: Tuning(384, Fit.LONGER, (224,), 0.55, 0.54, 1000, 3, 0.5, False),
     # A copy-detection descriptor: one pass at short side 288 (plus the framed view and the
-    # photo-like blocks of a page), judged on its raw cosine: the background margin costs it
-    # recall (bench/accuracy: 55.7% of sourced queries above the 1-in-1,000 line with it,
-    # 64.5% without). The threshold lets at most 1 in 1,000 no-source queries through on
-    # bench/accuracy (0.820: piles of grain resemble each other that much), rounded up;
-    # keypoint checks below it.
-    Contract.EMBEDDING: Tuning(288, Fit.SHORTER, (), 0.83, 0.83, 0, 3, 0.0),
+    # photo-like blocks of a page or a screenshot), judged on its raw cosine: the background
+    # margin costs it recall (bench/accuracy: 55.7% of sourced queries above the 1-in-1,000
+    # line with it, 64.5% without). The threshold lets at most 1 in 1,000 no-source queries
+    # through on bench/accuracy (0.820: piles of grain resemble each other that much),
+    # rounded up; keypoint checks below it.
+    Contract.EMBEDDING: Tuning(288, Fit.SHORTER, (), 0.83, 0.83, 0, 3, 0.0, True),
 }
 
 

@@ -115,6 +115,42 @@ def on_page(
     return page, (left, top, left + size[0], top + size[1])
 
 
+def in_feed(image: Image.Image) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """The photo as a post in a social-network feed: little text, so not a page to the page
+    test; a search bar, a menu of icons, a row of avatars above the post, the photo fitted
+    into the post's frame (letterboxed), a sponsored picture in a side card, all in thin
+    frames on a grey ground. Also the photo's pixel box."""
+    width, height = 1200, 736
+    page = Image.new("RGB", (width, height), (240, 242, 245))
+    draw = ImageDraw.Draw(page)
+    font = ImageFont.load_default(size=14)
+    draw.rectangle((0, 0, width, 52), fill="white")
+    draw.rounded_rectangle((60, 12, 420, 40), radius=12, outline=(200, 200, 205), fill="white")
+    draw.text((80, 18), "Search", fill=(120, 120, 120), font=font)
+    for row, label in enumerate(("Timeline", "Messages", "Watch", "Groups", "Events")):
+        draw.ellipse((20, 80 + 40 * row, 40, 100 + 40 * row), fill=(70, 110, 200))
+        draw.text((52, 82 + 40 * row), label, fill=(40, 40, 40), font=font)
+    card = (250, 70, 790, 730)
+    draw.rectangle(card, fill="white", outline=(215, 215, 220))
+    palette = ((220, 80, 60), (60, 160, 90), (230, 180, 40), (90, 90, 200), (160, 60, 160))
+    for k in range(8):
+        x = 270 + 62 * k
+        draw.ellipse((x, 84, x + 44, 128), fill=palette[k % len(palette)], outline="white")
+    draw.text((270, 150), "John Doe  2 hours ago", fill=(40, 40, 40), font=font)
+    slot = (254, 424, 783, 710)  # where the post's photo goes, letterboxed in black
+    draw.rectangle(slot, fill="black")
+    scale = min((slot[2] - slot[0]) / image.width, (slot[3] - slot[1]) / image.height)
+    size = (round(image.width * scale), round(image.height * scale))
+    left = slot[0] + (slot[2] - slot[0] - size[0]) // 2
+    top = slot[1] + (slot[3] - slot[1] - size[1]) // 2
+    page.paste(image.resize(size, Image.Resampling.BILINEAR), (left, top))
+    draw.rectangle((830, 70, 1180, 330), fill="white", outline=(215, 215, 220))
+    draw.text((845, 80), "Sponsored", fill=(40, 40, 40), font=font)
+    ad = Image.linear_gradient("L").resize((300, 160)).convert("RGB")
+    page.paste(ImageOps.colorize(ad.convert("L"), (30, 60, 120), (250, 200, 90)), (855, 110))
+    return page, (left, top, left + size[0], top + size[1])
+
+
 def burst_pair(image: Image.Image) -> tuple[Image.Image, Image.Image]:
     """Two frames of one scene a moment apart: overlapping views of 82% of each side, the
     second shifted by 7% of the width, zoomed in 5% and seen under a slight perspective."""

@@ -30,7 +30,7 @@ from imgsearch.model.preprocess import (
     DecodeLimits,
     content_box,
     decode_image,
-    photo_boxes,
+    query_boxes,
     rescaled,
 )
 from imgsearch.model.session import ModelInfo, OnnxBackbone
@@ -133,18 +133,22 @@ class ImageEncoder:
 
     def describe_query(self, data: bytes, stage: Stage = _no_stage) -> QueryDescription:
         """A query image file described for search: decoded, framed when it has flat borders,
-        at every query scale, and each photo-like block of a page-like query on its own
+        at every query scale, and each photo-like block of a page or a screenshot on its own
         (raises InvalidImageError). `stage("decode")` and `stage("embed")` wrap the two
         steps (the searcher times them and stops a call whose client has gone)."""
         with stage("decode"):
             image = self.decode(data)
-            framed = self.decode_framed(data, image)
-            parts = [self.decode(data, box) for box in photo_boxes(image)]
+            framed_box = content_box(image)
+            framed = None if framed_box is None else self.decode(data, framed_box)
+            boxes = query_boxes(image, besides=framed_box, blocks=self.tuning.layout_blocks)
+            parts = [self.decode(data, box) for box in boxes.page]
+            blocks = [self.decode(data, box) for box in boxes.blocks]
         with stage("embed"):
             # The geometric check looks at the photo itself: a page's first photo-like
-            # block, or the content inside flat borders, else the whole query.
+            # block, or the content inside flat borders, else the whole query (a layout
+            # block may be a part of a plain photo: not a better view to check).
             seen = parts[0] if parts else framed or image
-            return QueryDescription(self.encode_query(image, framed, parts), seen)
+            return QueryDescription(self.encode_query(image, framed, [*parts, *blocks]), seen)
 
     def encode_query(
         self,
@@ -154,7 +158,7 @@ class ImageEncoder:
     ) -> NDArray[np.float32]:
         """Query descriptors [V, C]: the image at each query scale, plus its content without
         flat borders when `framed` (from `decode_framed`) is given, plus `parts` (the
-        photo-like blocks of a page)."""
+        photo-like blocks of a page or a screenshot)."""
         scaled = [image, *(rescaled(image, side, self.fit) for side in self.query_sizes)]
         return self.encode([*scaled, *([framed] if framed is not None else []), *parts])
 

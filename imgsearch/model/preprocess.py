@@ -303,6 +303,75 @@ _PAGE_TEXT = 0.2
 _TEXT_RUN = 4
 
 
+@dataclass(frozen=True, slots=True)
+class _Cells:
+    """A query cut into _CELL x _CELL cells, each classified once for both box finders."""
+
+    textured: NDArray[np.bool_]  # not flat
+    photo: NDArray[np.bool_]  # textured with colours spread in two directions
+    luminance: NDArray[np.float32]  # mean grey level
+
+
+def _cells(image: DecodedImage) -> _Cells | None:
+    pixels = image.pixels
+    rows, cols = pixels.shape[0] // _CELL, pixels.shape[1] // _CELL
+    if rows < 4 or cols < 4:
+        return None
+    cells = (
+        pixels[: rows * _CELL, : cols * _CELL]
+        .astype(np.float32)
+        .reshape(rows, _CELL, cols, _CELL, 3)
+        .transpose(0, 2, 1, 3, 4)
+        .reshape(rows * cols, _CELL * _CELL, 3)
+    )
+    means = cells.mean(axis=1, keepdims=True)
+    cells -= means
+    # One batched matrix product per cell (half the time of the equivalent einsum).
+    covariance = (np.matmul(cells.transpose(0, 2, 1), cells) / np.float32(_CELL * _CELL)).reshape(
+        rows, cols, 3, 3
+    )
+    eigen = np.linalg.eigvalsh(covariance)  # ascending, per cell
+    textured = eigen[..., 2] >= _FLAT_VARIANCE
+    photo = textured & (eigen[..., 1] > _COLOUR_PLANARITY * eigen[..., 2])
+    return _Cells(textured, photo, means.reshape(rows, cols, 3).mean(axis=2))
+
+
+@dataclass(frozen=True, slots=True)
+class QueryBoxes:
+    """Where in a query a photo may sit, each described as an extra view of the query."""
+
+    page: list[Box]  # photo-like blocks of a page-like query (what verification looks at)
+    blocks: list[Box]  # other photo-like blocks set apart by page furniture (views only)
+
+
+def query_boxes(
+    image: DecodedImage,
+    *,
+    besides: Box | None = None,
+    blocks: bool = True,
+    max_boxes: int = 2,
+    min_share: float = 0.03,
+    max_share: float = 0.7,
+) -> QueryBoxes:
+    """The page's photos (see `photo_boxes`), then, with `blocks` and up to `max_boxes` in
+    all, the layout blocks (see `_layout_blocks`) that do not repeat one of them or `besides`
+    (the query's framed box, described anyway)."""
+    cells = _cells(image)
+    if cells is None:
+        return QueryBoxes([], [])
+    page = _page_photos(cells, max_share=max_share, min_share=min_share)[:max_boxes]
+    found: list[Box] = []
+    taken = [*page, *([besides] if besides is not None else [])]
+    candidates = _layout_blocks(cells, min_share=min_share, max_share=max_share) if blocks else []
+    for box in candidates:
+        if len(page) + len(found) >= max_boxes:
+            break
+        if all(_overlap(box, other) < 0.5 for other in taken):
+            found.append(box)
+            taken.append(box)
+    return QueryBoxes(page, found)
+
+
 def photo_boxes(
     image: DecodedImage, *, max_boxes: int = 2, min_share: float = 0.03, max_share: float = 0.7
 ) -> list[Box]:
@@ -312,37 +381,69 @@ def photo_boxes(
     _COLOUR_PLANARITY) are closed into connected blocks; the largest blocks covering
     `min_share` to `max_share` of the image are returned, largest first. A plain photo (photo-
     like cells over `max_share` of it) gives none."""
-    pixels = image.pixels
-    rows, cols = pixels.shape[0] // _CELL, pixels.shape[1] // _CELL
-    if rows < 4 or cols < 4:
+    cells = _cells(image)
+    if cells is None:
         return []
-    cells = (
-        pixels[: rows * _CELL, : cols * _CELL]
-        .astype(np.float32)
-        .reshape(rows, _CELL, cols, _CELL, 3)
-        .transpose(0, 2, 1, 3, 4)
-        .reshape(rows * cols, _CELL * _CELL, 3)
-    )
-    cells -= cells.mean(axis=1, keepdims=True)
-    # One batched matrix product per cell (half the time of the equivalent einsum).
-    covariance = (np.matmul(cells.transpose(0, 2, 1), cells) / np.float32(_CELL * _CELL)).reshape(
-        rows, cols, 3, 3
-    )
-    eigen = np.linalg.eigvalsh(covariance)  # ascending, per cell
-    textured = eigen[..., 2] >= _FLAT_VARIANCE
-    photo = textured & (eigen[..., 1] > _COLOUR_PLANARITY * eigen[..., 2])
+    return _page_photos(cells, min_share=min_share, max_share=max_share)[:max_boxes]
+
+
+def _page_photos(cells: _Cells, *, min_share: float, max_share: float) -> list[Box]:
+    photo, textured = cells.photo, cells.textured
+    rows, cols = photo.shape
     if photo.mean() > max_share or _text_runs(textured & ~photo).mean() < _PAGE_TEXT:
         return []
-    closed = _grown(_grown(photo))
     blocks = []
-    for grown_box in _components(closed):
+    for grown_box in _components(_grown(_grown(photo))):
         top, bottom, left, right = _tightened(photo, grown_box)
         area = (bottom - top) * (right - left)
         dense = photo[top:bottom, left:right].mean() >= 0.5
         if dense and min_share <= area / (rows * cols) <= max_share:
             blocks.append((area, (left / cols, top / rows, right / cols, bottom / rows)))
     blocks.sort(key=lambda block: -block[0])
-    return [box for _, box in blocks[:max_boxes]]
+    return [box for _, box in blocks]
+
+
+# A layout block is photo-like when this share of its cells are (colour photos), or when its
+# cells' grey levels spread this far (grey and two-tone photos: a nebula, a night scene);
+# text, buttons and panels are even in both.
+_BLOCK_PHOTO_SHARE = 0.3
+_BLOCK_LUMINANCE_SPREAD = 25.0
+
+
+def _layout_blocks(cells: _Cells, *, min_share: float, max_share: float) -> list[Box]:
+    """Photo-like blocks of textured cells that page furniture sets apart: a post's photo
+    between a row of avatars and a comment bar, a picture in a card's thin frame. Thin lines
+    (rules, frames, a lone line of text) are opened away so that they do not join the photo to
+    the rest of the page; the page-text test of `_page_photos` is not needed, so it finds
+    photos in sparse app and social-network screenshots that have little text. In a plain
+    photo it finds parts of the photo: extra views of a crop, harmless but not free
+    (bench/accuracy: screenshot recall@1 84 -> 96%, page 90 -> 97% in the probe that chose
+    it)."""
+    solid = _grown(_shrunk(cells.textured))
+    rows, cols = solid.shape
+    blocks = []
+    for grown_box in _components(solid):
+        top, bottom, left, right = _tightened(solid, grown_box, density=0.5)
+        area = (bottom - top) * (right - left)
+        if not min_share <= area / (rows * cols) <= max_share:
+            continue
+        photo_like = (
+            cells.photo[top:bottom, left:right].mean() >= _BLOCK_PHOTO_SHARE
+            or cells.luminance[top:bottom, left:right].std() >= _BLOCK_LUMINANCE_SPREAD
+        )
+        if photo_like:
+            blocks.append((area, (left / cols, top / rows, right / cols, bottom / rows)))
+    blocks.sort(key=lambda block: -block[0])
+    return [box for _, box in blocks]
+
+
+def _overlap(a: Box, b: Box) -> float:
+    """Intersection over union of two boxes."""
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
 
 
 def _text_runs(two_colour: NDArray[np.bool_]) -> NDArray[np.bool_]:
@@ -378,6 +479,16 @@ def _tightened(
         else:
             break
     return top, bottom, left, right
+
+
+def _shrunk(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """The mask with every cell next to an unset cell unset too (thin lines vanish)."""
+    out = mask.copy()
+    out[1:] &= mask[:-1]
+    out[:-1] &= mask[1:]
+    out[:, 1:] &= mask[:, :-1]
+    out[:, :-1] &= mask[:, 1:]
+    return out
 
 
 def _grown(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
