@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -62,6 +62,7 @@ class Keypoints:
 class Verification:
     inliers: int
     box: tuple[float, float, float, float] | None  # query outline in the candidate, 0..1
+    keypoints: tuple[int, int] = (0, 0)  # of the query and of the candidate (0: not read)
 
 
 class Verifier:
@@ -124,7 +125,8 @@ class Verifier:
             return Verification(0, None)
         direct = self._match(query[0], candidate)
         mirrored = self._match(query[1], candidate)
-        return direct if direct.inliers >= mirrored.inliers else mirrored
+        best = direct if direct.inliers >= mirrored.inliers else mirrored
+        return replace(best, keypoints=(len(query[0].points), len(candidate.points)))
 
     def exact_inliers(self, query: tuple[Keypoints, Keypoints], relative_path: str) -> int:
         """Matches that one similarity maps from the query (or its mirror) onto the candidate
