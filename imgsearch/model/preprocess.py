@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import pillow_heif
 from numpy.typing import NDArray
@@ -260,24 +261,26 @@ def content_box(
     A photo shown small on a screenshot or with wide borders is described mostly by its
     surroundings; describing the box too lets its source win again.
     """
-    edges = (image.pixels[0], image.pixels[-1], image.pixels[:, 0], image.pixels[:, -1])
-    if not any(line.astype(np.float32).std(axis=0).max() < flatness for line in edges):
-        return None  # no flat edge line: nothing to peel (most queries; ~40x cheaper)
-    pixels = image.pixels.astype(np.float32)
+    pixels = image.pixels
     height, width = pixels.shape[:2]
+
+    def flat(line: NDArray[np.uint8]) -> bool:
+        return bool(line.astype(np.float32).std(axis=0).max() < flatness)
+
+    # Each edge line is tested as it is reached, within the bounds the round started from
+    # (the image is never copied whole: a query without flat borders costs four line
+    # tests); a few rounds, since peeling columns can make more rows flat, and back.
     top, bottom, left, right = 0, height, 0, width
-    for _ in range(4):  # a few passes: peeling columns can make more rows flat, and back
+    for _ in range(4):
         before = (top, bottom, left, right)
-        block = pixels[top:bottom, left:right]
-        flat_rows = block.std(axis=1).max(axis=1) < flatness
-        flat_cols = block.std(axis=0).max(axis=1) < flatness
-        while bottom - top > 1 and flat_rows[top - before[0]]:
+        rows, cols = pixels[:, left:right], pixels[top:bottom]
+        while bottom - top > 1 and flat(rows[top]):
             top += 1
-        while bottom - top > 1 and flat_rows[bottom - 1 - before[0]]:
+        while bottom - top > 1 and flat(rows[bottom - 1]):
             bottom -= 1
-        while right - left > 1 and flat_cols[left - before[2]]:
+        while right - left > 1 and flat(cols[:, left]):
             left += 1
-        while right - left > 1 and flat_cols[right - 1 - before[2]]:
+        while right - left > 1 and flat(cols[:, right - 1]):
             right -= 1
         if (top, bottom, left, right) == before:
             break
@@ -502,22 +505,9 @@ def _grown(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
 
 
 def _components(mask: NDArray[np.bool_]) -> list[tuple[int, int, int, int]]:
-    """(top, bottom, left, right) of each 4-connected block of a small grid."""
-    seen = np.zeros_like(mask)
-    found = []
-    rows, cols = mask.shape
-    for start in zip(*np.nonzero(mask), strict=True):
-        if seen[start]:
-            continue
-        seen[start] = True
-        stack, ys, xs = [start], [], []
-        while stack:
-            r, c = stack.pop()
-            ys.append(r)
-            xs.append(c)
-            for nr, nc in ((r + 1, c), (r - 1, c), (r, c + 1), (r, c - 1)):
-                if 0 <= nr < rows and 0 <= nc < cols and mask[nr, nc] and not seen[nr, nc]:
-                    seen[nr, nc] = True
-                    stack.append((nr, nc))
-        found.append((int(min(ys)), int(max(ys)) + 1, int(min(xs)), int(max(xs)) + 1))
-    return found
+    """(top, bottom, left, right) of each 4-connected block of a small grid, in the raster
+    order of their first cells (OpenCV's labelling: a Python flood fill cost ~5 ms a query)."""
+    count, _, stats, _ = cv2.connectedComponentsWithStats(
+        mask.astype(np.uint8), connectivity=4, ltype=cv2.CV_32S
+    )
+    return [(int(y), int(y + h), int(x), int(x + w)) for x, y, w, h, _ in stats[1:count].tolist()]
