@@ -61,6 +61,16 @@ class QueryDescription:
     # flat borders when the query has them (a photo small on a screenshot is too few pixels
     # otherwise); None for queries described from stored vectors (no pixels at hand).
     image: DecodedImage | None
+    # More views, worth their cost only when `vectors` find nothing conclusive: the layout
+    # blocks of a screenshot, which in a plain photo are only parts of it (see query_boxes).
+    more: Callable[[], NDArray[np.float32]] | None = None
+
+    def with_more(self) -> QueryDescription:
+        """This query with its further views described and added (itself when it has none)."""
+        if self.more is None:
+            return self
+        extra = self.more()
+        return QueryDescription(np.concatenate([self.vectors, extra]), self.image)
 
 
 class ImageEncoder:
@@ -133,22 +143,30 @@ class ImageEncoder:
 
     def describe_query(self, data: bytes, stage: Stage = _no_stage) -> QueryDescription:
         """A query image file described for search: decoded, framed when it has flat borders,
-        at every query scale, and each photo-like block of a page or a screenshot on its own
-        (raises InvalidImageError). `stage("decode")` and `stage("embed")` wrap the two
-        steps (the searcher times them and stops a call whose client has gone)."""
+        at every query scale, and each photo-like block of a page on its own; the layout
+        blocks of a screenshot are left to `QueryDescription.more` (raises
+        InvalidImageError). `stage("decode")` and `stage("embed")` wrap the steps (the
+        searcher times them and stops a call whose client has gone)."""
         with stage("decode"):
             image = self.decode(data)
             framed_box = content_box(image)
             framed = None if framed_box is None else self.decode(data, framed_box)
             boxes = query_boxes(image, besides=framed_box, blocks=self.tuning.layout_blocks)
             parts = [self.decode(data, box) for box in boxes.page]
-            blocks = [self.decode(data, box) for box in boxes.blocks]
         with stage("embed"):
             # The geometric check looks at the photo itself: a page's first photo-like
             # block, or the content inside flat borders, else the whole query (a layout
             # block may be a part of a plain photo: not a better view to check).
             seen = parts[0] if parts else framed or image
-            return QueryDescription(self.encode_query(image, framed, [*parts, *blocks]), seen)
+            vectors = self.encode_query(image, framed, parts)
+
+        def more() -> NDArray[np.float32]:
+            with stage("decode"):
+                blocks = [self.decode(data, box) for box in boxes.blocks]
+            with stage("embed"):
+                return self.encode(blocks)
+
+        return QueryDescription(vectors, seen, more if boxes.blocks else None)
 
     def encode_query(
         self,

@@ -123,7 +123,8 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
             raise NotFoundError(f"no such file in the watched folder: {path!r}") from exc
         except OSError as exc:
             raise InvalidRequestError(f"cannot read {path!r}: {exc.strerror}") from exc
-        return QueryDescription(self._encoder.describe_query(data).vectors, None)
+        described = self._encoder.describe_query(data)
+        return QueryDescription(described.vectors, None, described.more)
 
 
 def _stages(context: CallContext) -> Stage:

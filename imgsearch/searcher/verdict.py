@@ -111,6 +111,14 @@ class Ranker:
             hits = self._store.search(
                 query.vectors, pool + (exclude is not None), subfolder=subfolder
             )
+        if query.more is not None and (not hits or hits[0].score < self._settings.match_threshold):
+            # Not conclusive: the query's further views may hold the photo (a screenshot).
+            still_wanted()
+            query = query.with_more()
+            with SEARCH_STAGE.labels("ann").time():
+                hits = self._store.search(
+                    query.vectors, pool + (exclude is not None), subfolder=subfolder
+                )
         if exclude is not None:
             hits = [h for h in hits if h.path != exclude][:pool]
         best_raw = hits[0].score if hits else 0.0
