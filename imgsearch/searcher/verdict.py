@@ -106,19 +106,20 @@ class Ranker:
         others, which would otherwise find itself)."""
         whitening = self._whitening.current() if self._whitening is not None else None
         pool = max(limit, BACKGROUND_SIZE, RESCORE_POOL if whitening else 0)
-        with SEARCH_STAGE.labels("ann").time():
-            # The background is measured without min_score, which would hide it.
-            hits = self._store.search(
-                query.vectors, pool + (exclude is not None), subfolder=subfolder
-            )
+
+        def nearest(vectors: NDArray[np.float32]) -> list[Hit]:
+            with SEARCH_STAGE.labels("ann").time():
+                # The background is measured without min_score, which would hide it.
+                return self._store.search(
+                    vectors, pool + (exclude is not None), subfolder=subfolder
+                )
+
+        hits = nearest(query.vectors)
         if query.more is not None and (not hits or hits[0].score < self._settings.match_threshold):
             # Not conclusive: the query's further views may hold the photo (a screenshot).
             still_wanted()
             query = query.with_more()
-            with SEARCH_STAGE.labels("ann").time():
-                hits = self._store.search(
-                    query.vectors, pool + (exclude is not None), subfolder=subfolder
-                )
+            hits = nearest(query.vectors)
         if exclude is not None:
             hits = [h for h in hits if h.path != exclude][:pool]
         best_raw = hits[0].score if hits else 0.0
