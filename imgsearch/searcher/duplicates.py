@@ -13,7 +13,7 @@ pair is not a copy however alike they look (sprites of one game, frames of one a
 
 from __future__ import annotations
 
-import itertools
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -21,11 +21,12 @@ import numpy as np
 
 from imgsearch.model import QueryDescription
 from imgsearch.searcher.verdict import RankedMatch, Ranker
-from imgsearch.searcher.verify import Verification, Verifier
+from imgsearch.searcher.verify import Keypoints, Verification, Verifier
 from imgsearch.store import VectorStore
 
 NEIGHBOURS = 8  # the nearest images each image is compared with
-_PAGE = 256  # stored vectors fetched at once
+_PAGE = 256  # images between progress reports
+_KEYPOINTS_KEPT = 256  # images whose keypoints are kept (~270 kB each, mirror included)
 # Candidates this far below the verdict's threshold are checked geometrically too (a crop to
 # a fifth of the area scores well under it; the keypoints decide).
 UNSURE_BELOW = 0.35
@@ -88,52 +89,104 @@ def find_copies(
     min_inliers: int = 15,
     still_wanted: Callable[[], None] = lambda: None,
 ) -> Iterator[Progress | CopyGroup]:
-    """Progress after each page of images, then the groups, largest first.
+    """Progress every page of images, then the groups, largest first.
 
-    `still_wanted` is called before each image and raises when the caller has gone."""
+    Images are visited depth first along the candidate pairs (an image's candidates next, the
+    folder's order only when none is waiting), so the keypoints a pair needs were mostly
+    described for the pair before it: each image is described about once, not once per pair
+    it is in. Each pair is checked once; seen again from its other side, the stored check is
+    judged with that side's descriptor verdict. `still_wanted` is called before each image
+    and raises when the caller has gone."""
     total = store.count()
-    verifier = ranker.verifier
+    checker = _PairChecker(ranker.verifier, min_inliers)
     pairs: dict[tuple[str, str], CopyPair] = {}
+    visited: set[str] = set()
+    waiting: list[str] = []  # candidates of visited images, visited next (last in first)
+    in_order = (state.path for state in store.indexed_files())
     done = 0
-    files = (state.path for state in store.indexed_files())
-    while page := list(itertools.islice(files, _PAGE)):
-        for path, vector in store.vectors_of(page).items():
-            still_wanted()
-            query = QueryDescription(np.atleast_2d(vector), None)
-            ranking = ranker.rank(query, neighbours, exclude=path)
-            candidates = [
-                m
-                for m in ranking.matches
-                if m.match
-                or (verifier is not None and m.margin >= ranking.threshold - UNSURE_BELOW)
-            ]
-            for match, inliers, box in _checked(verifier, path, candidates, min_inliers):
-                key = (min(path, match.path), max(path, match.path))
-                known = pairs.get(key)
-                if known is None or match.score > known.score:
-                    pairs[key] = CopyPair(path, match.path, match.score, match.margin, box, inliers)
-        done += len(page)
-        yield Progress(done, max(total, done))
+    while (path := _next_unvisited(waiting, in_order, visited)) is not None:
+        visited.add(path)
+        vector = store.vectors_of([path]).get(path)
+        if vector is None:  # deleted since the run began
+            continue
+        still_wanted()
+        query = QueryDescription(np.atleast_2d(vector), None)
+        ranking = ranker.rank(query, neighbours, exclude=path)
+        candidates = [
+            m
+            for m in ranking.matches
+            if m.match or (checker.checks and m.margin >= ranking.threshold - UNSURE_BELOW)
+        ]
+        waiting += reversed([m.path for m in candidates if m.path not in visited])
+        for match, inliers, box in checker.copies(path, candidates):
+            key = (min(path, match.path), max(path, match.path))
+            known = pairs.get(key)
+            if known is None or match.score > known.score:
+                pairs[key] = CopyPair(path, match.path, match.score, match.margin, box, inliers)
+        done += 1
+        if done % _PAGE == 0:
+            yield Progress(done, max(total, done))
+    yield Progress(done, max(total, done))
     yield from groups_of(pairs.values())
 
 
-def _checked(
-    verifier: Verifier | None, path: str, candidates: list[RankedMatch], min_inliers: int
-) -> Iterator[tuple[RankedMatch, int, tuple[float, ...]]]:
-    """The candidates that are copies of `path`, with the inliers and region that say so."""
-    if verifier is None or not candidates:
-        yield from ((m, m.inliers, m.box) for m in candidates if m.match)
-        return
-    keypoints = verifier.describe_file(path, exact=True)  # both checks, at the finer side
-    for match in candidates:
-        if keypoints is None:
-            if match.match:
-                yield match, 0, match.box
-            continue
-        found = verifier.verify(keypoints, match.path)
-        exact = verifier.exact_inliers(keypoints, match.path)
-        if _is_copy(match.match, found, exact, min_inliers):
-            yield match, found.inliers, found.box or match.box
+def _next_unvisited(waiting: list[str], in_order: Iterator[str], visited: set[str]) -> str | None:
+    while waiting:
+        path = waiting.pop()
+        if path not in visited:
+            return path
+    return next((path for path in in_order if path not in visited), None)
+
+
+class _PairChecker:
+    """The keypoint checks of candidate pairs, each pair compared once: its result is kept
+    (a few numbers per pair) for the other side's verdict, and the keypoints of the last
+    few hundred images are kept for the pairs that follow."""
+
+    def __init__(self, verifier: Verifier | None, min_inliers: int) -> None:
+        self._verifier = verifier
+        self._min_inliers = min_inliers
+        self._compared: dict[tuple[str, str], Verification] = {}
+        self._keypoints: OrderedDict[str, tuple[Keypoints, Keypoints] | None] = OrderedDict()
+
+    @property
+    def checks(self) -> bool:
+        """Whether pairs are checked geometrically (the searcher has the folder's files)."""
+        return self._verifier is not None
+
+    def copies(
+        self, path: str, candidates: list[RankedMatch]
+    ) -> Iterator[tuple[RankedMatch, int, tuple[float, ...]]]:
+        """The candidates that are copies of `path`, with the inliers and region that say so."""
+        for match in candidates:
+            found = self._compare(path, match.path) if self._verifier is not None else None
+            if found is None:  # no check possible: the descriptor's verdict stands
+                if match.match:
+                    yield match, match.inliers, match.box
+            elif _is_copy(match.match, found, found.exact, self._min_inliers):
+                yield match, found.inliers, found.box or match.box
+
+    def _compare(self, path: str, other: str) -> Verification | None:
+        key = (path, other) if path <= other else (other, path)
+        if key in self._compared:
+            return self._compared[key]
+        query, candidate = self._described(path), self._described(other)
+        if query is None or candidate is None or self._verifier is None:
+            return None
+        found = self._verifier.compare(query, candidate[0])
+        self._compared[key] = found
+        return found
+
+    def _described(self, path: str) -> tuple[Keypoints, Keypoints] | None:
+        if path in self._keypoints:
+            self._keypoints.move_to_end(path)
+            return self._keypoints[path]
+        assert self._verifier is not None
+        described = self._verifier.describe_file(path, exact=True)  # both checks: finer side
+        self._keypoints[path] = described
+        while len(self._keypoints) > _KEYPOINTS_KEPT:
+            self._keypoints.popitem(last=False)
+        return described
 
 
 def _is_copy(descriptor_says: bool, found: Verification, exact: int, min_inliers: int) -> bool:

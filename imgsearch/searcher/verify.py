@@ -63,6 +63,7 @@ class Verification:
     inliers: int
     box: tuple[float, float, float, float] | None  # query outline in the candidate, 0..1
     keypoints: tuple[int, int] = (0, 0)  # of the query and of the candidate (0: not read)
+    exact: int = 0  # matches one similarity maps exactly (`Verifier.compare` only)
 
 
 class Verifier:
@@ -109,24 +110,33 @@ class Verifier:
     ) -> tuple[Keypoints, Keypoints] | None:
         """Keypoints of a file of the folder and of its mirror image (None: unreadable), for
         comparing two indexed files."""
-        side = self._exact_side if exact else self._max_side
-        try:
-            data = read_folder_file(self._folder / relative_path, self._max_file_bytes)
-            image = decode_image(data, side, self._limits)
-        except (OSError, InvalidImageError, UnreadableFileError) as exc:
-            log.debug("cannot describe path=%s error=%s", relative_path, exc)
-            return None
-        return self.describe(image, exact=exact)
+        keypoints = self._candidate(relative_path, self._exact_side if exact else self._max_side)
+        return None if keypoints is None else (keypoints, mirrored(keypoints))
 
     def verify(self, query: tuple[Keypoints, Keypoints], relative_path: str) -> Verification:
         """Inliers of the best homography from the query (or its mirror) into the candidate."""
         candidate = self._candidate(relative_path, query[0].side)
         if candidate is None:
             return Verification(0, None)
-        direct = self._match(query[0], candidate)
-        mirrored = self._match(query[1], candidate)
+        direct = self._match(query[0], candidate, self._good_matches(query[0], candidate))
+        mirrored = self._match(query[1], candidate, self._good_matches(query[1], candidate))
         best = direct if direct.inliers >= mirrored.inliers else mirrored
         return replace(best, keypoints=(len(query[0].points), len(candidate.points)))
+
+    def compare(self, query: tuple[Keypoints, Keypoints], candidate: Keypoints) -> Verification:
+        """`verify` and `exact_inliers` at once, for two images both described with
+        `exact=True` (the duplicate finder): each orientation's matches are found once and
+        serve both fits."""
+        results = []
+        for side in query:
+            good = self._good_matches(side, candidate)
+            results.append((self._match(side, candidate, good), self._exact(side, candidate, good)))
+        best = results[0][0] if results[0][0].inliers >= results[1][0].inliers else results[1][0]
+        return replace(
+            best,
+            keypoints=(len(query[0].points), len(candidate.points)),
+            exact=max(exact for _, exact in results),
+        )
 
     def exact_inliers(self, query: tuple[Keypoints, Keypoints], relative_path: str) -> int:
         """Matches that one similarity maps from the query (or its mirror) onto the candidate
@@ -136,10 +146,11 @@ class Verifier:
         candidate = self._candidate(relative_path, query[0].side)
         if candidate is None:
             return 0
-        return max(self._exact(query[0], candidate), self._exact(query[1], candidate))
+        return max(
+            self._exact(side, candidate, self._good_matches(side, candidate)) for side in query
+        )
 
-    def _exact(self, query: Keypoints, candidate: Keypoints) -> int:
-        good = self._good_matches(query, candidate)
+    def _exact(self, query: Keypoints, candidate: Keypoints, good: list[cv2.DMatch]) -> int:
         if len(good) < _MIN_MATCHES:
             return 0
         source = query.points[[m.queryIdx for m in good]]
@@ -190,8 +201,9 @@ class Verifier:
         packed = np.clip(np.rint(descriptors), 0, 255).astype(np.uint8)
         return Keypoints(points, packed, gray.shape[1], gray.shape[0], side)
 
-    def _match(self, query: Keypoints, candidate: Keypoints) -> Verification:
-        good = self._good_matches(query, candidate)
+    def _match(
+        self, query: Keypoints, candidate: Keypoints, good: list[cv2.DMatch]
+    ) -> Verification:
         if len(good) < _MIN_MATCHES:
             return Verification(0, None)
         source = query.points[[m.queryIdx for m in good]]

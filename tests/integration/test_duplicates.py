@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from imgsearch.cli import main
+from imgsearch.files import read_folder_file
+from imgsearch.searcher import verify
 from imgsearch.v1 import searcher_pb2
 from tests.conftest import Served
 from tests.imaging import crop, encode, load
@@ -117,3 +119,27 @@ def test_a_folder_without_copies_has_no_groups(
     assert _groups(served) == []
     assert main(["duplicates", "--server", f"127.0.0.1:{served.app.port}"]) == 0
     assert capsys.readouterr().out.strip() == f"no copies among {served.app.store.count()} images"
+
+
+def test_each_image_is_read_once_however_many_pairs_it_is_in(
+    photo_folder: Path, serve: Callable[..., Served], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIFT is most of a run's cost: an image in several candidate pairs (the original of
+    two copies, and their look-alikes) has its file read and its keypoints found once, not
+    once per pair."""
+    _plant(photo_folder)
+    served = serve(photo_folder)
+    served.wait_idle()
+    read: list[str] = []
+
+    def counted(path: Path, max_bytes: int) -> bytes:
+        read.append(path.relative_to(photo_folder).as_posix())
+        return read_folder_file(path, max_bytes)
+
+    monkeypatch.setattr(verify, "read_folder_file", counted)
+    groups = _groups(served)
+    assert {"copies/fruits.webp", "copies/fruits_small.jpg", "fruits.png"} in [
+        set(g.paths) for g in groups
+    ]
+    assert read, "the pairs were checked"
+    assert max(read.count(path) for path in read) == 1, sorted(read)
