@@ -2,7 +2,9 @@
 imagededup's hashing methods, on the same folders.
 
 Each folder holds distinct images from bench/accuracy's registry packages: 770 photos
-(food, nebulae, wallpapers, sample photos) first, then clip art and sprites; and planted
+(food, nebulae, wallpapers, sample photos) first, then clip art and sprites (~5,000), then,
+for folders larger than that, tiles: non-overlapping 384 x 288 pieces of the full-size
+originals of the largest photos (which are then not in the folder whole); and planted
 copies of a tenth as many photos, one per original, made by every query family of
 bench/accuracy in turn (crops, rescales, JPEG, blur, colour, grey, overlays,
 padding, rotation, mirroring, screenshots, pages, combinations). Burst pairs of the corpus
@@ -13,7 +15,7 @@ duplicates), for imgsearch also the precision of every pair its groups imply, re
 family, burst pairs called copies, false pairs by the origins of their files, and the wall
 time (imgsearch: indexing and finding apart).
 
-    python -m bench.duplicates [--sizes 1000,3000] [--quick] [--out bench/results/duplicates]
+    python -m bench.duplicates [--sizes 1000,3000,10000] [--quick] [--out bench/results/duplicates]
 
 imagededup (and the torch it imports) is not among the test dependencies:
 `pip install -r bench/duplicates/requirements.txt` first, or its rows are left out.
@@ -37,10 +39,14 @@ from dataclasses import asdict, dataclass, field
 from itertools import combinations
 from pathlib import Path
 
+import numpy as np
+from PIL import Image, ImageOps
+
 from bench.accuracy import corpus as corpus_module
 from bench.accuracy.cli import QUICK
 from bench.accuracy.corpus import Corpus, CorpusSpec
-from bench.accuracy.imaging import open_rgb
+from bench.accuracy.fetch import fetch
+from bench.accuracy.imaging import encode, flatten, open_rgb
 from bench.accuracy.progress import log
 from bench.accuracy.transforms import BURST_FAMILY, FAMILIES, make_query
 
@@ -49,8 +55,12 @@ CACHE = Path(os.environ.get("IMGSEARCH_BENCH_CACHE", Path.home() / ".cache" / "i
 COPY_SHARE = 0.1  # planted copies, as a share of the folder
 BURST_PAIRS = 40  # burst pairs (hard negatives) put into each folder, where the corpus has them
 # All the distinct photos the registries' packages give (bench/accuracy's per-origin caps
-# allow ~860), and clip art and sprites for larger folders.
-SPEC = CorpusSpec("duplicates", sources=770, heldout=0, distractors=2500, quick=False, bursts=40)
+# allow ~860), and clip art and sprites (~5,400 distinct) for larger folders.
+SPEC = CorpusSpec("duplicates", sources=770, heldout=0, distractors=5000, quick=False, bursts=40)
+# Larger folders are filled with tiles of the largest photos (`_tiles`).
+TILE = (384, 288)
+TILE_GAP = 16
+TILE_MIN_SPREAD = 24.0
 COPY_FAMILIES = tuple(name for name in FAMILIES if name != BURST_FAMILY)
 HASHES = ("PHash", "DHash", "WHash", "AHash")
 
@@ -87,29 +97,34 @@ class Result:
 
 
 def build_folder(corpus: Corpus, size: int, work: Path, seed: int = 17) -> Folder:
-    """`size` files: distinct images, one planted copy for COPY_SHARE of them, burst pairs."""
+    """`size` files: distinct images, one planted copy for COPY_SHARE of them, burst pairs;
+    tiles of the largest photos where the corpus has too few distinct images (see _tiles)."""
     rng = random.Random(seed)  # noqa: S311 - reproducible, not secret
     # Photos first; clip art and sprites fill larger folders: distinct images too, though
     # not photos.
     photos = [i for i in corpus.items if i.role in ("source", "heldout")]
     others = [i for i in corpus.items if i.role == "distractor"]
-    distinct = photos + rng.sample(others, len(others))
     bursts = sorted(i.id for i in corpus.of_role("burst"))
     burst_pairs = [(bursts[k], bursts[k + 1]) for k in range(0, len(bursts) - 1, 2)]
     burst_pairs = burst_pairs[:BURST_PAIRS]
     copies = round(size * COPY_SHARE)
     originals_needed = size - copies - 2 * len(burst_pairs)
-    if originals_needed > len(distinct):
+    tiled, tiles = _tiles(corpus, originals_needed - len(photos) - len(others))
+    photos = [i for i in photos if i.id not in tiled]
+    distinct = photos + rng.sample(others, len(others))
+    if originals_needed > len(distinct) + len(tiles):
         raise SystemExit(
-            f"the corpus has {len(distinct)} distinct images: a folder of {size} needs "
-            f"{originals_needed} (use smaller --sizes)"
+            f"the corpus has {len(distinct) + len(tiles)} distinct images (tiles included): "
+            f"a folder of {size} needs {originals_needed} (use smaller --sizes)"
         )
-    chosen = distinct[:originals_needed]
+    chosen = distinct[: originals_needed - len(tiles)]
     photos = [i for i in chosen if i.role != "distractor"] or chosen
     root = work / f"folder-{size}"
     root.mkdir(parents=True)
     for item in chosen:
         _link(corpus.path_of(item), root / item.id)
+    for tile in tiles:
+        _link(tile, root / "tiles" / tile.parent.name / tile.name)
     for a, b in burst_pairs:
         for name in (a, b):
             item = next(i for i in corpus.items if i.id == name)
@@ -127,8 +142,59 @@ def build_folder(corpus: Corpus, size: int, work: Path, seed: int = 17) -> Folde
         planted[_pair(item.id, name)] = family.name
     files = sum(1 for p in root.rglob("*") if p.is_file())
     kinds = {i.id: i.origin for i in corpus.items}
-    kinds.update({copy: "copy" for _, copy in planted})
+    kinds.update({copy: "copy" for pair in planted for copy in pair if copy.startswith("copies/")})
+    kinds.update({f"tiles/{t.parent.name}/{t.name}": "tiles" for t in tiles})
     return Folder(root, files, planted, {_pair(a, b) for a, b in burst_pairs}, kinds)
+
+
+def _tiles(corpus: Corpus, needed: int) -> tuple[set[str], list[Path]]:
+    """At least `needed` more distinct images (none where `needed` <= 0): non-overlapping
+    TILE-sized pieces, a TILE_GAP apart, of the full-size originals of the corpus's largest
+    photos, leaving out flat ones (grey-level spread under TILE_MIN_SPREAD: sky, plain
+    backgrounds, which no one could tell apart). A tiled photo is not put in the folder
+    whole (each tile would be a crop of it), nor are the photos its bursts were made from.
+    Returns the ids of the tiled photos and the tile files (made once, in the cache)."""
+    if needed <= 0:
+        return set(), []
+    packages = {origin.package.name: origin.package for origin in corpus_module.ORIGINS}
+    burst_originals = {i.original for i in corpus.of_role("burst")}
+    photos = [
+        i
+        for i in corpus.items
+        if i.role in ("source", "heldout") and i.original not in burst_originals
+    ]
+    root = corpus.root.parent / f"{corpus.root.name}-tiles"
+    sized = []
+    for item in photos:
+        original = fetch(packages[item.package], corpus.root.parent) / item.original
+        with Image.open(original) as image:
+            width, height = image.size
+        sized.append((width * height, item.id, original))
+    tiled: set[str] = set()
+    tiles: list[Path] = []
+    for _, item_id, original in sorted(sized, reverse=True):
+        if len(tiles) >= needed + len(tiled):
+            break
+        tiled.add(item_id)
+        tiles += _tiles_of(original, root / Path(item_id).stem)
+    log(f"{len(tiles)} tiles of {len(tiled)} photos fill the folder")
+    return tiled, tiles
+
+
+def _tiles_of(original: Path, folder: Path) -> list[Path]:
+    done = folder / ".complete"
+    if not done.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        image = flatten(ImageOps.exif_transpose(Image.open(original)))
+        width, height = TILE
+        step_x, step_y = width + TILE_GAP, height + TILE_GAP
+        for top in range(0, image.height - height + 1, step_y):
+            for left in range(0, image.width - width + 1, step_x):
+                tile = image.crop((left, top, left + width, top + height))
+                if np.asarray(tile.convert("L"), dtype=np.float32).std() >= TILE_MIN_SPREAD:
+                    (folder / f"{top:05d}-{left:05d}.jpg").write_bytes(encode(tile, "JPEG", 90))
+        done.write_text(original.name + "\n")
+    return sorted(folder.glob("*.jpg"))
 
 
 def _link(source: Path, target: Path) -> None:
@@ -313,7 +379,7 @@ def _git() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.duplicates", description=__doc__)
-    parser.add_argument("--sizes", default="1000,3000", help="folder sizes (images)")
+    parser.add_argument("--sizes", default="1000,3000,10000", help="folder sizes (images)")
     parser.add_argument("--quick", action="store_true", help="the quick corpus (CI smoke run)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "duplicates")
     parser.add_argument("--cache", type=Path, default=CACHE)

@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -34,6 +35,16 @@ _MIN_MATCHES = 8  # fewer tentative matches cannot support a homography
 # rotation, shift) to within a pixel or two; a burst sibling, taken a moment apart, needs
 # perspective and parallax, so far fewer matches land that precisely (bench/accuracy `burst`).
 _EXACT_PIXELS = 1.5
+# Pixel agreement (`Verifier.compare`): the query's thumbnail mapped onto the candidate's,
+# both at _THUMBNAIL_SIDE, compared in _CELL-pixel squares that are textured in both
+# (grey-level spread >= _TEXTURED) and wholly inside the mapped query; a square agrees when
+# its pixels correlate >= _AGREE. A copy agrees nearly everywhere (overlaid text, padding
+# and blur cost a few squares); two drawings that share one motif, or two screenshots of
+# one app with different photos, agree only where they share it (bench/duplicates).
+_THUMBNAIL_SIDE = 160
+_CELL = 16
+_TEXTURED = 6.0
+_AGREE = 0.5
 
 
 def _mirror_order() -> NDArray[np.intp]:
@@ -56,6 +67,8 @@ class Keypoints:
     width: int
     height: int
     side: int  # the longer side the image was described at (candidates are described alike)
+    # The grey image at _THUMBNAIL_SIDE: what `compare` checks pixel agreement on (~25 kB).
+    thumbnail: NDArray[np.uint8] = field(default_factory=lambda: np.zeros((0, 0), np.uint8))
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +77,9 @@ class Verification:
     box: tuple[float, float, float, float] | None  # query outline in the candidate, 0..1
     keypoints: tuple[int, int] = (0, 0)  # of the query and of the candidate (0: not read)
     exact: int = 0  # matches one similarity maps exactly (`Verifier.compare` only)
+    # Share of the textured cells of the overlap whose pixels agree once the query is mapped
+    # onto the candidate (`Verifier.compare` only; None: nothing textured to compare).
+    agreement: float | None = None
 
 
 class Verifier:
@@ -125,17 +141,26 @@ class Verifier:
 
     def compare(self, query: tuple[Keypoints, Keypoints], candidate: Keypoints) -> Verification:
         """`verify` and `exact_inliers` at once, for two images both described with
-        `exact=True` (the duplicate finder): each orientation's matches are found once and
-        serve both fits."""
+        `exact=True` (the duplicate finder), and the pixel agreement of the pair: each
+        orientation's matches are found once and serve all three."""
         results = []
         for side in query:
             good = self._good_matches(side, candidate)
-            results.append((self._match(side, candidate, good), self._exact(side, candidate, good)))
-        best = results[0][0] if results[0][0].inliers >= results[1][0].inliers else results[1][0]
+            found, homography = self._fit(side, candidate, good)
+            results.append((found, homography, self._exact(side, candidate, good)))
+        best = 0 if results[0][0].inliers >= results[1][0].inliers else 1
+        found, homography, _ = results[best]
+        if homography is not None:
+            agreement = _agreement(query[best], candidate, homography)
+        else:  # no fit: only a whole-frame copy (resized, recoloured, mirrored) can agree
+            agreement = _best_agreement(
+                _agreement(side, candidate, _frame_to_frame(side, candidate)) for side in query
+            )
         return replace(
-            best,
+            found,
             keypoints=(len(query[0].points), len(candidate.points)),
-            exact=max(exact for _, exact in results),
+            exact=max(exact for _, _, exact in results),
+            agreement=agreement,
         )
 
     def exact_inliers(self, query: tuple[Keypoints, Keypoints], relative_path: str) -> int:
@@ -199,32 +224,36 @@ class Verifier:
         if descriptors is None:
             descriptors = np.empty((0, 128), dtype=np.float32)
         packed = np.clip(np.rint(descriptors), 0, 255).astype(np.uint8)
-        return Keypoints(points, packed, gray.shape[1], gray.shape[0], side)
+        thumbnail = _shrink(np.asarray(gray, dtype=np.uint8), _THUMBNAIL_SIDE)
+        return Keypoints(points, packed, gray.shape[1], gray.shape[0], side, thumbnail)
 
     def _match(
         self, query: Keypoints, candidate: Keypoints, good: list[cv2.DMatch]
     ) -> Verification:
+        return self._fit(query, candidate, good)[0]
+
+    def _fit(
+        self, query: Keypoints, candidate: Keypoints, good: list[cv2.DMatch]
+    ) -> tuple[Verification, NDArray[np.float64] | None]:
+        """The inliers of the homography MAGSAC fits to the matches, and the homography."""
         if len(good) < _MIN_MATCHES:
-            return Verification(0, None)
+            return Verification(0, None), None
         source = query.points[[m.queryIdx for m in good]]
         target = candidate.points[[m.trainIdx for m in good]]
-        homography, mask = cv2.findHomography(source, target, cv2.USAC_MAGSAC, 5.0)
-        if (
-            homography is None
-            or mask is None
-            or not _plausible(np.asarray(homography, dtype=np.float64))
-        ):
-            return Verification(0, None)
-        outline = _outline(np.asarray(homography, dtype=np.float64), query, candidate)
+        fitted, mask = cv2.findHomography(source, target, cv2.USAC_MAGSAC, 5.0)
+        if fitted is None or mask is None:
+            return Verification(0, None), None
+        homography = np.asarray(fitted, dtype=np.float64)
+        outline = _outline(homography, query, candidate) if _plausible(homography) else None
         if outline is None:
-            return Verification(0, None)
+            return Verification(0, None), None
         chosen = mask.ravel().astype(bool)
         # Distinct points on both sides: repeated texture must not vote many times.
         distinct = min(
             len({m.queryIdx for m, keep in zip(good, chosen, strict=True) if keep}),
             len({m.trainIdx for m, keep in zip(good, chosen, strict=True) if keep}),
         )
-        return Verification(distinct, outline)
+        return Verification(distinct, outline), homography
 
 
 def mirrored(keypoints: Keypoints) -> Keypoints:
@@ -238,6 +267,7 @@ def mirrored(keypoints: Keypoints) -> Keypoints:
         keypoints.width,
         keypoints.height,
         keypoints.side,
+        np.ascontiguousarray(keypoints.thumbnail[:, ::-1]),
     )
 
 
@@ -276,3 +306,61 @@ def _outline(
     if x1 - x0 < 0.01 or y1 - y0 < 0.01:
         return None
     return float(x0), float(y0), float(x1), float(y1)
+
+
+def _frame_to_frame(query: Keypoints, candidate: Keypoints) -> NDArray[np.float64] | None:
+    """The whole query stretched onto the whole candidate, where their shapes are alike (a
+    copy that was only resized, recoloured or blurred), in keypoint pixels."""
+    if abs(np.log((query.width * candidate.height) / (query.height * candidate.width))) > 0.1:
+        return None
+    return np.diag([candidate.width / query.width, candidate.height / query.height, 1.0])
+
+
+def _agreement(
+    query: Keypoints, candidate: Keypoints, homography: NDArray[np.float64] | None
+) -> float | None:
+    """The share of textured squares where the mapped query's pixels agree with the
+    candidate's (None: no square to compare)."""
+    if homography is None or not query.thumbnail.size or not candidate.thumbnail.size:
+        return None
+    height, width = candidate.thumbnail.shape
+    rows, cols = height // _CELL, width // _CELL
+    if rows == 0 or cols == 0:
+        return None
+
+    def to_thumbnail(keypoints: Keypoints) -> NDArray[np.float64]:
+        high, wide = keypoints.thumbnail.shape
+        return np.diag([wide / keypoints.width, high / keypoints.height, 1.0])
+
+    mapping = to_thumbnail(candidate) @ homography @ np.linalg.inv(to_thumbnail(query))
+    size = (width, height)
+    warped = np.asarray(
+        cv2.warpPerspective(query.thumbnail.astype(np.float32), mapping, size), np.float32
+    )
+    ones = np.ones(query.thumbnail.shape, np.float32)
+    inside = np.asarray(
+        cv2.warpPerspective(ones, mapping, size, flags=cv2.INTER_NEAREST), np.float32
+    )
+
+    def squares(image: NDArray[np.float32]) -> NDArray[np.float32]:
+        cut = image[: rows * _CELL, : cols * _CELL]
+        return cut.reshape(rows, _CELL, cols, _CELL).transpose(0, 2, 1, 3).reshape(-1, _CELL**2)
+
+    mapped, own = squares(warped), squares(candidate.thumbnail.astype(np.float32))
+    covered = squares(inside).min(axis=1) > 0
+    mapped = mapped - mapped.mean(axis=1, keepdims=True)
+    own = own - own.mean(axis=1, keepdims=True)
+    spread_mapped = np.sqrt((mapped**2).mean(axis=1))
+    spread_own = np.sqrt((own**2).mean(axis=1))
+    compared = covered & (spread_mapped >= _TEXTURED) & (spread_own >= _TEXTURED)
+    if not compared.any():
+        return None
+    correlation = (mapped * own)[compared].mean(axis=1) / (
+        spread_mapped[compared] * spread_own[compared]
+    )
+    return float((correlation >= _AGREE).mean())
+
+
+def _best_agreement(values: Iterable[float | None]) -> float | None:
+    measured = [v for v in values if v is not None]
+    return max(measured) if measured else None

@@ -1,0 +1,55 @@
+"""The duplicate finder's last check: a copy's pixels agree with its original's once mapped
+onto it; two images that share one pasted part (a logo, a screenshot's frame) do not, however
+many keypoints that part matches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+
+from imgsearch.searcher.duplicates import MIN_AGREEMENT, _is_copy
+from imgsearch.searcher.verify import Verification, Verifier
+from tests.imaging import crop, encode, load, rescale
+
+
+def _compare(folder: Path, first: Image.Image, second: Image.Image) -> Verification:
+    for name, image in (("first.jpg", first), ("second.jpg", second)):
+        (folder / name).write_bytes(encode(image, quality=90))
+    verifier = Verifier(folder, max_file_bytes=1 << 26)
+    query, candidate = (
+        verifier.describe_file("first.jpg", exact=True),
+        verifier.describe_file("second.jpg", exact=True),
+    )
+    assert query is not None and candidate is not None
+    return verifier.compare(query, candidate[0])
+
+
+def _framed(photo: Image.Image, frame: Image.Image) -> Image.Image:
+    """`photo` over a third of `frame`'s area, as an app or a web page shows a picture."""
+    framed = frame.resize((900, 600))
+    framed.paste(photo.resize((540, 360)), (300, 160))
+    return framed
+
+
+def test_a_crop_agrees_with_its_original(tmp_path: Path, sample_photos: list[Path]) -> None:
+    photo = load(sample_photos[0])
+    found = _compare(tmp_path, rescale(crop(photo, 0.3, anchor=(0.3, 0.6)), 0.7), photo)
+    assert found.inliers >= 15
+    assert found.agreement is not None and found.agreement >= MIN_AGREEMENT
+    assert _is_copy(False, found, 15)
+
+
+def test_two_pictures_in_one_frame_are_not_copies(
+    tmp_path: Path, sample_photos: list[Path]
+) -> None:
+    frame, one, other = (load(p) for p in sample_photos[:3])
+    found = _compare(tmp_path, _framed(one, frame), _framed(other, frame))
+    assert found.inliers >= 30, "the frame alone matches well"
+    assert found.exact >= 0.8 * found.inliers
+    assert found.agreement is not None and found.agreement < MIN_AGREEMENT
+    assert not _is_copy(True, found, 15)
+    # ... while the same picture in the same frame is one.
+    same = _compare(tmp_path, _framed(one, frame), _framed(one, frame).resize((600, 400)))
+    assert same.agreement is not None and same.agreement >= MIN_AGREEMENT
+    assert _is_copy(True, same, 15)
