@@ -2,8 +2,8 @@
 imagededup's hashing methods, on the same folders.
 
 Each folder holds distinct images from bench/accuracy's registry packages: 770 photos
-(food, nebulae, wallpapers, sample photos) first, then clip art and sprites (~5,000), then,
-for folders larger than that, tiles: non-overlapping 384 x 288 pieces of the full-size
+(food, nebulae, wallpapers, sample photos) first, then clip art and sprites (~6,600), then,
+for folders larger than that, tiles: non-overlapping 256 x 192 pieces of the full-size
 originals of the largest photos (which are then not in the folder whole); and planted
 copies of a tenth as many photos, one per original, made by every query family of
 bench/accuracy in turn (crops, rescales, JPEG, blur, colour, grey, overlays,
@@ -55,12 +55,12 @@ CACHE = Path(os.environ.get("IMGSEARCH_BENCH_CACHE", Path.home() / ".cache" / "i
 COPY_SHARE = 0.1  # planted copies, as a share of the folder
 BURST_PAIRS = 40  # burst pairs (hard negatives) put into each folder, where the corpus has them
 # All the distinct photos the registries' packages give (bench/accuracy's per-origin caps
-# allow ~860), and clip art and sprites (~5,400 distinct) for larger folders.
-SPEC = CorpusSpec("duplicates", sources=770, heldout=0, distractors=5000, quick=False, bursts=40)
+# allow ~860), and all the distinct clip art and sprites (~6,600) for larger folders.
+SPEC = CorpusSpec("duplicates", sources=770, heldout=0, distractors=6600, quick=False, bursts=40)
 # Larger folders are filled with tiles of the largest photos (`_tiles`).
-TILE = (384, 288)
+TILE = (256, 192)
 TILE_GAP = 16
-TILE_MIN_SPREAD = 24.0
+TILE_MIN_SPREAD = 16.0
 COPY_FAMILIES = tuple(name for name in FAMILIES if name != BURST_FAMILY)
 HASHES = ("PHash", "DHash", "WHash", "AHash")
 
@@ -163,7 +163,7 @@ def _tiles(corpus: Corpus, needed: int) -> tuple[set[str], list[Path]]:
         for i in corpus.items
         if i.role in ("source", "heldout") and i.original not in burst_originals
     ]
-    root = corpus.root.parent / f"{corpus.root.name}-tiles"
+    root = corpus.root.parent / f"{corpus.root.name}-tiles-{TILE[0]}x{TILE[1]}-{TILE_MIN_SPREAD:g}"
     sized = []
     for item in photos:
         original = fetch(packages[item.package], corpus.root.parent) / item.original
@@ -377,6 +377,20 @@ def _git() -> str:
     return result.stdout.strip() or "unknown"
 
 
+def _meta(args: argparse.Namespace) -> dict[str, object]:
+    given = ["--sizes", args.sizes] + (["--quick"] if args.quick else [])
+    return {
+        "command": " ".join(["python -m bench.duplicates", *given]),
+        "finished": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "git": _git(),
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "copy_families": list(COPY_FAMILIES),
+        "note": "imgsearch with its default model; imagededup's hashing methods with their "
+        "default max_distance_threshold (10); nothing else running.",
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.duplicates", description=__doc__)
     parser.add_argument("--sizes", default="1000,3000,10000", help="folder sizes (images)")
@@ -408,17 +422,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                     break
                 results.append(score(f"imagededup {name}", size, folder, *measured))
                 log(f"imagededup {name}: {results[-1].precision:.3f} / {results[-1].recall:.3f}")
-    given = ["--sizes", args.sizes] + (["--quick"] if args.quick else [])
-    meta: dict[str, object] = {
-        "command": " ".join(["python -m bench.duplicates", *given]),
-        "finished": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "git": _git(),
-        "cpus": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "copy_families": list(COPY_FAMILIES),
-        "note": "imgsearch with its default model; imagededup's hashing methods with their "
-        "default max_distance_threshold (10); nothing else running.",
-    }
-    write(args.out, results, meta)
+            write(args.out, results, _meta(args))  # each size as it is done
     log(f"results written to {args.out}")
     return 0
