@@ -134,8 +134,9 @@ class Verifier:
         candidate = self._candidate(relative_path, query[0].side)
         if candidate is None:
             return Verification(0, None)
-        direct = self._match(query[0], candidate, self._good_matches(query[0], candidate))
-        mirrored = self._match(query[1], candidate, self._good_matches(query[1], candidate))
+        direct, mirrored = (
+            self._fit(side, candidate, self._good_matches(side, candidate))[0] for side in query
+        )
         best = direct if direct.inliers >= mirrored.inliers else mirrored
         return replace(best, keypoints=(len(query[0].points), len(candidate.points)))
 
@@ -226,11 +227,6 @@ class Verifier:
         packed = np.clip(np.rint(descriptors), 0, 255).astype(np.uint8)
         thumbnail = _shrink(np.asarray(gray, dtype=np.uint8), _THUMBNAIL_SIDE)
         return Keypoints(points, packed, gray.shape[1], gray.shape[0], side, thumbnail)
-
-    def _match(
-        self, query: Keypoints, candidate: Keypoints, good: list[cv2.DMatch]
-    ) -> Verification:
-        return self._fit(query, candidate, good)[0]
 
     def _fit(
         self, query: Keypoints, candidate: Keypoints, good: list[cv2.DMatch]
