@@ -152,8 +152,9 @@ def _tiles(corpus: Corpus, needed: int) -> tuple[set[str], list[Path]]:
     TILE-sized pieces, a TILE_GAP apart, of the full-size originals of the corpus's largest
     photos, leaving out flat ones (grey-level spread under TILE_MIN_SPREAD: sky, plain
     backgrounds, which no one could tell apart). A tiled photo is not put in the folder
-    whole (each tile would be a crop of it), nor are the photos its bursts were made from.
-    Returns the ids of the tiled photos and the tile files (made once, in the cache)."""
+    whole (each tile would be a crop of it); the photos burst pairs were made from are not
+    tiled (a tile would be a crop of a frame). Returns the ids of the tiled photos and the
+    tile files (made once, in the cache)."""
     if needed <= 0:
         return set(), []
     packages = {origin.package.name: origin.package for origin in corpus_module.ORIGINS}

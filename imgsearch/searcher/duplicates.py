@@ -28,7 +28,7 @@ from imgsearch.searcher.verify import Keypoints, Verification, Verifier
 from imgsearch.store import VectorStore
 
 NEIGHBOURS = 8  # the nearest images each image is compared with
-_PAGE = 256  # images between progress reports
+_PROGRESS_EVERY = 256  # images between progress reports
 _KEYPOINTS_KEPT = 256  # images whose keypoints are kept (~270 kB each, mirror included)
 # Candidates this far below the verdict's threshold are checked geometrically too (a crop to
 # a fifth of the area scores well under it; the keypoints decide). At 3,000 images of
@@ -100,7 +100,7 @@ def find_copies(
     min_inliers: int = 15,
     still_wanted: Callable[[], None] = lambda: None,
 ) -> Iterator[Progress | CopyGroup]:
-    """Progress every page of images, then the groups, largest first.
+    """Progress every _PROGRESS_EVERY images, then the groups, largest first.
 
     Images are visited depth first along the candidate pairs (an image's candidates next, the
     folder's order only when none is waiting), so the keypoints a pair needs were mostly
@@ -135,7 +135,7 @@ def find_copies(
             if known is None or match.score > known.score:
                 pairs[key] = CopyPair(path, match.path, match.score, match.margin, box, inliers)
         done += 1
-        if done % _PAGE == 0:
+        if done % _PROGRESS_EVERY == 0:
             yield Progress(done, max(total, done))
     yield Progress(done, max(total, done))
     yield from groups_of(pairs.values())
