@@ -57,6 +57,22 @@ class DecodeLimits:
     memory_bytes: int = DECODE_MEMORY
 
 
+def quiet_decoder_warnings() -> None:
+    """Our own pixel limit replaces Pillow's bomb warning, and a corrupt file ends in one
+    precise error rather than a trail of decoder warnings.
+
+    Installed once for the process (at import), never around each decode:
+    `warnings.catch_warnings` swaps the process-wide filter list, so threads decoding under
+    it lose or leak each other's filters and those of any library doing the same (FastAPI
+    builds its routes under one).
+    """
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL(\.|$)")
+
+
+quiet_decoder_warnings()
+
+
 class DecodeBudget:
     """Bytes of decoded pixels that the decodes of this process hold at once.
 
@@ -147,13 +163,8 @@ def decode_image(
         raise InvalidImageError("image is empty (0 bytes)")
     _check_scans(data)
     try:
-        with warnings.catch_warnings():
-            # Our own pixel limit replaces Pillow's global bomb warning, and a corrupt file
-            # ends in one precise error rather than a trail of decoder warnings.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            warnings.simplefilter("ignore", UserWarning)
-            image = Image.open(io.BytesIO(data), formats=FORMATS)
-            return _decode_opened(image, target_side, limits, box, fit)
+        image = Image.open(io.BytesIO(data), formats=FORMATS)
+        return _decode_opened(image, target_side, limits, box, fit)
     except UnidentifiedImageError as exc:
         raise UnrecognisedImageError("not a recognised image format") from exc
     except Image.DecompressionBombError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,25 @@ def test_limits() -> None:
         decode_image(encode(Image.new("RGB", (300, 300))), 128, DecodeLimits(max_pixels=80_000))
     with pytest.raises(InvalidImageError, match="smaller than 16"):
         decode_image(encode(Image.new("RGB", (200, 8))), 128, LIMITS)
+
+
+def test_decoding_leaves_the_process_warning_filters_alone(
+    sample_photos: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The filters are one list for all threads: a decode that swapped them (catch_warnings)
+    dropped or leaked the filters of code running beside it, FastAPI's route building
+    included, whose warning then failed CI."""
+    seen_while_decoding: list[list[object]] = []
+    open_image = Image.open
+
+    def open_and_look(*args: object, **kwargs: object) -> Image.Image:
+        seen_while_decoding.append(list(warnings.filters))
+        return open_image(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Image, "open", open_and_look)
+    before = list(warnings.filters)
+    decode_image(sample_photos[0].read_bytes(), 128, LIMITS)
+    assert seen_while_decoding == [before]
 
 
 def test_content_box_finds_a_photo_on_a_page(sample_photos: list[Path]) -> None:
