@@ -331,23 +331,58 @@ def _cells(image: DecodedImage) -> _Cells | None:
     rows, cols = pixels.shape[0] // _CELL, pixels.shape[1] // _CELL
     if rows < 4 or cols < 4:
         return None
-    cells = (
+    # Channel planes of cells: [3, cells, pixels]. The six products of two centred planes,
+    # each summed over a cell, make the covariances: 3x faster than one batched matmul of
+    # 3 x 64 matrices per cell, which numpy runs as a loop of tiny products.
+    planes = (
         pixels[: rows * _CELL, : cols * _CELL]
         .astype(np.float32)
         .reshape(rows, _CELL, cols, _CELL, 3)
-        .transpose(0, 2, 1, 3, 4)
-        .reshape(rows * cols, _CELL * _CELL, 3)
+        .transpose(4, 0, 2, 1, 3)
+        .reshape(3, rows * cols, _CELL * _CELL)
     )
-    means = cells.mean(axis=1, keepdims=True)
-    cells -= means
-    # One batched matrix product per cell (half the time of the equivalent einsum).
-    covariance = (np.matmul(cells.transpose(0, 2, 1), cells) / np.float32(_CELL * _CELL)).reshape(
-        rows, cols, 3, 3
+    means = planes.mean(axis=2, keepdims=True)
+    planes -= means
+    red, green, blue = planes
+    pairs = ((red, red), (green, green), (blue, blue), (red, green), (red, blue), (green, blue))
+    covariances = [(x * y).mean(axis=1) for x, y in pairs]
+    _, middle, largest = _symmetric_eigenvalues(*covariances)
+    textured = (largest >= _FLAT_VARIANCE).reshape(rows, cols)
+    photo = textured & (middle > _COLOUR_PLANARITY * largest).reshape(rows, cols)
+    return _Cells(textured, photo, means.reshape(3, rows, cols).mean(axis=0))
+
+
+def _symmetric_eigenvalues(
+    xx: NDArray[np.float32],
+    yy: NDArray[np.float32],
+    zz: NDArray[np.float32],
+    xy: NDArray[np.float32],
+    xz: NDArray[np.float32],
+    yz: NDArray[np.float32],
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Eigenvalues (ascending) of many symmetric 3 x 3 matrices given by their six entries,
+    in closed form (the trigonometric solution of the characteristic cubic, as in Smith,
+    CACM 1961): 10x faster than `np.linalg.eigvalsh`, which calls LAPACK once per matrix."""
+    a, b, c, d, e, f = (v.astype(np.float64) for v in (xx, yy, zz, xy, xz, yz))
+    mean = (a + b + c) / 3
+    spread = np.sqrt(
+        ((a - mean) ** 2 + (b - mean) ** 2 + (c - mean) ** 2) / 6 + (d * d + e * e + f * f) / 3
     )
-    eigen = np.linalg.eigvalsh(covariance)  # ascending, per cell
-    textured = eigen[..., 2] >= _FLAT_VARIANCE
-    photo = textured & (eigen[..., 1] > _COLOUR_PLANARITY * eigen[..., 2])
-    return _Cells(textured, photo, means.reshape(rows, cols, 3).mean(axis=2))
+    scale = np.where(spread > 0, spread, 1.0)  # spread 0: a multiple of the identity
+    # B = (A - mean I) / spread has eigenvalues 2 cos(angle + 2 pi k / 3), det(B) = 2 cos(3 angle).
+    a, b, c, d, e, f = (
+        (a - mean) / scale,
+        (b - mean) / scale,
+        (c - mean) / scale,
+        d / scale,
+        e / scale,
+        f / scale,
+    )
+    half_determinant = (a * (b * c - f * f) - d * (d * c - f * e) + e * (d * f - b * e)) / 2
+    angle = np.arccos(np.clip(half_determinant, -1.0, 1.0)) / 3
+    largest = mean + 2 * spread * np.cos(angle)
+    smallest = mean + 2 * spread * np.cos(angle + 2 * np.pi / 3)
+    return smallest, 3 * mean - largest - smallest, largest
 
 
 @dataclass(frozen=True, slots=True)

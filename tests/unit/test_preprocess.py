@@ -13,7 +13,12 @@ import pytest
 from PIL import Image
 
 from imgsearch.errors import ImageTooLargeError, InvalidImageError
-from imgsearch.model.preprocess import DecodeLimits, content_box, decode_image
+from imgsearch.model.preprocess import (
+    DecodeLimits,
+    _symmetric_eigenvalues,
+    content_box,
+    decode_image,
+)
 from imgsearch.settings import BUNDLED_SAMPLES
 from tests.imaging import encode, load, on_screen, progressive_jpeg, scan_bomb
 
@@ -158,3 +163,19 @@ def test_a_jpeg_with_thousands_of_scans_is_refused_before_decoding() -> None:
     assert time.monotonic() - started < 0.5
     ordinary = progressive_jpeg(Image.effect_noise((800, 600), 60).convert("RGB"))
     assert decode_image(ordinary, 384, LIMITS).pixels.shape[1] == 384
+
+
+def test_closed_form_eigenvalues_match_lapack() -> None:
+    """The page test's colour covariances: random ones, a flat cell (all zero), grey (a
+    multiple of the identity) and two-colour text (rank one), where the cubic degenerates."""
+    rng = np.random.default_rng(7)
+    colours = rng.normal(0, 40, (500, 64, 3))
+    ink = rng.normal(0, 60, (50, 64, 1)) * np.array([0.2, 0.5, 0.8])
+    samples = np.concatenate([colours, ink])
+    matrices = np.einsum("nki,nkj->nij", samples, samples) / 64
+    matrices = np.concatenate([matrices, np.zeros((1, 3, 3)), 25 * np.eye(3)[None]])
+    six = ((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2))
+    entries = [matrices[:, i, j].astype(np.float32) for i, j in six]
+    found = np.stack(_symmetric_eigenvalues(*entries), axis=-1)
+    expected = np.linalg.eigvalsh(matrices)
+    assert np.allclose(found, expected, rtol=1e-4, atol=1e-3 * expected.max())
