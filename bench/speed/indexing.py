@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import os
 import shutil
 import statistics
 import tempfile
@@ -455,8 +456,11 @@ def bench_store(folder: Path, engine: str = compat.PRODUCTION_ENGINE, *, regions
     )
 
 
-def indexer_end_to_end(files: Sequence[Path], workdir: Path) -> JSON:
-    """The real service (Application, both services, default settings) indexing a folder."""
+def indexer_end_to_end(
+    files: Sequence[Path], workdir: Path, model: str = compat.SPEED_MODEL
+) -> JSON:
+    """The real service (Application, both services, default settings but `model`) indexing
+    a folder; `cpu_s` is the process's CPU time while it indexed (all threads)."""
     folder = workdir / "indexer-folder"
     folder.mkdir()
     for path in files:
@@ -473,7 +477,7 @@ def indexer_end_to_end(files: Sequence[Path], workdir: Path) -> JSON:
         settle_seconds=0.0,
         rescan_interval=0,
         watch_mode=WatchMode.POLLING,
-        model=compat.SPEED_MODEL,
+        model=model,
     )
     app = Application(settings)
     start = time.perf_counter()
@@ -481,14 +485,14 @@ def indexer_end_to_end(files: Sequence[Path], workdir: Path) -> JSON:
     try:
         assert app.indexer is not None
         app.indexer.wait_ready(60)
-        ready = time.perf_counter()
+        ready, cpu_before = time.perf_counter(), _cpu_seconds()
         deadline = ready + 60 + 2.0 * len(files)
         while time.perf_counter() < deadline:
             status = app.indexer.status()
             if status.indexed + status.failed >= len(files) and status.pending == 0:
                 break
             time.sleep(0.02)
-        done = time.perf_counter()
+        done, cpu_after = time.perf_counter(), _cpu_seconds()
         status = app.indexer.status()
     finally:
         app.stop()
@@ -497,6 +501,8 @@ def indexer_end_to_end(files: Sequence[Path], workdir: Path) -> JSON:
         "failed": status.failed,
         "seconds": done - ready,
         "startup_s": ready - start,
+        "cpu_s": cpu_after - cpu_before,
+        "model": app.encoder.name,
         "rate": status.indexed / (done - ready) if done > ready else 0.0,
         "settings": {
             "engine": settings.store.engine.value,
@@ -504,6 +510,11 @@ def indexer_end_to_end(files: Sequence[Path], workdir: Path) -> JSON:
             "regions": settings.index.regions,
         },
     }
+
+
+def _cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 def run(files: list[Path], workdir: Path, encoders: Encoders, *, rounds: int, quick: bool) -> JSON:

@@ -203,6 +203,19 @@ def test_service_quick_run_compares_query_pass_policies(tmp_path: Path) -> None:
     assert result["memory_served"]["anon_mb"] > 0
 
 
+def test_indexer_quick_run_indexes_both_folders(tmp_path: Path) -> None:
+    """The smoke run of the indexing benchmark: the service at its defaults indexed every
+    image of both folders, and the table shows what the JSON measured."""
+    out = tmp_path / "indexer"
+    result = quick_run("indexer", out, timeout=200)
+    table = (out / "indexer.md").read_text()
+    assert set(result["best"]) == {"1-4 MP JPEGs", "JPEGs of <= 1280 px"}
+    for name, run in result["best"].items():
+        assert (run["images"], run["failed"]) == (12, 0)
+        assert run["rate"] > 0 and run["cpu_ms_per_image"] > 0
+        assert f"| {name} | 12 | {run['rate']:.1f} |" in table
+
+
 @pytest.mark.timeout(300)
 def test_hnsw_quick_run_measures_every_search_setting(tmp_path: Path) -> None:
     out = tmp_path / "hnsw"
