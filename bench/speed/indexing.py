@@ -23,6 +23,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -457,10 +458,15 @@ def bench_store(folder: Path, engine: str = compat.PRODUCTION_ENGINE, *, regions
 
 
 def indexer_end_to_end(
-    files: Sequence[Path], workdir: Path, model: str = compat.SPEED_MODEL
+    files: Sequence[Path],
+    workdir: Path,
+    model: str = compat.SPEED_MODEL,
+    beside: Callable[[Application], AbstractContextManager[JSON]] | None = None,
 ) -> JSON:
     """The real service (Application, both services, default settings but `model`) indexing
-    a folder; `cpu_s` is the process's CPU time while it indexed (all threads)."""
+    a folder; `cpu_s` is the process's CPU time while it indexed (all threads). `beside`:
+    entered once the indexer is ready, left when the last image is stored, the JSON it
+    filled returned as `beside`, and entered again on the idle service (`beside_idle`)."""
     folder = workdir / "indexer-folder"
     folder.mkdir()
     for path in files:
@@ -485,18 +491,24 @@ def indexer_end_to_end(
     try:
         assert app.indexer is not None
         app.indexer.wait_ready(60)
-        ready, cpu_before = time.perf_counter(), _cpu_seconds()
-        deadline = ready + 60 + 2.0 * len(files)
-        while time.perf_counter() < deadline:
-            status = app.indexer.status()
-            if status.indexed + status.failed >= len(files) and status.pending == 0:
-                break
-            time.sleep(0.02)
-        done, cpu_after = time.perf_counter(), _cpu_seconds()
+        with beside(app) if beside is not None else nullcontext({}) as during:
+            ready, cpu_before = time.perf_counter(), _cpu_seconds()
+            deadline = ready + 60 + 2.0 * len(files)
+            while time.perf_counter() < deadline:
+                status = app.indexer.status()
+                if status.indexed + status.failed >= len(files) and status.pending == 0:
+                    break
+                time.sleep(0.02)
+            done, cpu_after = time.perf_counter(), _cpu_seconds()
         status = app.indexer.status()
+        if beside is not None:
+            with beside(app) as idle:
+                time.sleep(done - ready)
     finally:
         app.stop()
+    extra = {} if beside is None else {"beside": during, "beside_idle": idle}
     return {
+        **extra,
         "images": status.indexed,
         "failed": status.failed,
         "seconds": done - ready,

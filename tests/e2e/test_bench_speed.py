@@ -209,7 +209,8 @@ def test_indexer_quick_run_indexes_both_folders(tmp_path: Path) -> None:
     out = tmp_path / "indexer"
     result = quick_run("indexer", out, timeout=200)
     table = (out / "indexer.md").read_text()
-    assert set(result["best"]) == {"1-4 MP JPEGs", "JPEGs of <= 1280 px"}
+    searching = "1-4 MP JPEGs, a client searching"
+    assert set(result["best"]) == {"1-4 MP JPEGs", "JPEGs of <= 1280 px", searching}
     for name, run in result["best"].items():
         assert (run["images"], run["failed"]) == (12, 0)
         assert run["rate"] > 0 and run["cpu_ms_per_image"] > 0
