@@ -28,6 +28,7 @@ from PIL import Image
 from bench.speed import corpus
 from bench.speed.common import JSON, latency_summary, loadavg, log, machine, write_result
 from bench.speed.indexing import indexer_end_to_end
+from bench.speed.service import STAGES, stage_sums
 from imgsearch.app import Application
 from imgsearch.backbones import AUTO
 from imgsearch.rpc.client import Client
@@ -71,13 +72,22 @@ def _searcher(queries: list[bytes]) -> Callable[[Application], AbstractContextMa
                     i += 1
 
         thread = threading.Thread(target=run, name="bench-searcher")
+        before = stage_sums()
         thread.start()
         try:
             yield out
         finally:
             stop.set()
             thread.join()
+            after = stage_sums()
             out.update(latency_summary(latencies) if latencies else {"n": 0})
+            out["stage_ms_per_search"] = {
+                s: 1e3 * (after[s][0] - before[s][0]) / max(1, len(latencies)) for s in STAGES
+            }
+            out["share_with_stage"] = {
+                s: (after[s][1] - before[s][1]) / max(1, len(latencies))
+                for s in ("verify", "siblings")
+            }
 
     return searching
 
@@ -137,6 +147,16 @@ def report(result: JSON) -> str:
         f"**p50 / p99 {during['p50_ms']:.1f} / {during['p99_ms']:.1f} ms**; on the idle "
         f"service just after, as long ({idle['n']} searches): {idle['p50_ms']:.1f} / "
         f"{idle['p99_ms']:.1f} ms (target p50 <= 25, p99 <= 80 ms).",
+        "",
+        "| searches | " + " | ".join(STAGES) + " (ms per search) | checked: keypoints, siblings |",
+        "|---|" + "---|" * (len(STAGES) + 1),
+        *(
+            f"| {label} | "
+            + " | ".join(f"{phase['stage_ms_per_search'][s]:.1f}" for s in STAGES)
+            + f" | {phase['share_with_stage']['verify']:.0%}, "
+            + f"{phase['share_with_stage']['siblings']:.0%} |"
+            for label, phase in (("while indexing", during), ("idle", idle))
+        ),
         "",
         "The rate counts from the indexer being ready (model loaded, store open, first scan "
         "queued: within a few milliseconds of starting) to the last image stored.",

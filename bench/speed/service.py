@@ -44,7 +44,7 @@ from imgsearch.settings import Settings
 from imgsearch.store.base import FileState
 
 POLICIES = ("core slots", "all threads")
-_STAGES = ("decode", "embed", "ann", "rescore", "verify", "siblings")
+STAGES = ("decode", "embed", "ann", "rescore", "verify", "siblings")
 _BOX = np.asarray([[0.0, 0.0, 1.0, 1.0]], dtype=np.float32)
 
 
@@ -92,11 +92,11 @@ def _policy(app: Application, policy: str) -> Iterator[None]:
         backbone._narrow = narrow
 
 
-def _stage_sums() -> dict[str, tuple[float, float]]:
+def stage_sums() -> dict[str, tuple[float, float]]:
     from prometheus_client import REGISTRY
 
     out = {}
-    for stage in _STAGES:
+    for stage in STAGES:
         labels = {"stage": stage}
         total = REGISTRY.get_sample_value("imgsearch_search_stage_seconds_sum", labels)
         count = REGISTRY.get_sample_value("imgsearch_search_stage_seconds_count", labels)
@@ -122,7 +122,7 @@ def _phase(port: int, queries: list[tuple[bytes, str]], clients: int, n: int) ->
                     latencies.append(elapsed)
                     first += bool(response.matches) and response.matches[0].path == source
 
-    before = _stage_sums()
+    before = stage_sums()
     start = time.perf_counter()
     threads = [threading.Thread(target=worker, args=(c,)) for c in range(clients)]
     for thread in threads:
@@ -130,7 +130,7 @@ def _phase(port: int, queries: list[tuple[bytes, str]], clients: int, n: int) ->
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - start
-    after = _stage_sums()
+    after = stage_sums()
     return {
         "clients": clients,
         **latency_summary(latencies),
@@ -138,7 +138,7 @@ def _phase(port: int, queries: list[tuple[bytes, str]], clients: int, n: int) ->
         # mean ms per search spent in each stage (a stage that not every search runs, such
         # as verify, is averaged over all searches)
         "stage_ms_per_search": {
-            s: 1e3 * (after[s][0] - before[s][0]) / max(1, len(latencies)) for s in _STAGES
+            s: 1e3 * (after[s][0] - before[s][0]) / max(1, len(latencies)) for s in STAGES
         },
         "source_first": first / max(1, len(latencies)),
         # how many searches ran the keypoint check and the sibling check
@@ -237,7 +237,7 @@ def report(result: JSON) -> str:
     for policy in POLICIES:
         for clients in ("1", "4"):
             row = best[policy][clients]
-            stages = " | ".join(f"{row['stage_ms_per_search'][s]:.1f}" for s in _STAGES)
+            stages = " | ".join(f"{row['stage_ms_per_search'][s]:.1f}" for s in STAGES)
             lines.append(
                 f"| {policy} | {clients} | {row['throughput_qps']:.1f} | {row['p50_ms']:.1f} | "
                 f"{row['p99_ms']:.1f} | {100 * row['source_first']:.1f}% | {stages} | "
