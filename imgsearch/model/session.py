@@ -70,8 +70,9 @@ class CoreSlots:
     A pass that finds every core free takes them all (one query alone gets the lowest
     latency); one that finds a pass in flight takes one core, waiting for it if need be, so
     that concurrent queries run side by side on one thread each: measured 1.2x the
-    throughput of letting multi-thread passes fight for the cores
-    (bench/results/speed/providers.md).
+    throughput of letting multi-thread passes fight for the cores on the model alone
+    (bench/results/speed/providers.md); in the whole service, since idle threads no longer
+    spin, the two are within the machine's noise (bench/results/speed/README.md).
     """
 
     def __init__(self, cores: int) -> None:
