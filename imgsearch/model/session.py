@@ -204,7 +204,7 @@ def _load_session(path: Path, threads: int) -> ort.InferenceSession:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Idle intra-op threads sleep instead of spinning for the next op: a search is a pass
     # among decoding and keypoint work on the same two cores, which the spin took from them
-    # (bench/results/speed/service.md: 68 -> 54 ms of CPU per search, the same latency).
+    # (bench/results/speed/README.md: 68-74 -> 52-54 ms of CPU per search, same latency).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(
