@@ -206,7 +206,7 @@ def copy_loss(
     distances = torch.cdist(views, views) + torch.eye(2 * count) * 1e6
     koleo = -torch.log(distances.min(dim=1).values + 1e-8).mean()
     total = infonce + koleo_weight * koleo
-    return total, float(infonce), float(koleo)
+    return total, infonce.item(), koleo.item()
 
 
 # ---- checkpoints, export ----

@@ -12,11 +12,12 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from bench.accuracy import corpus as corpus_module
 from bench.accuracy import queries as queries_module
-from bench.accuracy.corpus import Corpus, CorpusSpec
+from bench.accuracy.corpus import ORIGINS, Corpus, CorpusSpec
 from bench.accuracy.fetch import FetchError
 from bench.accuracy.methods import CentreCropAvgPool, Method, Production, SiftBovw
 from bench.accuracy.metrics import Outcome, calibrate, score
@@ -63,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
         default="sift-bovw,cnn-avg-centre,imgsearch",
         help="comma-separated subset of: sift-bovw, cnn-avg-centre, imgsearch (the default "
         "model), imgsearch-<model> (e.g. imgsearch-efficientnet-lite0)",
+    )
+    parser.add_argument(
+        "--photos-from",
+        choices=sorted({o.key for o in ORIGINS if o.role == "photo"}),
+        help="sources and held-out photos from this origin only (a corpus with no image a "
+        "trained model saw: scripts/train_copy_detector.py holds out food)",
     )
     parser.add_argument(
         "--workers", type=int, default=os.cpu_count() or 2, help="processes for corpus work"
@@ -165,6 +172,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     spec = QUICK if args.quick else FULL
+    if args.photos_from:
+        spec = replace(
+            spec, name=f"{spec.name}-{args.photos_from}", photo_origins=(args.photos_from,)
+        )
     families = list(QUICK_FAMILIES if args.quick else FAMILIES)
     out: Path = args.out or REPO / "bench" / "results" / (
         "accuracy-quick" if args.quick else "accuracy"
@@ -180,7 +191,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     folder, queries = queries_module.build(corpus, families, args.workers)
     queries = sorted(queries, key=lambda q: q.id)
     results = [_run_method(m, corpus, folder, queries) for m in _methods(names, args.quick)]
-    given = ["--quick"] if args.quick else []
+    given = (["--quick"] if args.quick else []) + (
+        ["--photos-from", args.photos_from] if args.photos_from else []
+    )
     if args.out is not None:
         given += ["--out", str(args.out)]
     meta: dict[str, object] = {

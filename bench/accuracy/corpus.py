@@ -164,6 +164,9 @@ class CorpusSpec:
     # Photos made into burst pairs: two overlapping frames of each, both indexed (the query
     # family `burst` crops frame a; frame b is a sibling that must not be called its source).
     bursts: int = 0
+    # Photos only from these origins (empty: all): a corpus with no image that a model was
+    # trained on (scripts/train_copy_detector.py holds out "food").
+    photo_origins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +219,12 @@ def build(spec: CorpusSpec, cache: Path, workers: int) -> Corpus:
         if corpus is not None and _matches(corpus, spec):
             log(f"corpus: reusing {root} ({len(corpus.items)} images)")
             return corpus
-    origins = [o for o in ORIGINS if o.in_quick or not spec.quick]
+    origins = [
+        o
+        for o in ORIGINS
+        if (o.in_quick or not spec.quick)
+        and (o.role != "photo" or not spec.photo_origins or o.key in spec.photo_origins)
+    ]
     package_roots = {o.package.key: fetch(o.package, cache) for o in origins}
     candidates = [c for o in origins for c in _candidates(o, package_roots[o.package.key])]
     photos = [c for c in candidates if c.origin.role == "photo"]
@@ -652,7 +660,7 @@ def _load(root: Path, manifest: Path) -> Corpus | None:
     if raw.get("code") != _code_version():
         return None
     return Corpus(
-        CorpusSpec(**raw["spec"]),
+        CorpusSpec(**{**raw["spec"], "photo_origins": tuple(raw["spec"].get("photo_origins", ()))}),
         root,
         [Item(**item) for item in raw["items"]],
         packages=raw.get("packages", {}),

@@ -12,6 +12,7 @@ import gzip
 import importlib.util
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -137,3 +138,22 @@ def test_per_query_rows_match_the_summary(quick_run: Path, raw: dict[str, Any]) 
     ours = [r for r in rows if r["method"] == "imgsearch" and r["family"] == "jpeg" and r["source"]]
     found = sum(1 for r in ours if r["rank"] == "1") / len(ours)
     assert found == pytest.approx(raw["methods"]["imgsearch"]["families"]["jpeg"]["recall_at_1"])
+
+
+def test_a_corpus_can_take_its_photos_from_one_origin(quick_run: Path) -> None:
+    """`--photos-from food`: a corpus with no image of the packages a model was trained on
+    (scripts/train_copy_detector.py holds out food); distractors stay as they are."""
+    from dataclasses import replace
+
+    from bench.accuracy import corpus
+    from bench.accuracy.cli import QUICK
+
+    cache = Path.home() / ".cache" / "imgsearch-bench"
+    spec = replace(QUICK, name="quick-food-test", photo_origins=("food",))
+    built = corpus.build(spec, Path(os.environ.get("IMGSEARCH_BENCH_CACHE", cache)), 2)
+    photos = [i for i in built.items if i.role != "distractor"]
+    assert len([i for i in photos if i.role == "source"]) == SOURCES
+    assert {i.origin for i in photos} == {"food"}
+    assert {i.origin for i in built.items if i.role == "distractor"} <= {"clipart", "sprites"}
+    again = corpus.build(spec, Path(os.environ.get("IMGSEARCH_BENCH_CACHE", cache)), 2)
+    assert again.items == built.items  # reused from the cache, spec read back equal
