@@ -578,9 +578,10 @@ def build_backbone(
 # --------------------------------------------------------------------------- #
 # Export, metadata, verification
 # --------------------------------------------------------------------------- #
-def export_onnx(backbone: Backbone, out: Path) -> None:
-    """Export with dynamic N, H, W, add contract metadata, save as one file."""
-    model = backbone.model.eval()
+def trace_to_onnx(model: nn.Module, output_name: str) -> onnx.ModelProto:
+    """`model` (pixels [N, 3, H, W] in, one output) as ONNX with dynamic N, H, W, weights
+    inside; also used by scripts/train_copy_detector.py."""
+    model = model.eval()
     sample = torch.rand(2, 3, 224, 192)
     batch = torch.export.Dim("batch", min=1, max=4096)
     height = torch.export.Dim("height", min=32, max=8192)
@@ -597,13 +598,19 @@ def export_onnx(backbone: Backbone, out: Path) -> None:
                 (sample,),
                 str(tmp_path),
                 input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
+                output_names=[output_name],
                 opset_version=OPSET,
                 dynamo=True,
                 external_data=False,
                 dynamic_shapes={"pixels": {0: batch, 2: height, 3: width}},
             )
-        proto = onnx.load(str(tmp_path), load_external_data=True)
+        return onnx.load(str(tmp_path), load_external_data=True)
+
+
+def export_onnx(backbone: Backbone, out: Path) -> None:
+    """Export with dynamic N, H, W, add contract metadata, save as one file."""
+    model = backbone.model.eval()
+    proto = trace_to_onnx(model, OUTPUT_NAME)
     meta = {
         "imgsearch.contract": CONTRACT_VERSION,
         "imgsearch.stride": str(STRIDE),

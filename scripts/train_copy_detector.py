@@ -44,7 +44,6 @@ import platform
 import random
 import sys
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -226,30 +225,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 def export(model: CopyDescriptor, out: Path, dimensions: int, description: str) -> None:
     """The embedding contract, one file, dynamic N, H, W."""
-    model.eval()
-    sample = torch.rand(2, 3, 224, 192)
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    height = torch.export.Dim("height", min=32, max=8192)
-    width = torch.export.Dim("width", min=32, max=8192)
-    partial = out.with_suffix(".partial.onnx")
-    with torch.no_grad(), warnings.catch_warnings():
-        # torch's exporter calls a pytree API that torch itself deprecates: not ours to fix
-        warnings.filterwarnings(
-            "ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning
-        )
-        torch.onnx.export(
-            model,
-            (sample,),
-            str(partial),
-            input_names=[export_model.INPUT_NAME],
-            output_names=[EMBEDDING_NAME],
-            opset_version=export_model.OPSET,
-            dynamo=True,
-            external_data=False,
-            dynamic_shapes={"pixels": {0: batch, 2: height, 3: width}},
-        )
-    proto = onnx.load(str(partial), load_external_data=True)
-    partial.unlink()
+    proto = export_model.trace_to_onnx(model, EMBEDDING_NAME)
     meta = {
         "imgsearch.contract": export_model.CONTRACT_VERSION,
         "imgsearch.channels": str(dimensions),
