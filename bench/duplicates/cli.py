@@ -63,6 +63,7 @@ TILE_GAP = 16
 TILE_MIN_SPREAD = 16.0
 COPY_FAMILIES = tuple(name for name in FAMILIES if name != BURST_FAMILY)
 HASHES = ("PHash", "DHash", "WHash", "AHash")
+FALSE_DETAILS = 300
 
 Pair = tuple[str, str]
 
@@ -94,6 +95,9 @@ class Result:
     # imgsearch reports groups: the precision of every pair its groups imply (one false link
     # joins two groups), beside that of the pairs it asserted.
     group_precision: float | None = None
+    # imgsearch: what it said of its first FALSE_DETAILS unplanted pairs (kinds, score,
+    # inliers), for finding out why it paired them.
+    false_details: list[dict[str, object]] = field(default_factory=list)
 
 
 def build_folder(corpus: Corpus, size: int, work: Path, seed: int = 17) -> Folder:
@@ -244,9 +248,18 @@ def score(
     )
 
 
-def run_imgsearch(folder: Folder, work: Path) -> tuple[set[Pair], set[Pair], float, float]:
-    """Index the folder with a real server, then ask its FindDuplicates RPC: the pairs it
-    asserted, the pairs its groups imply, the time to find and the time to index."""
+@dataclass
+class Found:
+    """What imgsearch's FindDuplicates answered."""
+
+    pairs: dict[Pair, tuple[float, int]]  # asserted pair -> (score, inliers)
+    implied: set[Pair]  # every pair of each group
+    seconds: float  # finding
+    index_seconds: float
+
+
+def run_imgsearch(folder: Folder, work: Path) -> Found:
+    """Index the folder with a real server, then ask its FindDuplicates RPC."""
     from imgsearch.app import Application
     from imgsearch.settings import Settings
 
@@ -270,16 +283,27 @@ def run_imgsearch(folder: Folder, work: Path) -> tuple[set[Pair], set[Pair], flo
             while client.status().pending:
                 time.sleep(0.5)
             indexed = time.monotonic()
-            found: set[Pair] = set()
+            found: dict[Pair, tuple[float, int]] = {}
             implied: set[Pair] = set()
             for event in client.duplicates():
                 if event.WhichOneof("event") == "group":
-                    found |= {_pair(p.first, p.second) for p in event.group.pairs}
+                    for p in event.group.pairs:
+                        found[_pair(p.first, p.second)] = (round(p.score, 4), p.inliers)
                     implied |= {_pair(a, b) for a, b in combinations(event.group.paths, 2)}
             finished = time.monotonic()
     finally:
         app.stop()
-    return found, implied, finished - indexed, indexed - started
+    return Found(found, implied, finished - indexed, indexed - started)
+
+
+def _details(folder: Folder, found: Found, most: int) -> list[dict[str, object]]:
+    unplanted = sorted(set(found.pairs) - set(folder.copies))
+    details: list[dict[str, object]] = []
+    for a, b in random.Random(0).sample(unplanted, min(most, len(unplanted))):  # noqa: S311
+        score, inliers = found.pairs[(a, b)]
+        kinds = "~".join(sorted((folder.kinds.get(a, "?"), folder.kinds.get(b, "?"))))
+        details.append({"pair": [a, b], "kinds": kinds, "score": score, "inliers": inliers})
+    return details
 
 
 def run_imagededup(method_name: str, folder: Folder) -> tuple[set[Pair], float] | None:
@@ -409,11 +433,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         for size in sizes:
             folder = build_folder(corpus, size, work)
             log(f"{folder.images} images, {len(folder.copies)} planted copies")
-            found, implied, seconds, index_seconds = run_imgsearch(folder, work)
-            ours = score("imgsearch", size, folder, found, seconds, index_seconds)
+            found = run_imgsearch(folder, work)
+            ours = score(
+                "imgsearch", size, folder, set(found.pairs), found.seconds, found.index_seconds
+            )
+            implied = found.implied
             ours.group_precision = (
                 len(implied & set(folder.copies)) / len(implied) if implied else 1.0
             )
+            ours.false_details = _details(folder, found, FALSE_DETAILS)
             results.append(ours)
             log(f"imgsearch: {results[-1].precision:.3f} / {results[-1].recall:.3f}")
             for name in HASHES:
