@@ -45,6 +45,9 @@ _THUMBNAIL_SIDE = 160
 _CELL = 16
 _TEXTURED = 6.0
 _AGREE = 0.5
+# A square is flat below this spread (JPEG noise stays under it): textured in one image and
+# flat in the other, it is content only that image has (`Verification.unshared`).
+_FLAT = 3.0
 
 
 def _mirror_order() -> NDArray[np.intp]:
@@ -80,6 +83,11 @@ class Verification:
     # Share of the textured cells of the overlap whose pixels agree once the query is mapped
     # onto the candidate (`Verifier.compare` only; None: nothing textured to compare).
     agreement: float | None = None
+    # Squares of the overlap textured in only the query, and in only the candidate, the other
+    # image flat there (`Verifier.compare` only). A copy adds content (text, an emoji) or
+    # loses it (blur), on one side; two drawings of one set (the same figure with its arms
+    # elsewhere) each have some of their own.
+    unshared: tuple[int, int] = (0, 0)
 
 
 class Verifier:
@@ -152,16 +160,17 @@ class Verifier:
         best = 0 if results[0][0].inliers >= results[1][0].inliers else 1
         found, homography, _ = results[best]
         if homography is not None:
-            agreement = _agreement(query[best], candidate, homography)
+            overlap = _overlap(query[best], candidate, homography)
         else:  # no fit: only a whole-frame copy (resized, recoloured, mirrored) can agree
-            agreement = _best_agreement(
-                _agreement(side, candidate, _frame_to_frame(side, candidate)) for side in query
+            overlap = _best_overlap(
+                _overlap(side, candidate, _frame_to_frame(side, candidate)) for side in query
             )
         return replace(
             found,
             keypoints=(len(query[0].points), len(candidate.points)),
             exact=max(exact for _, _, exact in results),
-            agreement=agreement,
+            agreement=None if overlap is None else overlap.agreement,
+            unshared=(0, 0) if overlap is None else overlap.unshared,
         )
 
     def exact_inliers(self, query: tuple[Keypoints, Keypoints], relative_path: str) -> int:
@@ -312,11 +321,18 @@ def _frame_to_frame(query: Keypoints, candidate: Keypoints) -> NDArray[np.float6
     return np.diag([candidate.width / query.width, candidate.height / query.height, 1.0])
 
 
-def _agreement(
+@dataclass(frozen=True, slots=True)
+class _Overlap:
+    agreement: float | None
+    unshared: tuple[int, int]
+
+
+def _overlap(
     query: Keypoints, candidate: Keypoints, homography: NDArray[np.float64] | None
-) -> float | None:
-    """The share of textured squares where the mapped query's pixels agree with the
-    candidate's (None: no square to compare)."""
+) -> _Overlap | None:
+    """The query's thumbnail mapped onto the candidate's, compared square by square: the
+    share of squares textured in both where the pixels agree (None: no such square), and
+    the squares textured in only one of them (None: nothing to compare)."""
     if homography is None or not query.thumbnail.size or not candidate.thumbnail.size:
         return None
     height, width = candidate.thumbnail.shape
@@ -348,15 +364,20 @@ def _agreement(
     own = own - own.mean(axis=1, keepdims=True)
     spread_mapped = np.sqrt((mapped**2).mean(axis=1))
     spread_own = np.sqrt((own**2).mean(axis=1))
+    unshared = (
+        int((covered & (spread_mapped >= _TEXTURED) & (spread_own < _FLAT)).sum()),
+        int((covered & (spread_own >= _TEXTURED) & (spread_mapped < _FLAT)).sum()),
+    )
     compared = covered & (spread_mapped >= _TEXTURED) & (spread_own >= _TEXTURED)
     if not compared.any():
-        return None
+        return _Overlap(None, unshared)
     correlation = (mapped * own)[compared].mean(axis=1) / (
         spread_mapped[compared] * spread_own[compared]
     )
-    return float((correlation >= _AGREE).mean())
+    return _Overlap(float((correlation >= _AGREE).mean()), unshared)
 
 
-def _best_agreement(values: Iterable[float | None]) -> float | None:
-    measured = [v for v in values if v is not None]
-    return max(measured) if measured else None
+def _best_overlap(overlaps: Iterable[_Overlap | None]) -> _Overlap | None:
+    """The orientation whose pixels agree best."""
+    measured = [o for o in overlaps if o is not None and o.agreement is not None]
+    return max(measured, key=lambda o: o.agreement or 0.0) if measured else None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from imgsearch.searcher.duplicates import MIN_AGREEMENT, _is_copy
+from imgsearch.searcher.duplicates import MIN_AGREEMENT, UNSHARED_EACH, _is_copy
 from imgsearch.searcher.verify import Verification, Verifier
 from tests.imaging import crop, encode, load, rescale
 
@@ -53,3 +53,29 @@ def test_two_pictures_in_one_frame_are_not_copies(
     same = _compare(tmp_path, _framed(one, frame), _framed(one, frame).resize((600, 400)))
     assert same.agreement is not None and same.agreement >= MIN_AGREEMENT
     assert _is_copy(True, same, 15)
+
+
+def _drawing(parts: list[Image.Image], places: list[tuple[int, int]]) -> Image.Image:
+    """Parts pasted on a blank page, as clip art of one set is drawn."""
+    page = Image.new("RGB", (480, 480), "white")
+    for part, place in zip(parts, places, strict=True):
+        page.paste(part, place)
+    return page
+
+
+def test_two_drawings_of_one_set_are_not_copies(tmp_path: Path, sample_photos: list[Path]) -> None:
+    body, arm = (load(p) for p in sample_photos[:2])
+    body, arm = body.resize((200, 200)), arm.resize((96, 96))
+    one = _drawing([body, arm, arm], [(140, 140), (20, 20), (360, 360)])
+    other = _drawing([body, arm, arm], [(140, 140), (360, 20), (20, 360)])
+    found = _compare(tmp_path, one, other)
+    assert found.inliers >= 15 and found.exact >= 0.8 * found.inliers, "the body matches"
+    assert found.agreement is not None and found.agreement >= MIN_AGREEMENT
+    assert min(found.unshared) >= UNSHARED_EACH
+    assert not _is_copy(True, found, 15)
+    # ... while a copy with content added on the blank page (text, an emoji) is one.
+    marked = one.copy()
+    marked.paste(arm.resize((48, 48)), (400, 200))
+    copy = _compare(tmp_path, rescale(marked, 0.7), one)
+    assert copy.unshared[0] >= UNSHARED_EACH and copy.unshared[1] < UNSHARED_EACH
+    assert _is_copy(True, copy, 15)
