@@ -1,6 +1,6 @@
 """The duplicate finder's last check: a copy's pixels agree with its original's once mapped
 onto it; two images that share one pasted part (a logo, a screenshot's frame) do not, however
-many keypoints that part matches."""
+many keypoints that part matches; and two frames of a burst are not copies of each other."""
 
 from __future__ import annotations
 
@@ -8,9 +8,15 @@ from pathlib import Path
 
 from PIL import Image
 
-from imgsearch.searcher.duplicates import MIN_AGREEMENT, UNSHARED_EACH, _is_copy
+from imgsearch.searcher.duplicates import (
+    MAX_DISTORTION,
+    MIN_AGREEMENT,
+    SHAPE_INLIERS,
+    UNSHARED_EACH,
+    _is_copy,
+)
 from imgsearch.searcher.verify import Verification, Verifier
-from tests.imaging import crop, encode, load, rescale
+from tests.imaging import burst_pair, crop, encode, load, rescale
 
 
 def _compare(folder: Path, first: Image.Image, second: Image.Image) -> Verification:
@@ -79,3 +85,23 @@ def test_two_drawings_of_one_set_are_not_copies(tmp_path: Path, sample_photos: l
     copy = _compare(tmp_path, rescale(marked, 0.7), one)
     assert copy.unshared[0] >= UNSHARED_EACH and copy.unshared[1] < UNSHARED_EACH
     assert _is_copy(True, copy, 15)
+
+
+def test_a_burst_frame_is_not_a_copy_of_its_sibling(
+    tmp_path: Path, sample_photos: list[Path]
+) -> None:
+    for photo in sample_photos:
+        first, second = burst_pair(load(photo))
+        found = _compare(tmp_path, second, first)
+        assert found.inliers >= SHAPE_INLIERS, f"most of the scene of {photo.name} matches"
+        assert found.distortion > MAX_DISTORTION, "but only under another perspective"
+        # (Rocket launch: 77 of 101 inliers fit one similarity, as many as a blurred copy's.)
+        assert not _is_copy(True, found, 15), photo.name
+    # ... while a crop of a photo, turned a little and shrunk, bends no more than an affine
+    # map does.
+    photo = load(sample_photos[0])
+    cut = crop(photo, 0.5, anchor=(0.4, 0.5)).rotate(4, resample=Image.Resampling.BILINEAR)
+    copy = _compare(tmp_path, rescale(cut, 0.6), photo)
+    assert copy.inliers >= SHAPE_INLIERS
+    assert copy.distortion < MAX_DISTORTION
+    assert _is_copy(False, copy, 15)
