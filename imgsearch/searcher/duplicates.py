@@ -76,15 +76,6 @@ MIN_AGREEMENT = 0.8
 # not planted (44 clip art) have at least this many squares of their own on each side, and 2
 # of 280 planted copies (blurred: blur spreads an edge into a flat neighbour) (replayed).
 UNSHARED_EACH = 2
-# Nor is a pair whose homography bends more than this away from an affine map
-# (Verification.distortion, pixels at the finder's 640 px): two frames of a burst, or two
-# photos of one scene, seen under another perspective, however exactly their centres agree.
-# Measured on the 3,000-image folder of bench/duplicates, pairs with at least SHAPE_INLIERS
-# inliers: 33 of 37 burst pairs bend 1.5-7.5 px; 256 planted copies at most 1.16 (JPEG 10-30;
-# rescaled 0.97, blurred 0.96). (Against one similarity the bursts bend more, 1.7-9 px, but
-# so would a copy stretched by 1%.) Fewer inliers fit a less certain homography.
-MAX_DISTORTION = 1.4
-SHAPE_INLIERS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +216,7 @@ def _is_copy(descriptor_says: bool, found: Verification, min_inliers: int) -> bo
         return False
     if min(found.unshared) >= UNSHARED_EACH:
         return False
-    if found.inliers >= SHAPE_INLIERS and found.distortion > MAX_DISTORTION:
+    if found.bent:  # another frame of the scene
         return False
     inliers, exact = found.inliers, found.exact
     if not descriptor_says:

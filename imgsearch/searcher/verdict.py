@@ -32,10 +32,11 @@ BACKGROUND_SIZE = 10
 VERIFY_FLOOR = 0.30
 # When several candidates pass the verdict (near-identical photos: burst shots, or true
 # duplicates), the first SIBLING_CHECK of them are checked for exactness (see
-# Verifier.exact_inliers): only those within SAME_IMAGE_SHARE of the most exact one stay
+# Verification.exact): only those within SAME_IMAGE_SHARE of the most exact one stay
 # "the source" (true duplicates land equally well; the burst siblings of bench/accuracy's
 # quick corpus landed 0.44-0.97 as well as their frame), and with fewer than MIN_EXACT exact
-# matches nothing is decided.
+# matches nothing is decided. A candidate the query maps onto only under another
+# perspective (Verification.bent) counts no exact matches: it is another frame.
 SIBLING_CHECK = 4
 SAME_IMAGE_SHARE = 0.98
 MIN_EXACT = 12
@@ -172,7 +173,8 @@ class Ranker:
         still_wanted()
         with SEARCH_STAGE.labels("siblings").time():
             keypoints = self._verifier.describe(query.image, exact=True)
-            exact = {i: self._verifier.exact_inliers(keypoints, matches[i].path) for i in sources}
+            found = {i: self._verifier.compare_file(keypoints, matches[i].path) for i in sources}
+        exact = {i: 0 if f.bent else f.exact for i, f in found.items()}
         best = max(exact.values())
         if best < MIN_EXACT:
             return matches

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 _RATIO = 0.8
 _MIN_MATCHES = 8  # fewer tentative matches cannot support a homography
-# Exactness (`exact_inliers`): a copy maps onto its own source by a similarity (scale,
+# Exactness (`Verification.exact`): a copy maps onto its own source by a similarity (scale,
 # rotation, shift) to within a pixel or two; a burst sibling, taken a moment apart, needs
 # perspective and parallax, so far fewer matches land that precisely (bench/accuracy `burst`).
 _EXACT_PIXELS = 1.5
@@ -48,6 +48,15 @@ _AGREE = 0.5
 # A square is flat below this spread (JPEG noise stays under it): textured in one image and
 # flat in the other, it is content only that image has (`Verification.unshared`).
 _FLAT = 3.0
+# A homography bent more than this away from an affine map (`Verification.distortion`,
+# pixels at 640 px), fitted to at least SHAPE_INLIERS inliers, is of another frame of the
+# scene, not of a copy. Measured on the 3,000-image folder of bench/duplicates (pairs with
+# >= 20 inliers): 33 of 37 burst pairs bend 1.5-7.5 px; 256 planted copies at most 1.16
+# (JPEG 10-30; rescaled 0.97, blurred 0.96). (Against one similarity the bursts bend more,
+# 1.7-9 px, but so would a copy stretched by 1%.) Fewer inliers fit a less certain
+# homography.
+MAX_DISTORTION = 1.4
+SHAPE_INLIERS = 20
 
 
 def _mirror_order() -> NDArray[np.intp]:
@@ -94,6 +103,12 @@ class Verification:
     # a pixel at most; two frames of a burst need perspective (`_distortion`).
     distortion: float = 0.0
 
+    @property
+    def bent(self) -> bool:
+        """The candidate is another view of the scene (a burst frame), not the query's source
+        (MAX_DISTORTION)."""
+        return self.inliers >= SHAPE_INLIERS and self.distortion > MAX_DISTORTION
+
 
 class Verifier:
     """SIFT + MAGSAC homography between a query and candidate files of the folder."""
@@ -129,7 +144,7 @@ class Verifier:
 
     def describe(self, image: DecodedImage, *, exact: bool = False) -> tuple[Keypoints, Keypoints]:
         """Keypoints of a decoded query and of its mirror image; `exact`: at the finer side
-        that `exact_inliers` needs (candidates are then described at that side too)."""
+        that `Verification.exact` needs (candidates are then described at that side too)."""
         side = self._exact_side if exact else self._max_side
         keypoints = self._keypoints(_shrink(image.pixels, side), side)
         return keypoints, mirrored(keypoints)
@@ -154,9 +169,9 @@ class Verifier:
         return replace(best, keypoints=(len(query[0].points), len(candidate.points)))
 
     def compare(self, query: tuple[Keypoints, Keypoints], candidate: Keypoints) -> Verification:
-        """`verify` and `exact_inliers` at once, for two images both described with
-        `exact=True` (the duplicate finder), and the pixel agreement of the pair: each
-        orientation's matches are found once and serve all three."""
+        """`verify`, the exactness and the bend of the fit, and the pixel agreement of the
+        pair, for two images both described with `exact=True` (the duplicate finder, the
+        sibling check): each orientation's matches are found once and serve all of them."""
         results = []
         for side in query:
             good = self._good_matches(side, candidate)
@@ -178,17 +193,13 @@ class Verifier:
             unshared=(0, 0) if overlap is None else overlap.unshared,
         )
 
-    def exact_inliers(self, query: tuple[Keypoints, Keypoints], relative_path: str) -> int:
-        """Matches that one similarity maps from the query (or its mirror) onto the candidate
-        within _EXACT_PIXELS: high for the very image a copy was made from, lower for a
-        near-identical sibling (a burst frame) that a homography would still accept. The
-        query should be described with `exact=True`."""
+    def compare_file(self, query: tuple[Keypoints, Keypoints], relative_path: str) -> Verification:
+        """`compare` with a file of the folder, described as the query was (its `exact` side
+        gives `Verification.exact` its meaning); nothing found where it cannot be read."""
         candidate = self._candidate(relative_path, query[0].side)
         if candidate is None:
-            return 0
-        return max(
-            self._exact(side, candidate, self._good_matches(side, candidate)) for side in query
-        )
+            return Verification(0, None)
+        return self.compare(query, candidate)
 
     def _exact(self, query: Keypoints, candidate: Keypoints, good: list[cv2.DMatch]) -> int:
         if len(good) < _MIN_MATCHES:

@@ -8,14 +8,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from imgsearch.searcher.duplicates import (
-    MAX_DISTORTION,
-    MIN_AGREEMENT,
-    SHAPE_INLIERS,
-    UNSHARED_EACH,
-    _is_copy,
-)
-from imgsearch.searcher.verify import Verification, Verifier
+from imgsearch.searcher.duplicates import MIN_AGREEMENT, UNSHARED_EACH, _is_copy
+from imgsearch.searcher.verify import MAX_DISTORTION, SHAPE_INLIERS, Verification, Verifier
 from tests.imaging import burst_pair, crop, encode, load, rescale
 
 
