@@ -50,12 +50,12 @@ _AGREE = 0.5
 _FLAT = 3.0
 # A homography bent more than this away from an affine map (`Verification.distortion`,
 # pixels at 640 px), fitted to at least SHAPE_INLIERS inliers, is of another frame of the
-# scene, not of a copy. Measured on the 3,000-image folder of bench/duplicates (pairs with
-# >= 20 inliers): 33 of 37 burst pairs bend 1.5-7.5 px; 256 planted copies at most 1.16
-# (JPEG 10-30; rescaled 0.97, blurred 0.96). (Against one similarity the bursts bend more,
-# 1.7-9 px, but so would a copy stretched by 1%.) Fewer inliers fit a less certain
-# homography.
-MAX_DISTORTION = 1.4
+# scene, not of a copy. Measured on the 3,000-image folder of bench/duplicates, each pair
+# compared both ways round: of the 300 planted copies none bends more than 1.54 px (a
+# rotated one; most under 1), of the 40 burst pairs 30 bend 1.7-7 px. (Against one
+# similarity the bursts bend more, but so would a copy stretched by 1%.) Fewer inliers fit
+# a less certain homography.
+MAX_DISTORTION = 1.7
 SHAPE_INLIERS = 20
 
 
@@ -305,10 +305,12 @@ def _plausible(homography: NDArray[np.float64]) -> bool:
 
 def _distortion(homography: NDArray[np.float64], points: NDArray[np.float32]) -> float:
     """The greatest distance between where the homography and the affine map closest to it
-    (least squares over `points`) put `points`. Measured on the homography's own mapping,
-    not on the matched points, so keypoint noise does not count. A copy, however cropped,
-    resized, stretched or turned, is affine: under 1.2 px at 640 px in bench/duplicates; a
-    burst frame, seen a moment later under another perspective, mostly 1.5-7.5 px."""
+    (least squares over `points`) put `points`, in pixels of whichever image shows the
+    matched part smaller (a crop blown up to full size magnifies every error). Measured on
+    the homography's own mapping, not on the matched points, so keypoint noise does not
+    count. A copy, however cropped, resized, stretched or turned, is affine: at most 1.54 px
+    in bench/duplicates (either way round); a burst frame, seen a moment later under
+    another perspective, mostly 1.7-7 px."""
     if len(points) < 3:
         return 0.0
     source = np.asarray(points, np.float64).reshape(-1, 2)
@@ -316,7 +318,8 @@ def _distortion(homography: NDArray[np.float64], points: NDArray[np.float32]) ->
     design = np.column_stack([source, np.ones(len(source))])
     affine, *_ = np.linalg.lstsq(design, mapped, rcond=None)
     residuals = design @ affine - mapped
-    return float(np.hypot(residuals[:, 0], residuals[:, 1]).max())
+    magnified = max(1.0, float(np.sqrt(abs(np.linalg.det(affine[:2])))))
+    return float(np.hypot(residuals[:, 0], residuals[:, 1]).max()) / magnified
 
 
 def _shrink(pixels: NDArray[np.uint8], max_side: int) -> NDArray[np.uint8]:
