@@ -98,9 +98,10 @@ class Verification:
     # elsewhere) each have some of their own.
     unshared: tuple[int, int] = (0, 0)
     # How far the homography bends away from an affine map over the matched points: the
-    # greatest distance, in pixels of the candidate as described, between where it and the
-    # closest affine map put an inlier. A copy (cropped, resized, turned) is affine, so about
-    # a pixel at most; two frames of a burst need perspective (`_distortion`).
+    # greatest distance, in pixels of whichever image shows the matched part smaller,
+    # between where it and the closest affine map put an inlier. A copy (cropped, resized,
+    # turned) is affine, so a pixel or so at most; two frames of a burst need perspective
+    # (`_distortion`, `bent`).
     distortion: float = 0.0
 
     @property

@@ -6,10 +6,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
+import numpy as np
+import pytest
 from PIL import Image
 
 from imgsearch.searcher.duplicates import MIN_AGREEMENT, UNSHARED_EACH, _is_copy
-from imgsearch.searcher.verify import MAX_DISTORTION, SHAPE_INLIERS, Verification, Verifier
+from imgsearch.searcher.verify import (
+    MAX_DISTORTION,
+    SHAPE_INLIERS,
+    Verification,
+    Verifier,
+    _distortion,
+)
 from tests.imaging import burst_pair, crop, encode, load, rescale
 
 
@@ -95,7 +104,25 @@ def test_a_burst_frame_is_not_a_copy_of_its_sibling(
     # map does.
     photo = load(sample_photos[0])
     cut = crop(photo, 0.5, anchor=(0.4, 0.5)).rotate(4, resample=Image.Resampling.BILINEAR)
-    copy = _compare(tmp_path, rescale(cut, 0.6), photo)
-    assert copy.inliers >= SHAPE_INLIERS
-    assert copy.distortion < MAX_DISTORTION
-    assert _is_copy(False, copy, 15)
+    copy = rescale(cut, 0.6)
+    for found in (_compare(tmp_path, copy, photo), _compare(tmp_path, photo, copy)):
+        assert found.inliers >= SHAPE_INLIERS
+        assert found.distortion < MAX_DISTORTION, "either way round"
+        assert _is_copy(False, found, 15)
+
+
+def test_distortion_is_the_same_either_way_round() -> None:
+    """A pair is compared in whichever order the finder meets it: the bend is measured in the
+    pixels of the image that shows the matched part smaller, so a crop blown up to twice
+    its size does not bend twice as much seen from its original."""
+    rng = np.random.default_rng(3)
+    points = rng.uniform(0, 320, (200, 2)).astype(np.float32)
+    enlarging = np.array([[2.0, 0.1, 30.0], [-0.1, 2.0, 12.0], [4e-5, -3e-5, 1.0]])
+    mapped = cv2.perspectiveTransform(points.reshape(-1, 1, 2), enlarging).reshape(-1, 2)
+    forward = _distortion(enlarging, points)
+    backward = _distortion(np.linalg.inv(enlarging), mapped)
+    assert forward > 0.5, "the perspective terms bend it"
+    assert backward == pytest.approx(forward, rel=0.25)
+    similarity = enlarging.copy()
+    similarity[2, :2] = 0
+    assert _distortion(similarity, points) < 1e-6
