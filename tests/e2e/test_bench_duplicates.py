@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.duplicates.cli import Folder, score
+
 REPO = Path(__file__).resolve().parents[2]
 EXIT_NO_CORPUS = 3
 
@@ -36,3 +38,19 @@ def test_quick_duplicates_benchmark(tmp_path: Path) -> None:
     text = (out / "duplicates.md").read_text()
     assert "| 120 | imgsearch |" in text
     assert (out / "duplicates.png").stat().st_size > 0
+
+
+def test_two_copies_of_one_original_are_a_right_pair(tmp_path: Path) -> None:
+    """Where a folder draws an original twice, its two copies are copies of each other:
+    pairing them counts as right, and missing that pair costs no recall."""
+    copies = {("a.jpg", "copies/crop50/1.jpg"): "crop50", ("a.jpg", "copies/jpeg/2.jpg"): "jpeg"}
+    alike = {("copies/crop50/1.jpg", "copies/jpeg/2.jpg")}
+    folder = Folder(tmp_path, 3, copies, set(), {}, alike)
+    found = {("a.jpg", "copies/crop50/1.jpg"), ("copies/crop50/1.jpg", "copies/jpeg/2.jpg")}
+    result = score("imgsearch", 3, folder, found, 1.0)
+    assert result.precision == 1.0 and result.false_pairs == []
+    assert result.recall == 0.5
+    # ... while a pair that is neither planted nor alike is false.
+    wrong = score("imgsearch", 3, folder, found | {("a.jpg", "b.jpg")}, 1.0)
+    assert wrong.false_pairs == [("a.jpg", "b.jpg")]
+    assert wrong.precision == 2 / 3
