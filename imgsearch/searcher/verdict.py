@@ -173,7 +173,7 @@ class Ranker:
         still_wanted()
         with SEARCH_STAGE.labels("siblings").time():
             keypoints = self._verifier.describe(query.image, exact=True)
-            found = {i: self._verifier.compare_file(keypoints, matches[i].path) for i in sources}
+            found = {i: self._verifier.shape_file(keypoints, matches[i].path) for i in sources}
         exact = {i: 0 if f.bent else f.exact for i, f in found.items()}
         best = max(exact.values())
         if best < MIN_EXACT:

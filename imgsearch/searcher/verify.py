@@ -170,9 +170,37 @@ class Verifier:
         return replace(best, keypoints=(len(query[0].points), len(candidate.points)))
 
     def compare(self, query: tuple[Keypoints, Keypoints], candidate: Keypoints) -> Verification:
-        """`verify`, the exactness and the bend of the fit, and the pixel agreement of the
-        pair, for two images both described with `exact=True` (the duplicate finder, the
-        sibling check): each orientation's matches are found once and serve all of them."""
+        """`shape`, and the pixel agreement of the pair where the fit maps the query (the
+        duplicate finder)."""
+        found, orientation, homography = self._shape(query, candidate)
+        if homography is not None:
+            overlap = _overlap(query[orientation], candidate, homography)
+        else:  # no fit: only a whole-frame copy (resized, recoloured, mirrored) can agree
+            overlap = _best_overlap(
+                _overlap(side, candidate, _frame_to_frame(side, candidate)) for side in query
+            )
+        return replace(
+            found,
+            agreement=None if overlap is None else overlap.agreement,
+            unshared=(0, 0) if overlap is None else overlap.unshared,
+        )
+
+    def shape_file(self, query: tuple[Keypoints, Keypoints], relative_path: str) -> Verification:
+        """`shape` against a file of the folder, described as the query was (its `exact` side
+        gives `Verification.exact` its meaning); nothing found where it cannot be read. No
+        pixel agreement: the sibling check needs only exactness and bend."""
+        candidate = self._candidate(relative_path, query[0].side)
+        if candidate is None:
+            return Verification(0, None)
+        return self._shape(query, candidate)[0]
+
+    def _shape(
+        self, query: tuple[Keypoints, Keypoints], candidate: Keypoints
+    ) -> tuple[Verification, int, NDArray[np.float64] | None]:
+        """`verify`, the exactness and the bend of the fit at once, for two images both
+        described with `exact=True`: each orientation's matches are found once and serve
+        all of them. Also which orientation fitted best (0 direct, 1 mirrored) and its
+        homography."""
         results = []
         for side in query:
             good = self._good_matches(side, candidate)
@@ -180,27 +208,12 @@ class Verifier:
             results.append((found, homography, self._exact(side, candidate, good)))
         best = 0 if results[0][0].inliers >= results[1][0].inliers else 1
         found, homography, _ = results[best]
-        if homography is not None:
-            overlap = _overlap(query[best], candidate, homography)
-        else:  # no fit: only a whole-frame copy (resized, recoloured, mirrored) can agree
-            overlap = _best_overlap(
-                _overlap(side, candidate, _frame_to_frame(side, candidate)) for side in query
-            )
-        return replace(
+        shaped = replace(
             found,
             keypoints=(len(query[0].points), len(candidate.points)),
             exact=max(exact for _, _, exact in results),
-            agreement=None if overlap is None else overlap.agreement,
-            unshared=(0, 0) if overlap is None else overlap.unshared,
         )
-
-    def compare_file(self, query: tuple[Keypoints, Keypoints], relative_path: str) -> Verification:
-        """`compare` with a file of the folder, described as the query was (its `exact` side
-        gives `Verification.exact` its meaning); nothing found where it cannot be read."""
-        candidate = self._candidate(relative_path, query[0].side)
-        if candidate is None:
-            return Verification(0, None)
-        return self.compare(query, candidate)
+        return shaped, best, homography
 
     def _exact(self, query: Keypoints, candidate: Keypoints, good: list[cv2.DMatch]) -> int:
         if len(good) < _MIN_MATCHES:
