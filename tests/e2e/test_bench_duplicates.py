@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bench.duplicates.cli import Folder, score
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,3 +56,44 @@ def test_two_copies_of_one_original_are_a_right_pair(tmp_path: Path) -> None:
     wrong = score("imgsearch", 3, folder, found | {("a.jpg", "b.jpg")}, 1.0)
     assert wrong.false_pairs == [("a.jpg", "b.jpg")]
     assert wrong.precision == 2 / 3
+
+
+def test_audit_summarises_the_judged_pairs_of_the_run(tmp_path: Path) -> None:
+    from bench.duplicates.audit import main
+
+    pairs = [["a.png", "b.png"], ["c.png", "d.png"], ["e.png", "f.png"], ["g.png", "h.png"]]
+    run = {"method": "imgsearch", "images": 10_000, "precision": 0.5}
+    run["false_details"] = [{"pair": p, "kinds": "x~x", "score": 0.9, "inliers": 0} for p in pairs]
+    meta = {"git": "abc1234", "finished": "2026-12-06 21:31 UTC"}
+    (tmp_path / "duplicates.json").write_text(json.dumps({"meta": meta, "results": [run]}))
+    judged = [("same picture", "mirrored"), ("different", "frames"), ("different", "frames")]
+    lines = ["n,first,second,kinds,score,inliers,judged,how"] + [
+        f"{n},{a},{b},x~x,0.9,0,{label},{how}"
+        for n, ((a, b), (label, how)) in enumerate(zip(pairs, judged, strict=False))
+    ]
+    (tmp_path / "audit.csv").write_text("\n".join(lines) + "\n")
+
+    assert main(["--results", str(tmp_path)]) == 0
+
+    text = (tmp_path / "audit.md").read_text()
+    assert "| different | 2 | frames 2 |" in text
+    assert "**1 of 3 (33%" in text
+    # half the pairs unplanted, a third of those the same picture: 0.5 + 0.5 / 3
+    assert "would be about 67%" in text
+    assert "instead of the 50.0%" in text
+
+
+def test_audit_refuses_labels_of_another_run(tmp_path: Path) -> None:
+    from bench.duplicates.audit import main
+
+    run = {"method": "imgsearch", "images": 10_000, "precision": 0.5}
+    run["false_details"] = [{"pair": ["a.png", "b.png"], "kinds": "x~x", "score": 0.9}]
+    meta = {"git": "abc1234", "finished": "now"}
+    (tmp_path / "duplicates.json").write_text(json.dumps({"meta": meta, "results": [run]}))
+    (tmp_path / "audit.csv").write_text(
+        "n,first,second,kinds,score,inliers,judged,how\n0,a.png,z.png,x~x,0.9,0,different,x\n"
+    )
+
+    with pytest.raises(SystemExit, match="other pairs"):
+        main(["--results", str(tmp_path)])
+    assert not (tmp_path / "audit.md").exists()
