@@ -5,17 +5,17 @@ pairs that were checked (a few numbers each), the paths visited and the keypoint
 last few hundred images, so a folder of 100k images stays in bounded memory.
 
 Where the searcher has the folder's files, every candidate pair, sure or unsure, is checked
-geometrically: a copy maps onto its original by one similarity (scale, turn, shift), to a
-pixel or two, for nearly all the matches a homography accepts; two frames of a burst, or
-two photos of one scene, need perspective, so far fewer of their matches are exact
-(bench/duplicates). Where one image has too few keypoints to say anything (tiny, flat,
-blurred), the descriptor's verdict stands; where both have many and hardly any agree, the
-pair is not a copy however alike they look (sprites of one game, frames of one animation).
-A copy maps onto its original by an affine map everywhere, not only at its centre: a
-homography that needs perspective is of another frame. Last, the pixels must agree where
-the pair overlaps: drawings that share one motif, or screenshots of one app showing
-different photos, match well on what they share only; and two drawings of one set each
-have content of their own where the other is blank."""
+geometrically: a copy maps onto its original by one similarity (scale, turn, shift; a
+stretch to another aspect ratio undone first), to a pixel or two, for nearly all the matches
+a homography accepts; two frames of a burst, or two photos of one scene, need perspective,
+so far fewer of their matches are exact (bench/duplicates). Where one image has too few
+keypoints to say anything (tiny, flat, blurred), the descriptor's verdict stands; where both
+have many and hardly any agree, the pair is not a copy however alike they look (sprites of
+one game, frames of one animation). A copy maps onto its original by an affine map
+everywhere, not only at its centre: a homography that needs perspective is of another frame.
+Last, the pixels must agree where the pair overlaps: drawings that share one motif, or
+screenshots of one app showing different photos, match well on what they share only; and two
+drawings of one set each have content of their own where the other is blank."""
 
 from __future__ import annotations
 

@@ -35,6 +35,13 @@ _MIN_MATCHES = 8  # fewer tentative matches cannot support a homography
 # rotation, shift) to within a pixel or two; a burst sibling, taken a moment apart, needs
 # perspective and parallax, so far fewer matches land that precisely (bench/accuracy `burst`).
 _EXACT_PIXELS = 1.5
+# A copy resized to another aspect ratio is a similarity once the stretch is undone; a
+# homography whose axes scale apart by more than this (log ratio, ~3%) is tried so too.
+_STRETCHED = 0.03
+# SIFT places the keypoints of a stretched image less precisely (the stretch reshapes each
+# blob): of a photo's matches that its 3:4 stretch and the original share, ~87% land
+# within _EXACT_PIXELS of one similarity once the stretch is undone, ~99% within this.
+_STRETCHED_EXACT_PIXELS = 3.0
 # Pixel agreement (`Verifier.compare`): the query's thumbnail mapped onto the candidate's,
 # both at _THUMBNAIL_SIDE, compared in _CELL-pixel squares that are textured in both
 # (grey-level spread >= _TEXTURED) and wholly inside the mapped query; a square agrees when
@@ -88,7 +95,9 @@ class Verification:
     inliers: int
     box: tuple[float, float, float, float] | None  # query outline in the candidate, 0..1
     keypoints: tuple[int, int] = (0, 0)  # of the query and of the candidate (0: not read)
-    exact: int = 0  # matches one similarity maps exactly (`Verifier.compare` only)
+    # Matches one similarity maps exactly, once any stretch along the axes is undone
+    # (`Verifier.compare` and `shape_file`).
+    exact: int = 0
     # Share of the textured cells of the overlap whose pixels agree once the query is mapped
     # onto the candidate (`Verifier.compare` only; None: nothing textured to compare).
     agreement: float | None = None
@@ -205,7 +214,7 @@ class Verifier:
         for side in query:
             good = self._good_matches(side, candidate)
             found, homography = self._fit(side, candidate, good)
-            results.append((found, homography, self._exact(side, candidate, good)))
+            results.append((found, homography, _exact(side, candidate, good, homography)))
         best = 0 if results[0][0].inliers >= results[1][0].inliers else 1
         found, homography, _ = results[best]
         shaped = replace(
@@ -214,16 +223,6 @@ class Verifier:
             exact=max(exact for _, _, exact in results),
         )
         return shaped, best, homography
-
-    def _exact(self, query: Keypoints, candidate: Keypoints, good: list[cv2.DMatch]) -> int:
-        if len(good) < _MIN_MATCHES:
-            return 0
-        source = query.points[[m.queryIdx for m in good]]
-        target = candidate.points[[m.trainIdx for m in good]]
-        transform, mask = cv2.estimateAffinePartial2D(
-            source, target, method=cv2.RANSAC, ransacReprojThreshold=_EXACT_PIXELS
-        )
-        return 0 if transform is None or mask is None else int(mask.sum())
 
     def _good_matches(self, query: Keypoints, candidate: Keypoints) -> list[cv2.DMatch]:
         """Tentative matches that pass the ratio test."""
@@ -290,6 +289,45 @@ class Verifier:
         )
         distortion = _distortion(homography, source[chosen])
         return Verification(distinct, outline, distortion=distortion), homography
+
+
+def _exact(
+    query: Keypoints,
+    candidate: Keypoints,
+    good: list[cv2.DMatch],
+    homography: NDArray[np.float64] | None,
+) -> int:
+    """The matches one similarity maps to within _EXACT_PIXELS: of the query as it is, or
+    stretched along its axes as the homography stretches it (a copy resized to another
+    aspect ratio, a fixed-size thumbnail, is a similarity once that stretch is undone)."""
+    if len(good) < _MIN_MATCHES:
+        return 0
+    source = query.points[[m.queryIdx for m in good]]
+    target = candidate.points[[m.trainIdx for m in good]]
+    exact = _similar(source, target, _EXACT_PIXELS)
+    stretch = 1.0 if homography is None else _axis_stretch(homography, source)
+    if abs(np.log(stretch)) > _STRETCHED:
+        unstretched = source * np.array([stretch, 1.0], np.float32)
+        exact = max(exact, _similar(unstretched, target, _STRETCHED_EXACT_PIXELS))
+    return exact
+
+
+def _similar(source: NDArray[np.float32], target: NDArray[np.float32], pixels: float) -> int:
+    transform, mask = cv2.estimateAffinePartial2D(
+        source, target, method=cv2.RANSAC, ransacReprojThreshold=pixels
+    )
+    return 0 if transform is None or mask is None else int(mask.sum())
+
+
+def _axis_stretch(homography: NDArray[np.float64], points: NDArray[np.float32]) -> float:
+    """How much more the homography scales the query's x axis than its y axis, near the
+    matched points (the closest affine map's column lengths): 1 for a similarity."""
+    source = np.asarray(points, np.float64).reshape(-1, 2)
+    mapped = cv2.perspectiveTransform(source.reshape(-1, 1, 2), homography).reshape(-1, 2)
+    design = np.column_stack([source, np.ones(len(source))])
+    affine, *_ = np.linalg.lstsq(design, mapped, rcond=None)
+    along_x, along_y = np.linalg.norm(affine[:2], axis=1)
+    return float(along_x / along_y) if along_y > 0 else 1.0
 
 
 def mirrored(keypoints: Keypoints) -> Keypoints:

@@ -111,6 +111,22 @@ def test_a_burst_frame_is_not_a_copy_of_its_sibling(
         assert _is_copy(False, found, 15)
 
 
+def test_a_copy_resized_to_another_aspect_ratio_is_a_copy(
+    tmp_path: Path, sample_photos: list[Path]
+) -> None:
+    """A fixed-size thumbnail squashes or stretches its photo: one similarity no longer maps
+    it onto the original, one once the stretch is undone does (before: no stretched copy of
+    any sample photo passed, its matches 10-50% exact)."""
+    for path in sample_photos:
+        photo = load(path)
+        width, height = photo.size
+        for across, down in ((0.6, 0.45), (0.42, 0.6)):
+            squashed = photo.resize((round(width * across), round(height * down)))
+            for found in (_compare(tmp_path, squashed, photo), _compare(tmp_path, photo, squashed)):
+                assert found.exact >= 0.8 * found.inliers, (path.name, across, down)
+                assert _is_copy(False, found, 15), (path.name, across, down)
+
+
 def test_distortion_is_the_same_either_way_round() -> None:
     """A pair is compared in whichever order the finder meets it: the bend is measured in the
     pixels of the image that shows the matched part smaller, so a crop blown up to twice
