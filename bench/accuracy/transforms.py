@@ -60,6 +60,19 @@ def _rescale(image: Image.Image, rng: random.Random, params: Params) -> Image.Im
     return _pil(imaugs.scale(image, factor=factor))
 
 
+def _stretch(image: Image.Image, rng: random.Random, params: Params) -> Image.Image:
+    # A fixed-size thumbnail or a squashed re-post: one axis scaled 0.6-0.85x the other.
+    scale, squash = rng.uniform(0.4, 0.8), rng.uniform(0.6, 0.85)
+    across, down = (scale, scale * squash) if rng.random() < 0.5 else (scale * squash, scale)
+    params["stretch"] = [round(across, 3), round(down, 3)]
+    width, height = image.size
+    return _pil(
+        imaugs.resize(
+            image, width=max(1, round(width * across)), height=max(1, round(height * down))
+        )
+    )
+
+
 def _blur(image: Image.Image, rng: random.Random, params: Params) -> Image.Image:
     # Radius relative to a 640-px rendering, so small and large sources blur alike.
     radius = rng.uniform(1.5, 4.0) * max(image.size) / 640
@@ -230,6 +243,12 @@ FAMILIES: dict[str, Family] = {
         Family("crop30", "crop keeping 30% of the area", (_crop(0.3),)),
         Family("crop20", "crop keeping 20% of the area", (_crop(0.2),)),
         Family("rescale", "shrunk to 0.25-0.5x", (_rescale,), quality_family=True),
+        Family(
+            "stretch",
+            "resized to another aspect ratio: one side 0.6-0.85x as much as the other",
+            (_stretch,),
+            quality_family=True,
+        ),
         Family("jpeg", "re-encoded as JPEG quality 10-30", (), (10, 30), quality_family=True),
         Family("blur", "Gaussian blur, radius 1.5-4 px at 640 px", (_blur,), quality_family=True),
         Family(
