@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageEnhance
 
 from imgsearch.searcher.duplicates import MIN_AGREEMENT, UNSHARED_EACH, _is_copy
 from imgsearch.searcher.verify import (
@@ -125,6 +125,29 @@ def test_a_copy_resized_to_another_aspect_ratio_is_a_copy(
             for found in (_compare(tmp_path, squashed, photo), _compare(tmp_path, photo, squashed)):
                 assert found.exact >= 0.8 * found.inliers, (path.name, across, down)
                 assert _is_copy(False, found, 15), (path.name, across, down)
+
+
+def test_with_too_few_keypoints_only_a_whole_frame_copy_agrees_everywhere(
+    tmp_path: Path, sample_photos: list[Path]
+) -> None:
+    """Thumbnail-sized images too poor in keypoints for a homography are compared frame to
+    frame: a recoloured, shrunk copy agrees in every square; the next frame of an
+    animation (the subject moved a few pixels) agrees in most, and is not a copy however
+    alike the descriptor finds them."""
+    compared = 0
+    for path in sample_photos:
+        small = load(path).resize((40, 40))
+        moved = small.copy()
+        moved.paste(small.crop((8, 8, 28, 32)), (14, 8))
+        copy = ImageEnhance.Color(small).enhance(0.4).resize((32, 32))
+        other, same = _compare(tmp_path, moved, small), _compare(tmp_path, copy, small)
+        if other.box is not None or same.box is not None:
+            continue  # a homography fitted: the keypoint rules decide
+        compared += 1
+        assert other.agreement is not None and other.agreement >= MIN_AGREEMENT, path.name
+        assert not _is_copy(True, other, 15), path.name
+        assert _is_copy(True, same, 15), path.name
+    assert compared >= 1, "some sample photo has too few keypoints at 40 px for a fit"
 
 
 def test_distortion_is_the_same_either_way_round() -> None:
