@@ -4,8 +4,9 @@ sample of them, and what it says about the precision.
 bench.duplicates counts every pair it did not plant as false, but its "distinct" images are
 not all distinct: icon sets hold the same drawing mirrored, turned or recoloured under two
 names, and the tiles of one patterned photo repeat. `audit.csv` records, for the first pairs
-of the 10,000-image run's random sample of unplanted pairs (`false_details`, in the order
-drawn), whether a person looking at the two files judged them the same picture edited
+of a 10,000-image run's random sample of unplanted pairs (`false_details`, in the order
+drawn; that run's record is kept in `audited-run.json`, as later runs draw other pairs),
+whether a person looking at the two files judged them the same picture edited
 (mirrored, turned, recoloured, a mark added or a detail changed: what the copy families
 do), pieces of a repeating pattern, or different pictures, and how. This script draws the
 pairs side by side for checking those judgements (`--sheets`) and writes the summary
@@ -119,20 +120,23 @@ def _thumbnail(path: Path) -> Image.Image:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.duplicates.audit", description=__doc__)
-    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--results", type=Path, default=RESULTS, help="audit.csv's folder")
+    parser.add_argument(
+        "--run", type=Path, help="the judged run's record (default: audited-run.json there)"
+    )
     parser.add_argument("--sheets", type=Path, help="draw the audited pairs into this folder")
     args = parser.parse_args(argv)
     with (args.results / "audit.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
-    recorded = json.loads((args.results / "duplicates.json").read_text())
+    recorded = json.loads((args.run or args.results / "audited-run.json").read_text())
     run = next(
         r for r in recorded["results"] if r["method"] == "imgsearch" and int(r["images"]) == 10_000
     )
     drawn = [detail["pair"] for detail in run["false_details"][: len(rows)]]
     if drawn != [[row["first"], row["second"]] for row in rows]:
         raise SystemExit(
-            "audit.csv judges other pairs than duplicates.json's run drew: judge its pairs "
-            "again (--sheets draws them)"
+            "audit.csv judges other pairs than the run drew: judge that run's pairs "
+            "(--sheets draws them)"
         )
     if args.sheets:
         draw_sheets(rows, 10_000, args.sheets)

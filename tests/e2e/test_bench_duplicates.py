@@ -65,7 +65,7 @@ def test_audit_summarises_the_judged_pairs_of_the_run(tmp_path: Path) -> None:
     run = {"method": "imgsearch", "images": 10_000, "precision": 0.5}
     run["false_details"] = [{"pair": p, "kinds": "x~x", "score": 0.9, "inliers": 0} for p in pairs]
     meta = {"git": "abc1234", "finished": "2026-12-06 21:31 UTC"}
-    (tmp_path / "duplicates.json").write_text(json.dumps({"meta": meta, "results": [run]}))
+    (tmp_path / "audited-run.json").write_text(json.dumps({"meta": meta, "results": [run]}))
     judged = [("same picture", "mirrored"), ("different", "frames"), ("different", "frames")]
     lines = ["n,first,second,kinds,score,inliers,judged,how"] + [
         f"{n},{a},{b},x~x,0.9,0,{label},{how}"
@@ -89,7 +89,7 @@ def test_audit_refuses_labels_of_another_run(tmp_path: Path) -> None:
     run = {"method": "imgsearch", "images": 10_000, "precision": 0.5}
     run["false_details"] = [{"pair": ["a.png", "b.png"], "kinds": "x~x", "score": 0.9}]
     meta = {"git": "abc1234", "finished": "now"}
-    (tmp_path / "duplicates.json").write_text(json.dumps({"meta": meta, "results": [run]}))
+    (tmp_path / "audited-run.json").write_text(json.dumps({"meta": meta, "results": [run]}))
     (tmp_path / "audit.csv").write_text(
         "n,first,second,kinds,score,inliers,judged,how\n0,a.png,z.png,x~x,0.9,0,different,x\n"
     )
