@@ -13,12 +13,21 @@ import grpc
 
 from imgsearch.rpc.client import Client
 
+_HANDED_OUT: set[int] = set()
+
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listens on right now and that no earlier call
+    returned: the kernel may hand one free port out twice in a row, and a server given it
+    for both gRPC and metrics cannot start (seen once in CI)."""
+    for _ in range(1000):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no fresh free port on 127.0.0.1")
 
 
 def start_serve(

@@ -16,7 +16,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -38,17 +37,12 @@ from imgsearch.rpc.healthcheck import check
 from imgsearch.settings import BUNDLED_SAMPLES
 from tests.conftest import SAMPLE_SUFFIXES, wait_until
 from tests.imaging import crop, encode, load, variants
+from tests.processes import free_port
 
 ROOT = Path(__file__).parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "imgsearch.json"
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 RATE_INTERVAL = "30s"  # what Grafana's $__rate_interval becomes here (1 s scrapes)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def require(tool: str) -> str:
