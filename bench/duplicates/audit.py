@@ -33,6 +33,7 @@ from bench.duplicates.cli import CACHE, REPO, SPEC, build_folder
 
 RESULTS = REPO / "bench" / "results" / "duplicates"
 SAME = "same picture"
+AUDITED_SIZE = 10_000  # the folder size whose unplanted pairs were judged
 _Z = 1.96  # a 95% interval
 _PAIRS_PER_SHEET = 6
 _SIDE = 300
@@ -130,7 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = list(csv.DictReader(handle))
     recorded = json.loads((args.run or args.results / "audited-run.json").read_text())
     run = next(
-        r for r in recorded["results"] if r["method"] == "imgsearch" and int(r["images"]) == 10_000
+        r
+        for r in recorded["results"]
+        if r["method"] == "imgsearch" and int(r["images"]) == AUDITED_SIZE
     )
     drawn = [detail["pair"] for detail in run["false_details"][: len(rows)]]
     if drawn != [[row["first"], row["second"]] for row in rows]:
@@ -139,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(--sheets draws them)"
         )
     if args.sheets:
-        draw_sheets(rows, 10_000, args.sheets)
+        draw_sheets(rows, AUDITED_SIZE, args.sheets)
     (args.results / "audit.md").write_text(summary(rows, run, recorded["meta"]))
     print(f"written {args.results / 'audit.md'}")
     return 0

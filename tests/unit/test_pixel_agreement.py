@@ -132,7 +132,8 @@ def test_a_small_copy_enlarged_to_be_described_maps_exactly(
 ) -> None:
     """A copy shrunk to 0.3x (90-240 px) is enlarged to 640 px to be described, so its
     keypoints sit ~3 px apart from where a sharp image's would: the exactness tolerance
-    grows with the enlargement (before: 67-95% of its matches exact, two not copies)."""
+    grows by how much more it was enlarged than its original (before: 67-95% of its matches
+    exact, two not copies)."""
     for path in sample_photos:
         photo = load(path)
         small = rescale(photo, 0.3)
