@@ -38,6 +38,14 @@ VERIFICATIONS = Counter(
 # Present from the start, so rate() works at once.
 for _outcome in ("confirmed", "rejected", "sibling"):
     VERIFICATIONS.labels(_outcome)
+KEYPOINT_CANDIDATES = Counter(
+    "imgsearch_keypoint_candidates_total",
+    "Candidate files whose keypoints a geometric check needed, by whether they were cached.",
+    # hit, miss (the file read, decoded and described: most of a check's cost)
+    ["cache"],
+)
+for _cache in ("hit", "miss"):
+    KEYPOINT_CANDIDATES.labels(_cache)
 WHITENING_IMAGES = Gauge(
     "imgsearch_whitening_images",
     "Images the searcher's whitening was learned from; 0 = raw scores (small folder).",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import random
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
@@ -164,3 +165,19 @@ def burst_pair(image: Image.Image) -> tuple[Image.Image, Image.Image]:
         (round(zw), round(zh)), Image.Transform.QUAD, quad, Image.Resampling.BILINEAR
     )
     return first, second
+
+
+def shuffled_tiles(image: Image.Image, per_side: int, seed: int = 1) -> Image.Image:
+    """The image cut into per_side x per_side tiles put back in a random order: its colours
+    and textures stay, no one homography maps it onto the original."""
+    width, height = image.width // per_side, image.height // per_side
+    tiles = [
+        image.crop((i * width, j * height, (i + 1) * width, (j + 1) * height))
+        for j in range(per_side)
+        for i in range(per_side)
+    ]
+    random.Random(seed).shuffle(tiles)
+    out = Image.new("RGB", (width * per_side, height * per_side))
+    for k, tile in enumerate(tiles):
+        out.paste(tile, ((k % per_side) * width, (k // per_side) * height))
+    return out

@@ -6,11 +6,16 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import ImageOps
+from prometheus_client import REGISTRY
 
+from imgsearch.model.preprocess import DecodeLimits, decode_image
+from imgsearch.searcher.verdict import VERIFY_FLOOR
+from imgsearch.searcher.verify import Verifier
 from tests.conftest import Served
-from tests.imaging import crop, encode, load
+from tests.imaging import crop, encode, load, shuffled_tiles
 
 
 @pytest.fixture
@@ -60,3 +65,54 @@ def test_photos_without_a_source_stay_unconfirmed(
         response = strict.client.search(query, limit=5)
         assert not any(m.match for m in response.matches)
         assert all(m.inliers < 15 for m in response.matches)
+
+
+def _candidates_described() -> float:
+    """Candidate files the keypoint checks of this process have needed so far."""
+    return sum(
+        REGISTRY.get_sample_value("imgsearch_keypoint_candidates_total", {"cache": cache}) or 0.0
+        for cache in ("hit", "miss")
+    )
+
+
+def test_the_check_stops_at_the_first_confirmed_candidate(
+    strict: Served, sample_photos: list[Path]
+) -> None:
+    """A confirmed best-scoring candidate ends the check: matching the next ones (and, in a
+    large folder, reading and describing them) would only reorder look-alikes. A query that
+    resembles a photo but maps onto nothing (its tiles shuffled) is checked against all of
+    the first `verify_top` candidates."""
+    verify_top = strict.app.settings.verdict.for_model(strict.app.encoder.tuning).verify_top
+    assert verify_top >= 2
+    photo = sample_photos[1]
+    before = _candidates_described()
+    top = strict.client.search(encode(crop(load(photo), 0.3, (0.2, 0.6)), quality=60)).matches[0]
+    assert (top.path, top.match) == (photo.name, True) and top.inliers >= 15
+    assert _candidates_described() - before == 1
+    before = _candidates_described()
+    starfield = sample_photos[5]  # its shuffled tiles still look like it (score ~0.9)
+    response = strict.client.search(encode(shuffled_tiles(load(starfield), 10)), limit=5)
+    assert response.matches[0].path == starfield.name
+    assert response.matches[0].score >= VERIFY_FLOOR  # so the check ran
+    assert not any(m.match for m in response.matches)
+    assert _candidates_described() - before == verify_top
+
+
+def test_an_exact_check_reuses_the_query_keypoints_it_can(
+    tmp_path: Path, sample_photos: list[Path]
+) -> None:
+    """The sibling check needs the query's keypoints at the finer side: a query smaller than
+    both sides gets the ones the first check found (the same points, found again, are ~11
+    ms); a larger one is described again."""
+    verifier = Verifier(tmp_path, max_file_bytes=1 << 26)
+    data = sample_photos[0].read_bytes()
+    for side in (400, 900):
+        image = decode_image(data, side, DecodeLimits())
+        described = verifier.describe(image)
+        reused = verifier.as_exact(described, image)
+        fresh = verifier.describe(image, exact=True)
+        for mine, theirs in zip(reused, fresh, strict=True):
+            assert mine.side == theirs.side == 640
+            np.testing.assert_array_equal(mine.points, theirs.points)
+            np.testing.assert_array_equal(mine.descriptors, theirs.descriptors)
+        assert (reused[0].points is described[0].points) == (side == 400)
