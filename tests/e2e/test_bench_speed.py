@@ -185,8 +185,9 @@ def test_live_graph_quick_run_builds_while_serving(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(300)
 def test_service_quick_run_compares_query_pass_policies(tmp_path: Path) -> None:
-    """The smoke run of the gRPC service benchmark: both ways of sharing the cores served
-    every search, and the table shows what the JSON measured."""
+    """The smoke run of the gRPC service benchmark: both ways of sharing the cores, and the
+    verifier with no keypoints cached, served every search, and the table shows what the
+    JSON measured."""
     out = tmp_path / "service"
     result = quick_run("service", out, timeout=280)
     assert result["fill"]["photos"] + result["fill"]["synthetic"] == result["images"]
@@ -200,6 +201,9 @@ def test_service_quick_run_compares_query_pass_policies(tmp_path: Path) -> None:
             assert best["source_first"] > 0.5  # crops and recompressions of indexed photos
             assert best["stage_ms_per_search"]["embed"] > 0
             assert f"| {policy} | {clients} | {best['throughput_qps']:.1f} |" in table
+    cold = result["best_cold"]  # one client, no keypoints cached
+    assert cold["n"] == 8 and cold["source_first"] > 0.5
+    assert f"| core slots, cold keypoints | 1 | {cold['throughput_qps']:.1f} |" in table
     assert result["memory_served"]["anon_mb"] > 0
 
 
