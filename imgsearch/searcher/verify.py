@@ -43,6 +43,8 @@ _STRETCHED = 0.03
 # blob): of a photo's matches that its 3:4 stretch and the original share, ~87% land
 # within _EXACT_PIXELS of one similarity once the stretch is undone, ~99% within this.
 _STRETCHED_EXACT_PIXELS = 3.0
+# No copy is described at more than this scale of its source, or less than its inverse.
+_MAX_SIMILAR_SCALE = 20.0
 # Both tolerances are for two images described at like resolutions. A small file is
 # enlarged to be described (`Keypoints.coarseness`) and its keypoints are as much less
 # precise: a copy shrunk to 0.3x had 67-95% of its matches within 1.5 px of its original's,
@@ -331,23 +333,50 @@ def _exact(
     small burst, are no easier to tell from copies for being small."""
     if len(good) < _MIN_MATCHES:
         return 0
-    source = query.points[[m.queryIdx for m in good]]
-    target = candidate.points[[m.trainIdx for m in good]]
+    pairs = np.array([(m.queryIdx, m.trainIdx) for m in good], dtype=np.intp)
+    source, target = query.points[pairs[:, 0]], candidate.points[pairs[:, 1]]
+    # The closest match of each candidate point: what the similarity is fitted to.
+    order = np.lexsort((np.array([m.distance for m in good]), pairs[:, 1]))
+    closest = order[np.r_[True, pairs[order[1:], 1] != pairs[order[:-1], 1]]]
+    if len(closest) < _MIN_MATCHES:
+        return 0
     finer, coarser = sorted((query.coarseness, candidate.coarseness))
     coarse = coarser / finer
-    exact = _similar(source, target, _EXACT_PIXELS * coarse)
+    exact = _similar(source, target, pairs, closest, _EXACT_PIXELS * coarse)
     stretch = 1.0 if homography is None else _axis_stretch(_closest_affine(homography, source)[0])
     if abs(np.log(stretch)) > _STRETCHED:
         unstretched = source * np.array([stretch, 1.0], np.float32)
-        exact = max(exact, _similar(unstretched, target, _STRETCHED_EXACT_PIXELS * coarse))
+        stretched = _similar(unstretched, target, pairs, closest, _STRETCHED_EXACT_PIXELS * coarse)
+        exact = max(exact, stretched)
     return exact
 
 
-def _similar(source: NDArray[np.float32], target: NDArray[np.float32], pixels: float) -> int:
+def _similar(
+    source: NDArray[np.float32],
+    target: NDArray[np.float32],
+    pairs: NDArray[np.intp],
+    fitted_to: NDArray[np.intp],
+    pixels: float,
+) -> int:
+    """The matches (`pairs`: query and candidate keypoint indices) one similarity maps to
+    within `pixels`, counted as distinct points on both sides, as `_fit` counts inliers.
+
+    The similarity is fitted to the matches `fitted_to` (one per candidate point), and none
+    beyond any copy's scale counts: fitted to every match, a similarity that collapses the query
+    onto a few points of a small candidate "maps" every match landing there (a page's
+    repeated glyphs onto an icon: 225 exact matches of its 122 keypoints, which out-scored
+    the page photo's own source in the sibling check)."""
     transform, mask = cv2.estimateAffinePartial2D(
-        source, target, method=cv2.RANSAC, ransacReprojThreshold=pixels
+        source[fitted_to], target[fitted_to], method=cv2.RANSAC, ransacReprojThreshold=pixels
     )
-    return 0 if transform is None or mask is None else int(mask.sum())
+    if transform is None or mask is None:
+        return 0
+    scale = float(np.hypot(transform[0, 0], transform[1, 0]))
+    if not 1 / _MAX_SIMILAR_SCALE < scale < _MAX_SIMILAR_SCALE:
+        return 0
+    mapped = source @ transform[:, :2].T.astype(np.float32) + transform[:, 2].astype(np.float32)
+    kept = pairs[np.hypot(*(mapped - target).T) <= pixels]
+    return min(len(np.unique(kept[:, 0])), len(np.unique(kept[:, 1])))
 
 
 def _closest_affine(

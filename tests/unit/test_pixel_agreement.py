@@ -15,9 +15,11 @@ from imgsearch.searcher.duplicates import MIN_AGREEMENT, UNSHARED_EACH, _is_copy
 from imgsearch.searcher.verify import (
     MAX_DISTORTION,
     SHAPE_INLIERS,
+    Keypoints,
     Verification,
     Verifier,
     _distortion,
+    _exact,
 )
 from tests.imaging import burst_pair, crop, encode, load, rescale
 
@@ -181,3 +183,25 @@ def test_distortion_is_the_same_either_way_round() -> None:
     similarity = enlarging.copy()
     similarity[2, :2] = 0
     assert _distortion(similarity, points) < 1e-6
+
+
+def _keypoints(points: np.ndarray, side: int = 320) -> Keypoints:
+    return Keypoints(
+        points.astype(np.float32), np.zeros((len(points), 128), np.uint8), side, side, side
+    )
+
+
+def test_matches_collapsing_onto_a_few_points_are_not_exact() -> None:
+    """A page's repeated glyphs can all match the same few keypoints of a small icon; a
+    similarity that shrinks the page onto them "maps" every such match. Exactness fits its
+    similarity to one match per candidate point, counts distinct points and no similarity
+    beyond any copy's scale: the icon no longer out-scores the photo the page shows
+    (bench/accuracy page queries). A true copy's matches stay exact."""
+    rng = np.random.default_rng(5)
+    page = rng.uniform(0, 320, (120, 2))
+    icon = np.array([[100.0, 100.0], [101.0, 100.5], [100.5, 101.0]])
+    collapsing = [cv2.DMatch(i, i % 3, 0, float(i)) for i in range(len(page))]
+    assert _exact(_keypoints(page), _keypoints(icon), collapsing, None) == 0
+    shifted = page * 0.8 + 20.0  # the page shrunk and moved: a copy
+    copying = [cv2.DMatch(i, i, 0, 1.0) for i in range(len(page))]
+    assert _exact(_keypoints(page), _keypoints(shifted), copying, None) == len(page)
