@@ -179,7 +179,7 @@ class Verifier:
         """`describe(image, exact=True)` for a query `describe(image)` gave `query`: where
         the image is too small for either side to shrink it, SIFT would find the very same
         points again (~11 ms of a search that runs both checks), so they are reused."""
-        if max(image.pixels.shape[:2]) > self._max_side:
+        if max(image.pixels.shape[:2]) > min(self._max_side, self._exact_side):
             return self.describe(image, exact=True)
         direct, mirror = (replace(k, side=self._exact_side) for k in query)
         return direct, mirror
@@ -299,8 +299,8 @@ class Verifier:
         """The inliers of the homography MAGSAC fits to the matches, and the homography."""
         if len(good) < _MIN_MATCHES:
             return Verification(0, None), None
-        source = query.points[[m.queryIdx for m in good]]
-        target = candidate.points[[m.trainIdx for m in good]]
+        pairs = _pairs(good)
+        source, target = query.points[pairs[:, 0]], candidate.points[pairs[:, 1]]
         fitted, mask = cv2.findHomography(source, target, cv2.USAC_MAGSAC, 5.0)
         if fitted is None or mask is None:
             return Verification(0, None), None
@@ -309,11 +309,7 @@ class Verifier:
         if outline is None:
             return Verification(0, None), None
         chosen = mask.ravel().astype(bool)
-        # Distinct points on both sides: repeated texture must not vote many times.
-        distinct = min(
-            len({m.queryIdx for m, keep in zip(good, chosen, strict=True) if keep}),
-            len({m.trainIdx for m, keep in zip(good, chosen, strict=True) if keep}),
-        )
+        distinct = _distinct(pairs[chosen])
         distortion = _distortion(homography, source[chosen])
         return Verification(distinct, outline, distortion=distortion), homography
 
@@ -333,7 +329,7 @@ def _exact(
     small burst, are no easier to tell from copies for being small."""
     if len(good) < _MIN_MATCHES:
         return 0
-    pairs = np.array([(m.queryIdx, m.trainIdx) for m in good], dtype=np.intp)
+    pairs = _pairs(good)
     source, target = query.points[pairs[:, 0]], candidate.points[pairs[:, 1]]
     # The closest match of each candidate point: what the similarity is fitted to.
     order = np.lexsort((np.array([m.distance for m in good]), pairs[:, 1]))
@@ -375,8 +371,18 @@ def _similar(
     if not 1 / _MAX_SIMILAR_SCALE < scale < _MAX_SIMILAR_SCALE:
         return 0
     mapped = source @ transform[:, :2].T.astype(np.float32) + transform[:, 2].astype(np.float32)
-    kept = pairs[np.hypot(*(mapped - target).T) <= pixels]
-    return min(len(np.unique(kept[:, 0])), len(np.unique(kept[:, 1])))
+    return _distinct(pairs[np.hypot(*(mapped - target).T) <= pixels])
+
+
+def _pairs(matches: list[cv2.DMatch]) -> NDArray[np.intp]:
+    """[M, 2]: each match's query and candidate keypoint index."""
+    return np.array([(m.queryIdx, m.trainIdx) for m in matches], dtype=np.intp).reshape(-1, 2)
+
+
+def _distinct(pairs: NDArray[np.intp]) -> int:
+    """Matches counted as distinct points on both sides: repeated texture (or a collapse onto
+    a few points) must not vote many times."""
+    return min(len(np.unique(pairs[:, 0])), len(np.unique(pairs[:, 1])))
 
 
 def _closest_affine(
