@@ -152,14 +152,15 @@ def in_feed(image: Image.Image) -> tuple[Image.Image, tuple[int, int, int, int]]
     return page, (left, top, left + size[0], top + size[1])
 
 
-def burst_pair(image: Image.Image) -> tuple[Image.Image, Image.Image]:
+def burst_pair(image: Image.Image, tilt: float = 0.02) -> tuple[Image.Image, Image.Image]:
     """Two frames of one scene a moment apart: overlapping views of 82% of each side, the
-    second shifted by 7% of the width, zoomed in 5% and seen under a slight perspective."""
+    second shifted by 7% of the width, zoomed in 5% and seen under a slight perspective
+    (corners moved by `tilt` of the width)."""
     width, height = image.size
     w, h = width * 0.82, height * 0.82
     first = image.crop((0, 0, round(w), round(h)))
     x, y, zw, zh = 0.07 * width + w * 0.025, 0.03 * height + h * 0.025, w / 1.05, h / 1.05
-    tilt = 0.02 * zw
+    tilt = tilt * zw
     quad = (x + tilt, y, x, y + zh, x + zw, y + zh - tilt, x + zw - tilt, y + tilt / 2)
     second = image.transform(
         (round(zw), round(zh)), Image.Transform.QUAD, quad, Image.Resampling.BILINEAR

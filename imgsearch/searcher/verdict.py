@@ -32,14 +32,21 @@ BACKGROUND_SIZE = 10
 VERIFY_FLOOR = 0.30
 # When several candidates pass the verdict (near-identical photos: burst shots, or true
 # duplicates), the first SIBLING_CHECK of them are checked for exactness (see
-# Verification.exact): only those within SAME_IMAGE_SHARE of the most exact one stay
-# "the source" (true duplicates land equally well; the burst siblings of bench/accuracy's
-# quick corpus landed 0.44-0.97 as well as their frame), and with fewer than MIN_EXACT exact
-# matches nothing is decided. A candidate the query maps onto only under another
-# perspective (Verification.bent) counts no exact matches: it is another frame.
+# Verification.exact and spread). Of those with at least MIN_EXACT exact matches and
+# CONTENDER_SHARE of the most exact one's, the one whose matches land closest is the
+# source: a burst sibling may land as many (more where it is zoomed in), but less closely
+# (bench/accuracy's 60 burst queries: 1.2-16x the frame's spread; counting exact matches
+# alone called the sibling the source in 4). Others stay "the source" too only where they
+# land as many (SAME_IMAGE_SHARE) as closely (SAME_SPREAD, give or take SPREAD_NOISE): true
+# duplicates. With fewer than MIN_EXACT exact matches nothing is decided. A candidate the
+# query maps onto only under another perspective (Verification.bent) counts no exact
+# matches: it is another frame.
 SIBLING_CHECK = 4
-SAME_IMAGE_SHARE = 0.98
 MIN_EXACT = 12
+CONTENDER_SHARE = 0.5
+SAME_IMAGE_SHARE = 0.98
+SAME_SPREAD = 1.15
+SPREAD_NOISE = 0.01
 # A candidate whose margin is within SIBLING_GAP of one that passes the verdict is a
 # contender too: the frame a query was cut from may score a little below its sibling (the
 # burst frames of bench/accuracy: a few hundredths apart), so the better-scoring sibling would
@@ -164,10 +171,11 @@ class Ranker:
         described: QueryKeypoints | None,
         still_wanted: Callable[[], None],
     ) -> list[RankedMatch]:
-        """Several candidates called the source, or scoring close to one that is: the most
-        exact of them is the source (and any that match exactly as well: true duplicates),
-        first in the list; a burst sibling shares most of the scene but is a different
-        photo. `described`: the query's keypoints if the keypoint check ran."""
+        """Several candidates called the source, or scoring close to one that is: the one
+        the query maps onto most closely is the source, first in the list (and any that
+        match as many as closely: true duplicates); a burst sibling shares most of the
+        scene but is a different photo. `described`: the query's keypoints if the keypoint
+        check ran."""
         passing = [m.margin for m in matches if m.match]
         if not passing:
             return matches
@@ -185,13 +193,20 @@ class Ranker:
             )
             found = {i: self._verifier.shape_file(keypoints, matches[i].path) for i in sources}
         exact = {i: 0 if f.bent else f.exact for i, f in found.items()}
-        best = max(exact.values())
-        if best < MIN_EXACT:
+        most = max(exact.values())
+        if most < MIN_EXACT:
             return matches
         VERIFICATIONS.labels("sibling").inc()
-        first = max(sources, key=lambda i: (exact[i], -i))
+        contenders = [i for i in sources if exact[i] >= max(MIN_EXACT, CONTENDER_SHARE * most)]
+        first = min(contenders, key=lambda i: (found[i].spread, -exact[i], i))
+
+        def same_image(i: int) -> bool:
+            return exact[i] >= SAME_IMAGE_SHARE * exact[first] and (
+                found[i].spread <= SAME_SPREAD * found[first].spread + SPREAD_NOISE
+            )
+
         judged = [
-            replace(m, match=i == first or exact[i] >= SAME_IMAGE_SHARE * best) if i in exact else m
+            replace(m, match=i == first or same_image(i)) if i in exact else m
             for i, m in enumerate(matches)
         ]
         return [judged[first], *(m for i, m in enumerate(judged) if i != first)]

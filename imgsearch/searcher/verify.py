@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -111,6 +112,13 @@ class Verification:
     # Matches one similarity maps exactly, once any stretch along the axes is undone
     # (`Verifier.compare` and `shape_file`).
     exact: int = 0
+    # How far from the similarity those matches land: their median distance, as a share of
+    # the tolerance. The frame a query was cut from and a burst sibling a hair of perspective
+    # away (not `bent`) can land as many matches within the tolerance, the sibling more
+    # where it is zoomed in (more keypoints on the query's part of the scene), but the
+    # frame's land closer: 1.2-16x closer in each of bench/accuracy's 60 burst queries
+    # (frames 0.02-0.21, siblings 0.09-0.55).
+    spread: float = 1.0
     # Share of the textured cells of the overlap whose pixels agree once the query is mapped
     # onto the candidate (`Verifier.compare` only; None: nothing textured to compare).
     agreement: float | None = None
@@ -242,10 +250,12 @@ class Verifier:
             results.append((found, homography, _exact(side, candidate, good, homography)))
         best = 0 if results[0][0].inliers >= results[1][0].inliers else 1
         found, homography, _ = results[best]
+        exactness = max((exactness for _, _, exactness in results), key=lambda e: e.exact)
         shaped = replace(
             found,
             keypoints=(len(query[0].points), len(candidate.points)),
-            exact=max(exact for _, _, exact in results),
+            exact=exactness.exact,
+            spread=exactness.spread,
         )
         return shaped, best, homography
 
@@ -314,28 +324,39 @@ class Verifier:
         return Verification(distinct, outline, distortion=distortion), homography
 
 
+class Exactness(NamedTuple):
+    """How many matches one similarity maps within the exact tolerance, and how closely
+    (`Verification.exact` and `spread`)."""
+
+    exact: int
+    spread: float
+
+
+_NOT_EXACT = Exactness(0, 1.0)
+
+
 def _exact(
     query: Keypoints,
     candidate: Keypoints,
     good: list[cv2.DMatch],
     homography: NDArray[np.float64] | None,
-) -> int:
-    """The matches one similarity maps to within _EXACT_PIXELS: of the query as it is, or
-    stretched along its axes as the homography stretches it (a copy resized to another
-    aspect ratio, a fixed-size thumbnail, is a similarity once that stretch is undone).
-    Where one image was enlarged to be described more than the other (a small copy of a
-    larger file), its keypoints sit as much less precisely, and the tolerance grows by as
-    much. Two images of like size keep it: two frames of one small sprite sheet, or of a
-    small burst, are no easier to tell from copies for being small."""
+) -> Exactness:
+    """The matches one similarity maps to within _EXACT_PIXELS, and how closely: of the
+    query as it is, or stretched along its axes as the homography stretches it (a copy
+    resized to another aspect ratio, a fixed-size thumbnail, is a similarity once that
+    stretch is undone). Where one image was enlarged to be described more than the other (a
+    small copy of a larger file), its keypoints sit as much less precisely, and the
+    tolerance grows by as much. Two images of like size keep it: two frames of one small
+    sprite sheet, or of a small burst, are no easier to tell from copies for being small."""
     if len(good) < _MIN_MATCHES:
-        return 0
+        return _NOT_EXACT
     pairs = _pairs(good)
     source, target = query.points[pairs[:, 0]], candidate.points[pairs[:, 1]]
     # The closest match of each candidate point: what the similarity is fitted to.
     order = np.lexsort((np.array([m.distance for m in good]), pairs[:, 1]))
     closest = order[np.r_[True, pairs[order[1:], 1] != pairs[order[:-1], 1]]]
     if len(closest) < _MIN_MATCHES:
-        return 0
+        return _NOT_EXACT
     finer, coarser = sorted((query.coarseness, candidate.coarseness))
     coarse = coarser / finer
     exact = _similar(source, target, pairs, closest, _EXACT_PIXELS * coarse)
@@ -343,7 +364,7 @@ def _exact(
     if abs(np.log(stretch)) > _STRETCHED:
         unstretched = source * np.array([stretch, 1.0], np.float32)
         stretched = _similar(unstretched, target, pairs, closest, _STRETCHED_EXACT_PIXELS * coarse)
-        exact = max(exact, stretched)
+        exact = max(exact, stretched, key=lambda e: e.exact)
     return exact
 
 
@@ -353,9 +374,10 @@ def _similar(
     pairs: NDArray[np.intp],
     fitted_to: NDArray[np.intp],
     pixels: float,
-) -> int:
+) -> Exactness:
     """The matches (`pairs`: query and candidate keypoint indices) one similarity maps to
-    within `pixels`, counted as distinct points on both sides, as `_fit` counts inliers.
+    within `pixels`, counted as distinct points on both sides as `_fit` counts inliers, and
+    their median distance from it as a share of `pixels`.
 
     The similarity is fitted to the matches `fitted_to` (one per candidate point), and none
     beyond any copy's scale counts: fitted to every match, a similarity that collapses the query
@@ -366,12 +388,15 @@ def _similar(
         source[fitted_to], target[fitted_to], method=cv2.RANSAC, ransacReprojThreshold=pixels
     )
     if transform is None or mask is None:
-        return 0
+        return _NOT_EXACT
     scale = float(np.hypot(transform[0, 0], transform[1, 0]))
     if not 1 / _MAX_SIMILAR_SCALE < scale < _MAX_SIMILAR_SCALE:
-        return 0
+        return _NOT_EXACT
     mapped = source @ transform[:, :2].T.astype(np.float32) + transform[:, 2].astype(np.float32)
-    return _distinct(pairs[np.hypot(*(mapped - target).T) <= pixels])
+    missed = np.hypot(*(mapped - target).T)
+    within = missed <= pixels
+    spread = float(np.median(missed[within])) / pixels if within.any() else 1.0
+    return Exactness(_distinct(pairs[within]), spread)
 
 
 def _pairs(matches: list[cv2.DMatch]) -> NDArray[np.intp]:

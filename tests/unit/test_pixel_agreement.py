@@ -201,7 +201,26 @@ def test_matches_collapsing_onto_a_few_points_are_not_exact() -> None:
     page = rng.uniform(0, 320, (120, 2))
     icon = np.array([[100.0, 100.0], [101.0, 100.5], [100.5, 101.0]])
     collapsing = [cv2.DMatch(i, i % 3, 0, float(i)) for i in range(len(page))]
-    assert _exact(_keypoints(page), _keypoints(icon), collapsing, None) == 0
+    assert _exact(_keypoints(page), _keypoints(icon), collapsing, None).exact == 0
     shifted = page * 0.8 + 20.0  # the page shrunk and moved: a copy
     copying = [cv2.DMatch(i, i, 0, 1.0) for i in range(len(page))]
-    assert _exact(_keypoints(page), _keypoints(shifted), copying, None) == len(page)
+    assert _exact(_keypoints(page), _keypoints(shifted), copying, None).exact == len(page)
+
+
+def test_a_sibling_lands_as_many_matches_within_the_tolerance_but_less_closely() -> None:
+    """A burst sibling, a hair of perspective away, lands about as many matches within the
+    exact tolerance as the frame a query was cut from, but further from the similarity:
+    the spread tells them apart where the count cannot."""
+    rng = np.random.default_rng(11)
+    query = rng.uniform(0, 320, (150, 2))
+    matches = [cv2.DMatch(i, i, 0, 1.0) for i in range(len(query))]
+    frame = query * 1.4 + 30.0 + rng.normal(0, 0.1, query.shape)  # keypoint noise only
+    # A sibling: the same similarity, each point off by ~0.6-1.0 px (the perspective).
+    angle = rng.uniform(0, 2 * np.pi, len(query))
+    off = rng.uniform(0.6, 1.0, (len(query), 1)) * np.stack([np.cos(angle), np.sin(angle)], 1)
+    sibling = query * 1.4 + 30.0 + off
+    found_frame = _exact(_keypoints(query), _keypoints(frame), matches, None)
+    found_sibling = _exact(_keypoints(query), _keypoints(sibling), matches, None)
+    assert found_frame.exact == len(query)
+    assert found_sibling.exact >= 0.95 * len(query), "within the exact tolerance alike"
+    assert found_sibling.spread > 3 * found_frame.spread
