@@ -6,10 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from imgsearch.backbones import ModelChoice
 from imgsearch.errors import ModelError
 from imgsearch.model import ImageEncoder
+from imgsearch.model.encoder import SLIVER_ASPECT
 from imgsearch.model.session import OnnxBackbone
 from tests.imaging import crop, encode, load
 
@@ -45,3 +47,26 @@ def test_model_contract_is_checked(tmp_path: Path) -> None:
     garbage.write_bytes(b"not a model")
     with pytest.raises(ModelError, match="cannot load"):
         OnnxBackbone(ModelChoice("garbage", garbage, "test", redistributable=True))
+
+
+def test_the_geometric_check_looks_inside_flat_borders_but_never_at_a_sliver(
+    encoder: ImageEncoder, sample_photos: list[Path]
+) -> None:
+    """A photo shown small on a plain ground is checked as the photo; a strip that border
+    peeling cuts from a photo on a plain ground (bench/accuracy: food on white, peeled down
+    to a band 36x as wide as tall) is no view of it: the whole query is checked."""
+    assert 600 / 12 > SLIVER_ASPECT > 240 / 180
+    photo = load(sample_photos[0]).resize((240, 180))
+    canvas = Image.new("RGB", (600, 450), "white")
+    canvas.paste(photo, (180, 135))
+    seen = encoder.describe_query(encode(canvas)).image
+    assert seen is not None
+    whole = encoder.decode(encode(canvas)).pixels.shape
+    assert seen.pixels.shape != whole, "the photo inside the borders"
+    height, width = seen.pixels.shape[:2]
+    assert width / height == pytest.approx(240 / 180, rel=0.05)
+    band = Image.new("RGB", (600, 450), "white")
+    band.paste(photo.crop((0, 80, 240, 92)).resize((600, 12)), (0, 219))
+    seen = encoder.describe_query(encode(band)).image
+    assert seen is not None
+    assert seen.pixels.shape == encoder.decode(encode(band)).pixels.shape
