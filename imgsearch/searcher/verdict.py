@@ -16,7 +16,7 @@ from imgsearch.descriptors import WHOLE_IMAGE_BOX
 from imgsearch.metrics import SEARCH_STAGE, VERIFICATIONS
 from imgsearch.model import QueryDescription
 from imgsearch.model.whitening import Whitening
-from imgsearch.searcher.verify import Keypoints, Verifier
+from imgsearch.searcher.verify import Verifier
 from imgsearch.searcher.whitening import FolderWhitening
 from imgsearch.settings import Verdict
 from imgsearch.store import Hit, VectorStore
@@ -52,9 +52,6 @@ SPREAD_NOISE = 0.01
 # burst frames of bench/accuracy: a few hundredths apart), so the better-scoring sibling would
 # otherwise be the only "source".
 SIBLING_GAP = 0.10
-
-
-QueryKeypoints = tuple[Keypoints, Keypoints]  # a query's own and its mirror image's
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,9 +140,7 @@ class Ranker:
         threshold = (
             self._settings.whitened_match_threshold if whitening else self._settings.match_threshold
         )
-        checked, keypoints = self._verified(
-            hits[:limit], query, background, threshold, best_raw, still_wanted
-        )
+        checked = self._verified(hits[:limit], query, background, threshold, best_raw, still_wanted)
         min_inliers = self._settings.min_inliers
         matches = [
             RankedMatch(
@@ -159,7 +154,7 @@ class Ranker:
             for c in checked
         ]
         return Ranking(
-            matches=self._one_source(matches, query, keypoints, still_wanted),
+            matches=self._one_source(matches, query, still_wanted),
             threshold=threshold,
             whitened=whitening is not None,
         )
@@ -168,14 +163,12 @@ class Ranker:
         self,
         matches: list[RankedMatch],
         query: QueryDescription,
-        described: QueryKeypoints | None,
         still_wanted: Callable[[], None],
     ) -> list[RankedMatch]:
         """Several candidates called the source, or scoring close to one that is: the one
         the query maps onto most closely is the source, first in the list (and any that
         match as many as closely: true duplicates); a burst sibling shares most of the
-        scene but is a different photo. `described`: the query's keypoints if the keypoint
-        check ran."""
+        scene but is a different photo."""
         passing = [m.margin for m in matches if m.match]
         if not passing:
             return matches
@@ -186,11 +179,7 @@ class Ranker:
             return matches
         still_wanted()
         with SEARCH_STAGE.labels("siblings").time():
-            keypoints = (
-                self._verifier.describe(query.image, exact=True)
-                if described is None
-                else self._verifier.as_exact(described, query.image)
-            )
+            keypoints = self._verifier.describe(query.image, exact=True)
             found = {i: self._verifier.shape_file(keypoints, matches[i].path) for i in sources}
         exact = {i: 0 if f.bent else f.exact for i, f in found.items()}
         most = max(exact.values())
@@ -219,14 +208,13 @@ class Ranker:
         threshold: float,
         best_raw: float,
         still_wanted: Callable[[], None],
-    ) -> tuple[list[_Checked], QueryKeypoints | None]:
+    ) -> list[_Checked]:
         """Verify the first candidates, best score first, when the descriptor alone is not
         conclusive, up to the first one the keypoints confirm, which moves to the front; the
         rest keep their order. Checking on past it cost ~10 ms per search (two more
         candidates' matching, and in a large folder their keypoints, not cached) and only
         reordered look-alikes, which the sibling check sorts out where they score close.
-        `best_raw` is the best raw cosine: the floor is on that scale, whitened or not.
-        Also the query's keypoints, where they were described."""
+        `best_raw` is the best raw cosine: the floor is on that scale, whitened or not."""
         verify_top, min_inliers = self._settings.verify_top, self._settings.min_inliers
         if (
             self._verifier is None
@@ -235,7 +223,7 @@ class Ranker:
             or best_raw < VERIFY_FLOOR
             or hits[0].score - background >= threshold
         ):
-            return [_Checked(h) for h in hits], None
+            return [_Checked(h) for h in hits]
         still_wanted()
         with SEARCH_STAGE.labels("verify").time():
             keypoints = self._verifier.describe(query.image)
@@ -248,7 +236,7 @@ class Ranker:
         confirmed = [c for c in checked if c.inliers >= min_inliers]
         VERIFICATIONS.labels("confirmed" if confirmed else "rejected").inc()
         rest = [c for c in checked if c.inliers < min_inliers]
-        return confirmed + rest + [_Checked(h) for h in hits[len(checked) :]], keypoints
+        return confirmed + rest + [_Checked(h) for h in hits[len(checked) :]]
 
 
 def background_of(hits: list[Hit], weight: float) -> float:

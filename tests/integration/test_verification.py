@@ -6,14 +6,11 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import ImageOps
 from prometheus_client import REGISTRY
 
-from imgsearch.model.preprocess import DecodeLimits, decode_image
 from imgsearch.searcher.verdict import VERIFY_FLOOR
-from imgsearch.searcher.verify import Verifier
 from tests.conftest import Served
 from tests.imaging import burst_pair, crop, encode, load, shuffled_tiles
 
@@ -45,8 +42,9 @@ def test_small_crops_are_confirmed_and_located(strict: Served, sample_photos: li
             # where the crop was cut: x 0.8 * (1 - 0.5) .. +0.5, y 0.3 * (1 - 0.5) .. +0.5
             region = (top.region.x0, top.region.y0, top.region.x1, top.region.y1)
             assert region == pytest.approx((0.4, 0.15, 0.9, 0.65), abs=0.06), photo.name
-    # Smooth, texture-poor photos (the retina fundus image) give SIFT too few keypoints.
-    assert len(confirmed) >= len(sample_photos[:-1]) - 1, confirmed
+    # The smooth retina fundus image too: at OpenCV's default contrast threshold its crop
+    # kept too few keypoints (7 of 8 confirmed).
+    assert len(confirmed) == len(sample_photos[:-1]), confirmed
 
 
 def test_mirrored_copies_are_confirmed(strict: Served, sample_photos: list[Path]) -> None:
@@ -123,23 +121,3 @@ def test_the_check_stops_at_the_first_confirmed_candidate(
     assert response.matches[0].score >= VERIFY_FLOOR  # so the check ran
     assert not any(m.match for m in response.matches)
     assert _candidates_described() - before == verify_top
-
-
-def test_an_exact_check_reuses_the_query_keypoints_it_can(
-    tmp_path: Path, sample_photos: list[Path]
-) -> None:
-    """The sibling check needs the query's keypoints at the finer side: a query smaller than
-    both sides gets the ones the first check found (the same points, found again, are ~11
-    ms); a larger one is described again."""
-    verifier = Verifier(tmp_path, max_file_bytes=1 << 26)
-    data = sample_photos[0].read_bytes()
-    for side in (400, 900):
-        image = decode_image(data, side, DecodeLimits())
-        described = verifier.describe(image)
-        reused = verifier.as_exact(described, image)
-        fresh = verifier.describe(image, exact=True)
-        for mine, theirs in zip(reused, fresh, strict=True):
-            assert mine.side == theirs.side == 640
-            np.testing.assert_array_equal(mine.points, theirs.points)
-            np.testing.assert_array_equal(mine.descriptors, theirs.descriptors)
-        assert (reused[0].points is described[0].points) == (side == 400)
