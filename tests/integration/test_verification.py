@@ -60,8 +60,9 @@ def test_the_frame_a_crop_was_cut_from_is_the_source_not_its_burst_sibling(
 ) -> None:
     """Two frames a hair of perspective apart (not bent): the zoomed sibling holds more
     keypoints of the crop's part of the scene and lands as many within the exact tolerance
-    (5 of the 9 sample photos: the sibling was called the source), but fewer within a third
-    of it. The frame is the source, first; its sibling is not a match."""
+    (5 of the 9 sample photos: the sibling was called the source by count), but further
+    from the similarity (Verification.spread). The frame is the source, first; its sibling
+    is not a match."""
     folder = tmp_path / "bursts"
     folder.mkdir()
     for photo in sample_photos:
