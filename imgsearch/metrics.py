@@ -25,18 +25,20 @@ RPC_DURATION = Histogram(
 SEARCH_STAGE = Histogram(
     "imgsearch_search_stage_seconds",
     "Time spent in each stage of a search.",
-    ["stage"],  # decode, embed, ann, rescore, verify, siblings
+    ["stage"],  # decode, embed, ann, rescore, verify, closer, siblings
     buckets=_LATENCY_BUCKETS,
 )
 VERIFICATIONS = Counter(
     "imgsearch_verifications_total",
     "Searches whose first candidates were checked geometrically, by outcome.",
-    # confirmed, rejected (a source found or not); sibling (several candidates passed the
-    # verdict and the exactness check kept only the image the query was made from)
+    # confirmed, rejected (a source found or not); closer (the view checked confirmed none,
+    # so the whole query was checked again in finer detail: counted besides the outcome);
+    # sibling (several candidates passed the verdict and the exactness check kept only the
+    # image the query was made from)
     ["outcome"],
 )
 # Present from the start, so rate() works at once.
-for _outcome in ("confirmed", "rejected", "sibling"):
+for _outcome in ("confirmed", "rejected", "closer", "sibling"):
     VERIFICATIONS.labels(_outcome)
 KEYPOINT_CANDIDATES = Counter(
     "imgsearch_keypoint_candidates_total",

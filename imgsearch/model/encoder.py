@@ -78,13 +78,16 @@ class QueryDescription:
     # More views, worth their cost only when `vectors` find nothing conclusive: the layout
     # blocks of a screenshot, which in a plain photo are only parts of it (see query_boxes).
     more: Callable[[], NDArray[np.float32]] | None = None
+    # The query file itself: where `image` confirms no candidate, the check looks again at
+    # the whole query in finer detail (`Verifier.describe_closer`).
+    file: bytes | None = None
 
     def with_more(self) -> QueryDescription:
         """This query with its further views described and added (itself when it has none)."""
         if self.more is None:
             return self
         extra = self.more()
-        return QueryDescription(np.concatenate([self.vectors, extra]), self.image)
+        return QueryDescription(np.concatenate([self.vectors, extra]), self.image, file=self.file)
 
 
 class ImageEncoder:
@@ -181,7 +184,7 @@ class ImageEncoder:
             with stage("embed"):
                 return self.encode(blocks)
 
-        return QueryDescription(vectors, seen, more if boxes.blocks else None)
+        return QueryDescription(vectors, seen, more if boxes.blocks else None, data)
 
     def encode_query(
         self,

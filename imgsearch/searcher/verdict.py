@@ -15,8 +15,9 @@ from numpy.typing import NDArray
 from imgsearch.descriptors import WHOLE_IMAGE_BOX
 from imgsearch.metrics import SEARCH_STAGE, VERIFICATIONS
 from imgsearch.model import QueryDescription
+from imgsearch.model.preprocess import DecodedImage
 from imgsearch.model.whitening import Whitening
-from imgsearch.searcher.verify import Verifier
+from imgsearch.searcher.verify import Keypoints, Verifier
 from imgsearch.searcher.whitening import FolderWhitening
 from imgsearch.settings import Verdict
 from imgsearch.store import Hit, VectorStore
@@ -226,17 +227,41 @@ class Ranker:
             return [_Checked(h) for h in hits]
         still_wanted()
         with SEARCH_STAGE.labels("verify").time():
-            keypoints = self._verifier.describe(query.image)
-            checked = []
-            for hit in hits[:verify_top]:
-                result = self._verifier.verify(keypoints, hit.path)
-                checked.append(_Checked(hit, result.inliers, result.box))
-                if result.inliers >= min_inliers:
-                    break
+            checked = self._checked(self._verifier.describe(query.image), hits[:verify_top])
+        if query.file is not None and all(c.inliers < min_inliers for c in checked):
+            still_wanted()
+            with SEARCH_STAGE.labels("closer").time():
+                checked = self._looked_closer(query.file, query.image, checked)
         confirmed = [c for c in checked if c.inliers >= min_inliers]
         VERIFICATIONS.labels("confirmed" if confirmed else "rejected").inc()
         rest = [c for c in checked if c.inliers < min_inliers]
         return confirmed + rest + [_Checked(h) for h in hits[len(checked) :]]
+
+    def _looked_closer(
+        self, file: bytes, seen: DecodedImage, checked: list[_Checked]
+    ) -> list[_Checked]:
+        """`checked` (none confirmed in the view checked) checked again against the whole
+        query in finer detail (a photo small on a page, a crop with more detail than the
+        model's 288 px); each candidate keeps the better of its two results."""
+        assert self._verifier is not None
+        closer = self._verifier.describe_closer(file, seen)
+        if closer is None:
+            return checked
+        VERIFICATIONS.labels("closer").inc()
+        again = self._checked(closer, [c.hit for c in checked])  # stops at one confirmed
+        better = [max(pair, key=lambda c: c.inliers) for pair in zip(checked, again, strict=False)]
+        return better + checked[len(again) :]
+
+    def _checked(self, keypoints: tuple[Keypoints, Keypoints], hits: list[Hit]) -> list[_Checked]:
+        """The hits checked in order, up to the first the keypoints confirm."""
+        assert self._verifier is not None
+        checked = []
+        for hit in hits:
+            result = self._verifier.verify(keypoints, hit.path)
+            checked.append(_Checked(hit, result.inliers, result.box))
+            if result.inliers >= self._settings.min_inliers:
+                break
+        return checked
 
 
 def background_of(hits: list[Hit], weight: float) -> float:

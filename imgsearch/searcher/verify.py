@@ -42,6 +42,17 @@ _RATIO = 0.8
 # described, fits a homography, and the frame-to-frame comparison of tiny images (frames
 # of an animation) would no longer be reached.
 _CHECK_CONTRAST = 0.01
+# The closer look (`Verifier.describe_closer`): where the check's view of a query confirms no
+# candidate, the whole query file is decoded again at up to _CLOSER_SIDE and up to
+# _CLOSER_FEATURES keypoints are kept. A photo on a web page is a fraction of the query, which
+# the model decodes at a short side of 288 px, and the page's text keeps most of the strongest
+# 1,000 keypoints; a small crop has finer detail in its file than at 288 px. Probed on
+# bench/accuracy (a31f2a4): of the 234 sourced queries the check left unconfirmed, 85 reached
+# 15 inliers this way (42 pages, 20 screenshots, 10 crops to a fifth, the rest spread), while
+# the most any of 1,772 no-source queries reached was 13 (9 before): ~70 ms per closer look
+# (decode and 2,000 keypoints), ~120 ms with three candidates matched again.
+_CLOSER_SIDE = 720
+_CLOSER_FEATURES = 2000
 _MIN_MATCHES = 8  # fewer tentative matches cannot support a homography
 # Exactness (`Verification.exact`): a copy maps onto its own source by a similarity (scale,
 # rotation, shift) to within a pixel or two; a burst sibling, taken a moment apart, needs
@@ -179,6 +190,9 @@ class Verifier:
         self._limits = limits or DecodeLimits()
         self._check_sift = cv2.SIFT.create(nfeatures=features, contrastThreshold=_CHECK_CONTRAST)
         self._exact_sift = cv2.SIFT.create(nfeatures=features)
+        self._closer_sift = cv2.SIFT.create(
+            nfeatures=_CLOSER_FEATURES, contrastThreshold=_CHECK_CONTRAST
+        )
         self._matcher = cv2.BFMatcher(cv2.NORM_L2)
         self._cache: OrderedDict[tuple[str, int, int, int], Keypoints] = OrderedDict()
         self._cache_size = cache_size
@@ -190,6 +204,23 @@ class Verifier:
         side = self._exact_side if exact else self._max_side
         pixels = _shrink(image.pixels, side)
         keypoints = self._keypoints(pixels, side, _coarseness(pixels, image))
+        return keypoints, mirrored(keypoints)
+
+    def describe_closer(
+        self, data: bytes, seen: DecodedImage
+    ) -> tuple[Keypoints, Keypoints] | None:
+        """The whole query file in finer detail than `describe` saw `seen` at: decoded again
+        at up to _CLOSER_SIDE (never enlarged past the file), up to _CLOSER_FEATURES
+        keypoints. Candidates are described as for `describe` (its side). None where the
+        file cannot be decoded again."""
+        side = min(_CLOSER_SIDE, max(seen.original_width, seen.original_height))
+        try:
+            image = decode_image(data, side, self._limits)
+        except InvalidImageError as exc:
+            log.debug("no closer look at the query: %s", exc)
+            return None
+        gray = np.asarray(cv2.cvtColor(image.pixels, cv2.COLOR_RGB2GRAY), dtype=np.uint8)
+        keypoints = self._detected(self._closer_sift, gray, self._max_side, 1.0)
         return keypoints, mirrored(keypoints)
 
     def describe_file(
@@ -294,8 +325,16 @@ class Verifier:
     def _keypoints(self, rgb: NDArray[np.uint8], side: int, coarseness: float) -> Keypoints:
         """Keypoints found as exactness needs them at its side, as the check needs them at
         any other (_CHECK_CONTRAST)."""
-        gray = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+        gray = np.asarray(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY), np.uint8)
         sift = self._exact_sift if side == self._exact_side else self._check_sift
+        return self._detected(sift, gray, side, coarseness)
+
+    @staticmethod
+    def _detected(
+        sift: cv2.SIFT, gray: NDArray[np.uint8], side: int, coarseness: float
+    ) -> Keypoints:
+        """`sift`'s keypoints of a grey image, tagged with the side candidates are described
+        at to be compared with them."""
         found, descriptors = sift.detectAndCompute(gray, None)
         points: NDArray[np.float32] = np.asarray([k.pt for k in found], dtype=np.float32).reshape(
             -1, 2
