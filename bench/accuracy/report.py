@@ -18,6 +18,7 @@ mpl.use("Agg")
 import matplotlib.pyplot as plt
 
 from bench.accuracy.metrics import (
+    FALSE_MATCH_BUDGET,
     Calibration,
     Outcome,
     Scores,
@@ -45,9 +46,11 @@ class Target:
     text: str
     families: tuple[str, ...]
     # recall@1: at least `minimum` in each family (every family when `families` is empty);
-    # calibrated: verdict recall at <= 1/1000 false matches; map: micro-AP of all queries;
+    # verdict: the verdict as served (threshold, then the keypoint check) has recall at least
+    # `minimum` with at most 1/1000 false matches; calibrated: the descriptor's score alone,
+    # its threshold set at <= 1/1000 false matches; map: micro-AP of all queries;
     # false-match: the verdict's own false-match rate at most `minimum`.
-    kind: Literal["recall@1", "calibrated", "map", "false-match"]
+    kind: Literal["recall@1", "verdict", "calibrated", "map", "false-match"]
     minimum: float
     skip: tuple[str, ...] = ()
 
@@ -61,7 +64,13 @@ TARGETS = (  # the descriptor issue's (13)
         ("page", "burst"),
     ),
     Target("recall@1 >= 95% on pages", ("page",), "recall@1", 0.95),
-    Target("verdict recall >= 97% at <= 0.1% false matches", (), "calibrated", 0.97),
+    Target("verdict recall >= 97% at <= 0.1% false matches (as served)", (), "verdict", 0.97),
+    Target(
+        "the same from the descriptor's score alone (calibrated threshold)",
+        (),
+        "calibrated",
+        0.97,
+    ),
     Target("micro-AP >= 99%", (), "map", 0.99),
     Target(
         "verdict false-match rate <= 0.1% at the configured threshold", (), "false-match", 0.001
@@ -115,6 +124,12 @@ def _target_met(target: Target, result: MethodResult) -> tuple[bool | None, str]
         if rate is None:
             return None, "no no-source queries"
         return rate <= target.minimum, f"{_pct(rate, 2)}%"
+    if target.kind == "verdict":
+        recall, rate = result.overall.verdict_recall, result.overall.false_match_rate
+        if recall is None or rate is None:
+            return None, "not measured"
+        met = recall >= target.minimum and rate <= FALSE_MATCH_BUDGET
+        return met, f"{_pct(recall)}% at {_pct(rate, 2)}% false matches"
     if target.kind in ("calibrated", "map"):
         value = (
             result.calibration.recall if target.kind == "calibrated" else result.overall.micro_ap
