@@ -101,13 +101,17 @@ def _candidates_described() -> float:
     )
 
 
+def _closer_looks() -> float:
+    return REGISTRY.get_sample_value("imgsearch_verifications_total", {"outcome": "closer"}) or 0.0
+
+
 def test_the_check_stops_at_the_first_confirmed_candidate(
     strict: Served, sample_photos: list[Path]
 ) -> None:
     """A confirmed best-scoring candidate ends the check: matching the next ones (and, in a
     large folder, reading and describing them) would only reorder look-alikes. A query that
     resembles a photo but maps onto nothing (its tiles shuffled) is checked against all of
-    the first `verify_top` candidates."""
+    the first `verify_top` candidates, and again by the closer look at the whole file."""
     verify_top = strict.app.settings.verdict.for_model(strict.app.encoder.tuning).verify_top
     assert verify_top >= 2
     photo = sample_photos[1]
@@ -115,10 +119,11 @@ def test_the_check_stops_at_the_first_confirmed_candidate(
     top = strict.client.search(encode(crop(load(photo), 0.3, (0.2, 0.6)), quality=60)).matches[0]
     assert (top.path, top.match) == (photo.name, True) and top.inliers >= 15
     assert _candidates_described() - before == 1
-    before = _candidates_described()
+    before, closer_before = _candidates_described(), _closer_looks()
     starfield = sample_photos[5]  # its shuffled tiles still look like it (score ~0.9)
     response = strict.client.search(encode(shuffled_tiles(load(starfield), 10)), limit=5)
     assert response.matches[0].path == starfield.name
     assert response.matches[0].score >= VERIFY_FLOOR  # so the check ran
     assert not any(m.match for m in response.matches)
-    assert _candidates_described() - before == verify_top
+    assert _closer_looks() - closer_before == 1
+    assert _candidates_described() - before == 2 * verify_top  # each look checks them all
