@@ -5,7 +5,6 @@ the view checked is the whole page at the model's size (the photo ~85 px wide in
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,15 +23,6 @@ from imgsearch.store import FileState, StoreLocation, VectorStore, open_store
 from tests.imaging import encode, load, on_page
 
 DIM = 16
-
-
-@pytest.fixture
-def folder(tmp_path: Path, sample_photos: list[Path]) -> Path:
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for photo in sample_photos:
-        shutil.copy(photo, folder / photo.name)
-    return folder
 
 
 @pytest.fixture
@@ -62,11 +52,11 @@ def _closer_looks() -> float:
 
 
 def test_a_photo_small_on_a_page_is_confirmed_by_the_closer_look(
-    folder: Path, store: VectorStore, sample_photos: list[Path]
+    photo_folder: Path, store: VectorStore, sample_photos: list[Path]
 ) -> None:
     # Every search is checked: no margin reaches the threshold.
     settings = VerdictSettings(match_threshold=1.5).for_model(TUNING[Contract.EMBEDDING])
-    ranker = Ranker(store, settings, Verifier(folder, max_file_bytes=1 << 26))
+    ranker = Ranker(store, settings, Verifier(photo_folder, max_file_bytes=1 << 26))
     confirmed, closer, unconfirmed_without = 0, 0, 0
     for photo in sample_photos:
         page, _ = on_page(load(photo), share=0.2)
