@@ -184,7 +184,7 @@ class ImageEncoder:
             with stage("embed"):
                 return self.encode(blocks)
 
-        return QueryDescription(vectors, seen, more if boxes.blocks else None, data)
+        return QueryDescription(vectors, seen, more if boxes.blocks else None, file=data)
 
     def encode_query(
         self,

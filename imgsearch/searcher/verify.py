@@ -219,8 +219,9 @@ class Verifier:
         except InvalidImageError as exc:
             log.debug("no closer look at the query: %s", exc)
             return None
-        gray = np.asarray(cv2.cvtColor(image.pixels, cv2.COLOR_RGB2GRAY), dtype=np.uint8)
-        keypoints = self._detected(self._closer_sift, gray, self._max_side, 1.0)
+        keypoints = self._keypoints(
+            image.pixels, self._max_side, _coarseness(image.pixels, image), self._closer_sift
+        )
         return keypoints, mirrored(keypoints)
 
     def describe_file(
@@ -322,19 +323,19 @@ class Verifier:
                 self._cache.popitem(last=False)
         return keypoints
 
-    def _keypoints(self, rgb: NDArray[np.uint8], side: int, coarseness: float) -> Keypoints:
-        """Keypoints found as exactness needs them at its side, as the check needs them at
-        any other (_CHECK_CONTRAST)."""
-        gray = np.asarray(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY), np.uint8)
-        sift = self._exact_sift if side == self._exact_side else self._check_sift
-        return self._detected(sift, gray, side, coarseness)
-
-    @staticmethod
-    def _detected(
-        sift: cv2.SIFT, gray: NDArray[np.uint8], side: int, coarseness: float
+    def _keypoints(
+        self,
+        rgb: NDArray[np.uint8],
+        side: int,
+        coarseness: float,
+        sift: cv2.SIFT | None = None,
     ) -> Keypoints:
-        """`sift`'s keypoints of a grey image, tagged with the side candidates are described
-        at to be compared with them."""
+        """Keypoints found as exactness needs them at its side, as the check needs them at
+        any other (_CHECK_CONTRAST), or by `sift`; tagged with `side`, the side candidates
+        are described at to be compared with them."""
+        gray = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+        if sift is None:
+            sift = self._exact_sift if side == self._exact_side else self._check_sift
         found, descriptors = sift.detectAndCompute(gray, None)
         points: NDArray[np.float32] = np.asarray([k.pt for k in found], dtype=np.float32).reshape(
             -1, 2
