@@ -35,8 +35,15 @@ from imgsearch.settings import Settings
 
 class Candidate(NamedTuple):
     id: str  # path relative to the indexed folder, '/' separators
-    score: float
+    score: float  # what the method's threshold judges (imgsearch: the margin)
     is_match: bool  # the method's own verdict: "this is the source"
+    # How the method ranks its answers across queries, where it is not `score` (imgsearch:
+    # the served `confidence`, which puts the verdict first).
+    confidence: float | None = None
+
+    @property
+    def ranked_by(self) -> float:
+        return self.score if self.confidence is None else self.confidence
 
 
 class Method(Protocol):
@@ -329,9 +336,13 @@ class Production:
         assert self._client is not None, "index() first"
         self._queries += 1
         response = self._client.search(query, limit=k)
-        # The margin is what the product's verdict judges, so it is the confidence to rank
-        # and calibrate by across queries (within one query it orders like the score).
-        return [Candidate(m.path, float(m.margin), bool(m.match)) for m in response.matches]
+        # The margin is what the product's threshold judges, so it is the score to calibrate
+        # by; across queries the product ranks its answers by `confidence` (the verdict,
+        # keypoint checks included, then the margin), the number micro-AP pools.
+        return [
+            Candidate(m.path, float(m.margin), bool(m.match), float(m.confidence))
+            for m in response.matches
+        ]
 
     def describe(self) -> dict[str, object]:
         stages = {}

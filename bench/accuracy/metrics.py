@@ -1,10 +1,11 @@
 """Retrieval and verdict metrics over ranked candidates; pure functions, no I/O.
 
 - recall@k: share of queries that have a source whose source is among the first k candidates.
-- micro-AP (as in the DISC21 copy-detection challenge): every (query, candidate, score) of every
-  query, no-source ones included, pooled and ranked by score; AP over that pool, where a
-  positive is a correct source pair and the number of positives is the number of queries that
-  have a source (a source never returned counts as missed).
+- micro-AP (as in the DISC21 copy-detection challenge): every (query, candidate, confidence) of
+  every query, no-source ones included, pooled and ranked by the method's confidence (its
+  score, where it has no other); AP over that pool, where a positive is a correct source pair
+  and the number of positives is the number of queries that have a source (a source never
+  returned counts as missed). micro_ap_score: the same ranked by the score alone.
 - verdict: the method's own "this is the source" on its first candidate. Precision = right
   verdicts / all "source" verdicts (a wrong image, or any image for a no-source query, is
   wrong); recall = right verdicts / queries that have a source.
@@ -61,7 +62,8 @@ class Scores:
     without_source: int
     recall_at_1: float | None
     recall_at_10: float | None
-    micro_ap: float | None
+    micro_ap: float | None  # ranked by the method's confidence
+    micro_ap_score: float | None  # ranked by its score alone
     verdict_precision: float | None  # None when the method never said "source"
     verdict_recall: float | None
     false_match_rate: float | None  # no-source queries given a "source" verdict
@@ -85,6 +87,7 @@ def score(outcomes: Sequence[Outcome]) -> Scores:
         recall_at_1=_share(sum(1 for r in ranks if r == 1), len(sourced)),
         recall_at_10=_share(sum(1 for r in ranks if r is not None and r <= 10), len(sourced)),
         micro_ap=micro_average_precision(outcomes)[0] if sourced else None,
+        micro_ap_score=micro_average_precision(outcomes, by_score=True)[0] if sourced else None,
         verdict_precision=_share(right, len(claimed)),
         verdict_recall=_share(right, len(sourced)),
         false_match_rate=_share(sum(1 for o in claimed if o.source is None), len(unsourced)),
@@ -95,14 +98,15 @@ def score(outcomes: Sequence[Outcome]) -> Scores:
 
 
 def micro_average_precision(
-    outcomes: Sequence[Outcome],
+    outcomes: Sequence[Outcome], *, by_score: bool = False
 ) -> tuple[float, NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
-    """Micro-AP over pooled predictions, with the PR curve: (ap, recall, precision, thresholds)."""
+    """Micro-AP over pooled predictions, with the PR curve: (ap, recall, precision, thresholds).
+    Ranked by each candidate's confidence, or by its score alone with `by_score`."""
     scores: list[float] = []
     positive: list[bool] = []
     for o in outcomes:
         for c in o.candidates:
-            scores.append(c.score)
+            scores.append(c.score if by_score else c.ranked_by)
             positive.append(o.source is not None and c.id == o.source)
     total = sum(1 for o in outcomes if o.source is not None)
     if not scores or total == 0:

@@ -171,6 +171,7 @@ def response_of(ranking: Ranking, model: str) -> searcher_pb2.SearchResponse:
                 score=m.score,
                 margin=m.margin,
                 match=m.match,
+                confidence=m.confidence,
                 region=region_of(m.box),
                 inliers=m.inliers,
             )

@@ -242,6 +242,7 @@ class Match(_message.Message):
     REGION_FIELD_NUMBER: _builtins.int
     INLIERS_FIELD_NUMBER: _builtins.int
     MARGIN_FIELD_NUMBER: _builtins.int
+    CONFIDENCE_FIELD_NUMBER: _builtins.int
     path: _builtins.str
     """Path of the indexed image, relative to the watched folder, with '/' separators."""
     score: _builtins.float
@@ -263,6 +264,14 @@ class Match(_message.Message):
     everything (a texture, a flat sky) has no margin even when its scores are high. For a
     copy-detection model (sscd-mnv4s), whose scores already mean "copy", it equals `score`.
     """
+    confidence: _builtins.float
+    """One number to rank the answers of many queries by (a batch, a report, a review queue):
+    in [0, 1], every match (`match` true, however it was decided: the margin or a keypoint
+    check) above 0.5 and every other answer at or below it, each side in the order of
+    `margin`. `margin` alone would put a small crop that the keypoint check confirmed
+    (margin 0.3) below a merely similar photo (0.6). Within one response, the order of
+    `matches` is the answer.
+    """
     @_builtins.property
     def region(self) -> Global___Region:
         """The part of this image that matched the query best (the whole image, or the region a
@@ -278,10 +287,11 @@ class Match(_message.Message):
         region: Global___Region | None = ...,
         inliers: _builtins.int = ...,
         margin: _builtins.float = ...,
+        confidence: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["region", b"region"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["inliers", b"inliers", "margin", b"margin", "match", b"match", "path", b"path", "region", b"region", "score", b"score"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence", b"confidence", "inliers", b"inliers", "margin", b"margin", "match", b"match", "path", b"path", "region", b"region", "score", b"score"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -31,6 +31,7 @@ METRICS = (
     "recall_at_1",
     "recall_at_10",
     "micro_ap",
+    "micro_ap_score",
     "verdict_precision",
     "verdict_recall",
     "false_match_rate",
@@ -113,6 +114,13 @@ def test_metrics_are_sane(raw: dict[str, Any]) -> None:
                 assert value is None or 0.0 <= value <= 1.0, (name, where, metric, value)
             assert scores["recall_at_10"] >= scores["recall_at_1"], (name, where)
             assert scores["micro_ap"] <= scores["recall_at_10"] + 1e-9, (name, where)
+            if name != "imgsearch":  # a baseline ranks by its score: one number, one order
+                assert scores["micro_ap"] == scores["micro_ap_score"], (name, where)
+        if name == "imgsearch":
+            # Its matches (the keypoint check's among them) ranked first can only help:
+            # they are right but for a wrong-source rate near zero.
+            overall = method["overall"]
+            assert overall["micro_ap"] >= overall["micro_ap_score"], overall
         threshold = method["calibration"]["threshold"]
         assert threshold is not None and math.isfinite(threshold)
         assert 0.0 <= method["calibration"]["recall"] <= 1.0

@@ -176,8 +176,17 @@ def test_query_from_stdin_and_json_with_every_field(
     assert answer["whitened"] is False  # a default value, still printed
     assert len(answer["matches"]) == 3
     for match in answer["matches"]:
-        assert set(match) == {"path", "score", "margin", "match", "region", "inliers"}
+        assert set(match) == {
+            "path",
+            "score",
+            "margin",
+            "match",
+            "region",
+            "inliers",
+            "confidence",
+        }
         assert isinstance(match["score"], float) and isinstance(match["match"], bool)
+        assert (match["confidence"] >= 0.5) == match["match"]
         assert isinstance(match["inliers"], int)
         assert set(match["region"]) == {"x0", "y0", "x1", "y1"}
     assert answer["matches"][0]["path"] == source.name

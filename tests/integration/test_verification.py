@@ -93,6 +93,28 @@ def test_photos_without_a_source_stay_unconfirmed(
         assert all(m.inliers < 15 for m in response.matches)
 
 
+def test_confidence_ranks_confirmed_answers_above_similar_ones_across_queries(
+    strict: Served, sample_photos: list[Path]
+) -> None:
+    """Small crops confirmed by their keypoints (the threshold is out of reach, so each match
+    is the check's) outrank every answer that is not a match, in any query, whatever their
+    margins; on each side the order is the margin's."""
+    answers = []
+    for photo in sample_photos[:3]:
+        piece = crop(load(photo), 0.25, (0.3, 0.6))
+        answers += strict.client.search(encode(piece, quality=60), limit=3).matches
+    answers += strict.client.search(encode(load(sample_photos[-1])), limit=3).matches
+    matched = [a for a in answers if a.match]
+    others = [a for a in answers if not a.match]
+    assert len(matched) >= 2 and others
+    assert min(a.confidence for a in matched) > max(a.confidence for a in others)
+    assert all(0.5 <= a.confidence <= 1 for a in matched)
+    assert all(0 <= a.confidence <= 0.5 for a in others)
+    for side in (matched, others):
+        by_margin = sorted(side, key=lambda a: a.margin)
+        assert [a.confidence for a in by_margin] == sorted(a.confidence for a in side)
+
+
 def _candidates_described() -> float:
     """Candidate files the keypoint checks of this process have needed so far."""
     return sum(
