@@ -92,9 +92,12 @@ def test_a_server_collection_of_another_model_is_refused_and_kept(tmp_path: Path
 
 
 COLOUR_PHOTOS = ("chelsea_cat.jpg", "coffee.jpg", "fruits.png", "rocket_launch.jpg")
-# Photos textured to their edges: a sky or a black ground inside the post's frame reads as
-# part of the frame (rocket_launch, retina).
 FEED_PHOTOS = ("chelsea_cat.jpg", "coffee.jpg", "fruits.png", "squirrel.webp")
+# Photos on a dark ground (a night sky, a fundus on black): inside the post's black letterbox
+# their textured cells are scattered, and only the letterbox, off the page's light ground,
+# sets them apart.
+DARK_FEED_PHOTOS = ("retina.jpg", "rocket_launch.jpg")
+FEED_SLOT = (254 / 1200, 424 / 736, 783 / 1200, 710 / 736)  # tests.imaging.in_feed's letterbox
 
 
 def _covers(box: Box, truth: Box) -> bool:
@@ -157,6 +160,20 @@ def test_query_boxes_find_the_post_in_a_feed(sample_photos: list[Path]) -> None:
     assert only_by_blocks >= 2  # the page test alone misses most of them
 
 
+def test_query_boxes_find_a_dark_post_by_its_letterbox(sample_photos: list[Path]) -> None:
+    photos = [p for p in sample_photos if p.name in DARK_FEED_PHOTOS]
+    assert len(photos) == len(DARK_FEED_PHOTOS)
+    for photo in photos:
+        feed, _ = in_feed(load(photo))
+        decoded = decode_image(encode(feed, quality=85), 288, DecodeLimits(), fit=Fit.SHORTER)
+        boxes = query_boxes(decoded)
+        # The letterbox, give or take the card's frame below it (a cell is 1/288 of the side).
+        assert any(np.allclose(box, FEED_SLOT, atol=0.04) for box in boxes.blocks), (
+            photo.name,
+            boxes,
+        )
+
+
 def test_a_photo_inside_a_page_is_found(
     serve: Serve, photo_folder: Path, sample_photos: list[Path]
 ) -> None:
@@ -167,7 +184,7 @@ def test_a_photo_inside_a_page_is_found(
         found = served.client.search(encode(page, quality=85), limit=3)
         assert found.matches[0].path == photo.name
         assert found.matches[0].match
-    for photo in (p for p in sample_photos if p.name in FEED_PHOTOS):
+    for photo in (p for p in sample_photos if p.name in FEED_PHOTOS + DARK_FEED_PHOTOS):
         feed, _ = in_feed(load(photo))
         found = served.client.search(encode(feed, quality=85), limit=3)
         assert found.matches[0].path == photo.name, (photo.name, found.matches)
