@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from prometheus_client import REGISTRY
 from qdrant_client import QdrantClient, models
 
 from imgsearch.cli import main
@@ -19,12 +18,13 @@ from imgsearch.store.backup import BackupError, backup_to_file, restore_from_fil
 from imgsearch.store.edge import EdgeStore
 from tests.conftest import Served
 from tests.imaging import crop, encode, load
+from tests.registry import sample
 
 DIM = 48
 
 
 def _operations(op: str) -> float:
-    return REGISTRY.get_sample_value("imgsearch_index_operations_total", {"op": op}) or 0.0
+    return sample("imgsearch_index_operations_total", op=op)
 
 
 def test_restored_index_serves_the_same_results_without_re_embedding(

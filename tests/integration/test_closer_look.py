@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from prometheus_client import REGISTRY
 
 from imgsearch.backbones import Contract
 from imgsearch.descriptors import WHOLE_IMAGE_BOX, DescriptorSet
@@ -21,6 +20,7 @@ from imgsearch.searcher.verify import Verifier
 from imgsearch.settings import TUNING, VerdictSettings
 from imgsearch.store import FileState, StoreLocation, VectorStore, open_store
 from tests.imaging import encode, load, on_page
+from tests.registry import sample
 
 DIM = 16
 
@@ -48,7 +48,7 @@ def store(tmp_path: Path, sample_photos: list[Path]) -> Iterator[VectorStore]:
 
 
 def _closer_looks() -> float:
-    return REGISTRY.get_sample_value("imgsearch_verifications_total", {"outcome": "closer"}) or 0.0
+    return sample("imgsearch_verifications_total", outcome="closer")
 
 
 def test_a_photo_small_on_a_page_is_confirmed_by_the_closer_look(

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from prometheus_client import REGISTRY
 
 from imgsearch.rpc.client import Client
 from imgsearch.v1 import searcher_pb2
 from tests.conftest import Served, wait_until
 from tests.imaging import encode, load
 from tests.processes import status_code
+from tests.registry import sample
 
 
 def test_excess_concurrent_calls_get_resource_exhausted(
@@ -35,8 +35,12 @@ def test_excess_concurrent_calls_get_resource_exhausted(
 
 
 def _timed_out_searches() -> float:
-    labels = {"service": "imgsearch.v1.Searcher", "method": "Search", "code": "DEADLINE_EXCEEDED"}
-    return REGISTRY.get_sample_value("imgsearch_rpc_requests_total", labels) or 0.0
+    return sample(
+        "imgsearch_rpc_requests_total",
+        service="imgsearch.v1.Searcher",
+        method="Search",
+        code="DEADLINE_EXCEEDED",
+    )
 
 
 def test_half_open_calls_hold_no_worker_and_end(

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 from PIL import ImageOps
-from prometheus_client import REGISTRY
 
 from imgsearch.searcher.verdict import VERIFY_FLOOR
 from tests.conftest import Served
 from tests.imaging import burst_pair, crop, encode, load, shuffled_tiles
+from tests.registry import sample
 
 
 @pytest.fixture
@@ -117,14 +117,11 @@ def test_confidence_ranks_confirmed_answers_above_similar_ones_across_queries(
 
 def _candidates_described() -> float:
     """Candidate files the keypoint checks of this process have needed so far."""
-    return sum(
-        REGISTRY.get_sample_value("imgsearch_keypoint_candidates_total", {"cache": cache}) or 0.0
-        for cache in ("hit", "miss")
-    )
+    return sum(sample("imgsearch_keypoint_candidates_total", cache=c) for c in ("hit", "miss"))
 
 
 def _closer_looks() -> float:
-    return REGISTRY.get_sample_value("imgsearch_verifications_total", {"outcome": "closer"}) or 0.0
+    return sample("imgsearch_verifications_total", outcome="closer")
 
 
 def test_the_check_stops_at_the_first_confirmed_candidate(

@@ -7,15 +7,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from prometheus_client import REGISTRY
 
 from imgsearch.model import ImageEncoder
 from imgsearch.model.session import CoreSlots
 from tests.conftest import wait_until
+from tests.registry import sample
 
 
 def _waiting() -> float:
-    return REGISTRY.get_sample_value("imgsearch_model_runs_waiting") or 0.0
+    return sample("imgsearch_model_runs_waiting")
 
 
 def test_a_pass_alone_takes_every_core_and_concurrent_passes_one_each() -> None:
