@@ -248,6 +248,8 @@ class Application:
                     settings.verdict.for_model(self.encoder.tuning),
                     self.folder,
                     max_file_bytes=settings.index.max_file_bytes,
+                    background_threads=settings.encoder.inference_threads,
+                    background_nice=settings.index.nice,
                 )
             )
         self._services = services

@@ -202,8 +202,9 @@ class IndexSettings(_Group):
         10,
         ge=0,
         le=19,
-        description="How much lower than searches the indexing threads run (Linux nice, per "
-        "thread; 0 = the same): a large indexing run leaves the cores to searches first.",
+        description="How much lower than searches the indexing threads and the duplicate "
+        "finder's run (Linux nice, per thread; 0 = the same): a large indexing run or a "
+        "duplicates search leaves the cores to searches first.",
     )
     settle_seconds: float = Field(0.5, ge=0.0, description="Quiet time before a file is read.")
     watch_mode: WatchMode = Field(

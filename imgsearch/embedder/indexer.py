@@ -23,7 +23,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import logging
-import os
 import shutil
 import stat
 import threading
@@ -61,6 +60,7 @@ from imgsearch.metrics import (
 )
 from imgsearch.model import ImageEncoder
 from imgsearch.paths import has_image_suffix
+from imgsearch.priority import lower_priority
 from imgsearch.settings import IndexSettings
 from imgsearch.store import FileState, VectorStore
 
@@ -109,17 +109,6 @@ class _Batch:
     failed: dict[str, Failure] = field(default_factory=dict)
     # Looked at again after a delay (None: the settle time), when the batch is applied.
     retry: list[tuple[str, float | None]] = field(default_factory=list)
-
-
-def lower_priority(nice: int) -> None:
-    """Run the calling thread `nice` steps below the rest of the process (Linux schedules
-    threads apart, so searches get the cores first while indexing takes what is left; its
-    model runs in the calling thread: one onnxruntime thread per worker)."""
-    if nice:
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-        except OSError as exc:
-            log.warning("cannot lower the indexing threads' priority error=%s", exc)
 
 
 def free_bytes(path: Path) -> int:

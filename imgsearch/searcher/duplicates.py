@@ -21,11 +21,13 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from imgsearch.model import QueryDescription
+from imgsearch.priority import lower_priority
 from imgsearch.searcher.verdict import RankedMatch, Ranker
 from imgsearch.searcher.verify import Keypoints, Verification, Verifier
 from imgsearch.store import VectorStore
@@ -117,9 +119,15 @@ def find_copies(
     *,
     neighbours: int = NEIGHBOURS,
     min_inliers: int = 15,
+    workers: int = 1,
+    nice: int = 0,
     still_wanted: Callable[[], None] = lambda: None,
 ) -> Iterator[Progress | CopyGroup]:
     """Progress every _PROGRESS_EVERY images, then the groups, largest first.
+
+    An image's candidate pairs are described and checked on `workers` threads running `nice`
+    steps below searches (SIFT and the pixel checks release the GIL): the keypoint work is
+    most of the run's time, and searches keep the cores first.
 
     Images are visited depth first along the candidate pairs (an image's candidates next, the
     folder's order only when none is waiting), so the keypoints a pair needs were mostly
@@ -127,8 +135,20 @@ def find_copies(
     it is in. Each pair is checked once; seen again from its other side, the stored check is
     judged with that side's descriptor verdict. `still_wanted` is called before each image
     and raises when the caller has gone."""
+    with ThreadPoolExecutor(workers, "duplicates", lower_priority, (nice,)) as pool:
+        yield from _find_copies(store, ranker, neighbours, min_inliers, pool, still_wanted)
+
+
+def _find_copies(
+    store: VectorStore,
+    ranker: Ranker,
+    neighbours: int,
+    min_inliers: int,
+    pool: Executor,
+    still_wanted: Callable[[], None],
+) -> Iterator[Progress | CopyGroup]:
     total = store.count()
-    checker = _PairChecker(ranker.verifier, min_inliers)
+    checker = _PairChecker(ranker.verifier, min_inliers, pool)
     pairs: dict[tuple[str, str], CopyPair] = {}
     visited: set[str] = set()
     waiting: list[str] = []  # candidates of visited images, visited next (last in first)
@@ -173,9 +193,10 @@ class _PairChecker:
     (a few numbers per pair) for the other side's verdict, and the keypoints of the last
     few hundred images are kept for the pairs that follow."""
 
-    def __init__(self, verifier: Verifier | None, min_inliers: int) -> None:
+    def __init__(self, verifier: Verifier | None, min_inliers: int, pool: Executor) -> None:
         self._verifier = verifier
         self._min_inliers = min_inliers
+        self._pool = pool
         self._compared: dict[tuple[str, str], Verification] = {}
         self._keypoints: OrderedDict[str, tuple[Keypoints, Keypoints] | None] = OrderedDict()
 
@@ -188,6 +209,7 @@ class _PairChecker:
         self, path: str, candidates: list[RankedMatch]
     ) -> Iterator[tuple[RankedMatch, int, tuple[float, ...]]]:
         """The candidates that are copies of `path`, with the inliers and region that say so."""
+        self._compare_all(path, [m.path for m in candidates])
         for match in candidates:
             found = self._compare(path, match.path) if self._verifier is not None else None
             if found is None:  # no check possible: the descriptor's verdict stands
@@ -196,27 +218,39 @@ class _PairChecker:
             elif _is_copy(match.match, found, self._min_inliers):
                 yield match, found.inliers, found.box or match.box
 
-    def _compare(self, path: str, other: str) -> Verification | None:
-        key = (path, other) if path <= other else (other, path)
-        if key in self._compared:
-            return self._compared[key]
-        query, candidate = self._described(path), self._described(other)
-        if query is None or candidate is None or self._verifier is None:
-            return None
-        found = self._verifier.compare(query, candidate[0])
-        self._compared[key] = found
-        return found
-
-    def _described(self, path: str) -> tuple[Keypoints, Keypoints] | None:
-        if path in self._keypoints:
-            self._keypoints.move_to_end(path)
-            return self._keypoints[path]
-        assert self._verifier is not None
-        described = self._verifier.describe_file(path, exact=True)  # both checks: finer side
-        self._keypoints[path] = described
+    def _compare_all(self, path: str, others: list[str]) -> None:
+        """The pairs of `path` not compared yet, described and compared on the pool."""
+        verifier = self._verifier
+        fresh = [other for other in others if _pair(path, other) not in self._compared]
+        if verifier is None or not fresh:
+            return
+        needed = [p for p in dict.fromkeys([path, *fresh]) if p not in self._keypoints]
+        # Both checks need the finer side's keypoints (Verification.exact).
+        described = self._pool.map(lambda p: verifier.describe_file(p, exact=True), needed)
+        for needed_path, keypoints in zip(needed, described, strict=True):
+            self._keypoints[needed_path] = keypoints
+        query = self._described(path)
+        pairs = [(other, self._described(other)) for other in fresh]
+        checkable = [(other, found) for other, found in pairs if found is not None]
+        if query is None or not checkable:
+            return
+        results = self._pool.map(lambda pair: verifier.compare(query, pair[1][0]), checkable)
+        for (other, _), found in zip(checkable, results, strict=True):
+            self._compared[_pair(path, other)] = found
         while len(self._keypoints) > _KEYPOINTS_KEPT:
             self._keypoints.popitem(last=False)
-        return described
+
+    def _compare(self, path: str, other: str) -> Verification | None:
+        """The stored check of a pair (None: one of the two could not be described)."""
+        return self._compared.get(_pair(path, other))
+
+    def _described(self, path: str) -> tuple[Keypoints, Keypoints] | None:
+        self._keypoints.move_to_end(path)
+        return self._keypoints[path]
+
+
+def _pair(path: str, other: str) -> tuple[str, str]:
+    return (path, other) if path <= other else (other, path)
 
 
 def _is_copy(descriptor_says: bool, found: Verification, min_inliers: int) -> bool:

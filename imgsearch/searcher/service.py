@@ -35,10 +35,15 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
         folder: Path | None = None,
         *,
         max_file_bytes: int,
+        background_threads: int = 1,
+        background_nice: int = 0,
     ) -> None:
-        """`max_file_bytes`: the largest file a path query reads (the folder's own limit)."""
+        """`max_file_bytes`: the largest file a path query reads (the folder's own limit);
+        the duplicate finder checks pairs on `background_threads` threads, `background_nice`
+        steps below searches."""
         self._encoder = encoder
         self._max_file_bytes = max_file_bytes
+        self._background = (background_threads, background_nice)
         self._store = store
         self._ranker = ranker
         self._settings = settings
@@ -82,6 +87,8 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
             self._ranker,
             neighbours=neighbours,
             min_inliers=self._settings.min_inliers,
+            workers=self._background[0],
+            nice=self._background[1],
             still_wanted=lambda: ensure_active(context),
         ):
             if isinstance(event, Progress):

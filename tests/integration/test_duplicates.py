@@ -7,6 +7,8 @@ import csv
 import io
 import itertools
 import json
+import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -143,3 +145,32 @@ def test_each_image_is_read_once_however_many_pairs_it_is_in(
     ]
     assert read, "the pairs were checked"
     assert max(read.count(path) for path in read) == 1, sorted(read)
+
+
+def test_the_keypoint_work_runs_on_background_threads_below_searches(
+    photo_folder: Path, serve: Callable[..., Served], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Describing and checking the pairs is most of a run's time: it runs on the finder's own
+    threads at the indexing threads' `nice`, so searches keep the cores first."""
+    _plant(photo_folder)
+    served = serve(photo_folder, nice=7)
+    served.wait_idle()
+    seen: list[tuple[str, int]] = []
+
+    def counted(path: Path, max_bytes: int) -> bytes:
+        priority = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        seen.append((threading.current_thread().name, priority))
+        return read_folder_file(path, max_bytes)
+
+    monkeypatch.setattr(verify, "read_folder_file", counted)
+    groups = _groups(served)
+    assert {"copies/fruits.webp", "copies/fruits_small.jpg", "fruits.png"} in [
+        set(g.paths) for g in groups
+    ]
+    assert seen, "the pairs were checked"
+    assert all(name.startswith("duplicates") for name, _ in seen), seen
+    assert {priority for _, priority in seen} == {7}
+    # A search afterwards runs at the process's own priority, on its own thread.
+    seen.clear()
+    served.client.search(encode(crop(load(photo_folder / "coffee.jpg"), 0.2)), limit=3)
+    assert all(priority == os.getpriority(os.PRIO_PROCESS, 0) for _, priority in seen)
