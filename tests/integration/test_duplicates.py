@@ -123,19 +123,22 @@ def test_a_folder_without_copies_has_no_groups(
     assert capsys.readouterr().out.strip() == f"no copies among {served.app.store.count()} images"
 
 
-def test_each_image_is_read_once_however_many_pairs_it_is_in(
+def test_each_image_is_read_once_on_background_threads_below_searches(
     photo_folder: Path, serve: Callable[..., Served], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """SIFT is most of a run's cost: an image in several candidate pairs (the original of
     two copies, and their look-alikes) has its file read and its keypoints found once, not
-    once per pair."""
+    once per pair, on the finder's own threads at the indexing threads' `nice`, so that
+    searches keep the cores first."""
     _plant(photo_folder)
-    served = serve(photo_folder)
+    served = serve(photo_folder, nice=7)
     served.wait_idle()
-    read: list[str] = []
+    read: list[tuple[str, str, int]] = []  # (file, thread, its nice)
 
     def counted(path: Path, max_bytes: int) -> bytes:
-        read.append(path.relative_to(photo_folder).as_posix())
+        priority = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        name = threading.current_thread().name
+        read.append((path.relative_to(photo_folder).as_posix(), name, priority))
         return read_folder_file(path, max_bytes)
 
     monkeypatch.setattr(verify, "read_folder_file", counted)
@@ -144,33 +147,7 @@ def test_each_image_is_read_once_however_many_pairs_it_is_in(
         set(g.paths) for g in groups
     ]
     assert read, "the pairs were checked"
-    assert max(read.count(path) for path in read) == 1, sorted(read)
-
-
-def test_the_keypoint_work_runs_on_background_threads_below_searches(
-    photo_folder: Path, serve: Callable[..., Served], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Describing and checking the pairs is most of a run's time: it runs on the finder's own
-    threads at the indexing threads' `nice`, so searches keep the cores first."""
-    _plant(photo_folder)
-    served = serve(photo_folder, nice=7)
-    served.wait_idle()
-    seen: list[tuple[str, int]] = []
-
-    def counted(path: Path, max_bytes: int) -> bytes:
-        priority = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-        seen.append((threading.current_thread().name, priority))
-        return read_folder_file(path, max_bytes)
-
-    monkeypatch.setattr(verify, "read_folder_file", counted)
-    groups = _groups(served)
-    assert {"copies/fruits.webp", "copies/fruits_small.jpg", "fruits.png"} in [
-        set(g.paths) for g in groups
-    ]
-    assert seen, "the pairs were checked"
-    assert all(name.startswith("duplicates") for name, _ in seen), seen
-    assert {priority for _, priority in seen} == {7}
-    # A search afterwards runs at the process's own priority, on its own thread.
-    seen.clear()
-    served.client.search(encode(crop(load(photo_folder / "coffee.jpg"), 0.2)), limit=3)
-    assert all(priority == os.getpriority(os.PRIO_PROCESS, 0) for _, priority in seen)
+    files = [file for file, _, _ in read]
+    assert max(files.count(file) for file in files) == 1, sorted(files)
+    assert all(name.startswith("duplicates") for _, name, _ in read), read
+    assert {priority for _, _, priority in read} == {7}
