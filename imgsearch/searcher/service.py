@@ -43,7 +43,8 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
         steps below searches."""
         self._encoder = encoder
         self._max_file_bytes = max_file_bytes
-        self._background = (background_threads, background_nice)
+        self._background_threads = background_threads
+        self._background_nice = background_nice
         self._store = store
         self._ranker = ranker
         self._settings = settings
@@ -87,8 +88,8 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
             self._ranker,
             neighbours=neighbours,
             min_inliers=self._settings.min_inliers,
-            workers=self._background[0],
-            nice=self._background[1],
+            workers=self._background_threads,
+            nice=self._background_nice,
             still_wanted=lambda: ensure_active(context),
         ):
             if isinstance(event, Progress):

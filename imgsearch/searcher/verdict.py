@@ -69,7 +69,7 @@ class RankedMatch:
         """The answer as one number for ranking many queries' answers together: the verdict
         first (matches in [0.5, 1], the rest in [0, 0.5]), then the margin. The margin alone
         mixes the two: a small crop the keypoint check confirmed scores below a merely
-        similar photo (bench/accuracy: micro-AP over the margin 91.9%)."""
+        similar photo (bench/accuracy: micro-AP 92.3% over the margin, 99.0% over this)."""
         within = (1.0 + min(max(self.margin, -1.0), 1.0)) / 4
         return 0.5 + within if self.match else within
 
