@@ -119,8 +119,8 @@ def find_copies(
     *,
     neighbours: int = NEIGHBOURS,
     min_inliers: int = 15,
-    workers: int = 1,
-    nice: int = 0,
+    workers: int,
+    nice: int,
     still_wanted: Callable[[], None] = lambda: None,
 ) -> Iterator[Progress | CopyGroup]:
     """Progress every _PROGRESS_EVERY images, then the groups, largest first.
@@ -211,7 +211,7 @@ class _PairChecker:
         """The candidates that are copies of `path`, with the inliers and region that say so."""
         self._compare_all(path, [m.path for m in candidates])
         for match in candidates:
-            found = self._compare(path, match.path) if self._verifier is not None else None
+            found = self._compare(path, match.path)
             if found is None:  # no check possible: the descriptor's verdict stands
                 if match.match:
                     yield match, match.inliers, match.box
@@ -241,7 +241,8 @@ class _PairChecker:
             self._keypoints.popitem(last=False)
 
     def _compare(self, path: str, other: str) -> Verification | None:
-        """The stored check of a pair (None: one of the two could not be described)."""
+        """The stored check of a pair (None: no verifier, or one of the two could not be
+        described)."""
         return self._compared.get(_pair(path, other))
 
     def _described(self, path: str) -> tuple[Keypoints, Keypoints] | None:

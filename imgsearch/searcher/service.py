@@ -35,8 +35,8 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
         folder: Path | None = None,
         *,
         max_file_bytes: int,
-        background_threads: int = 1,
-        background_nice: int = 0,
+        background_threads: int,
+        background_nice: int,
     ) -> None:
         """`max_file_bytes`: the largest file a path query reads (the folder's own limit);
         the duplicate finder checks pairs on `background_threads` threads, `background_nice`
