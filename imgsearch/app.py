@@ -164,7 +164,8 @@ def ranker_for(
         else None
     )
     _warn_unpaired_threshold(verdict)
-    return Ranker(store, verdict, verifier, whitening), whitening
+    ranker = Ranker(store, verdict, verifier, whitening, threads=settings.encoder.inference_threads)
+    return ranker, whitening
 
 
 def _warn_unpaired_threshold(verdict: Verdict) -> None:
@@ -238,13 +239,16 @@ class Application:
             services.append(EmbedderService(self.encoder, self.indexer, self._watcher, self.graph))
         elif settings.index.folder is not None:
             self.folder = settings.watched_folder
+        self._ranker: Ranker | None = None
         if with_searcher:
-            ranker, self.whitening = ranker_for(settings, self.encoder, self.store, self.folder)
+            self._ranker, self.whitening = ranker_for(
+                settings, self.encoder, self.store, self.folder
+            )
             services.append(
                 SearcherService(
                     self.encoder,
                     self.store,
-                    ranker,
+                    self._ranker,
                     settings.verdict.for_model(self.encoder.tuning),
                     self.folder,
                     max_file_bytes=settings.index.max_file_bytes,
@@ -369,6 +373,8 @@ class Application:
         if self._server is not None:
             self._server.set_serving([s.service_name for s in self._services], serving=False)
             self._server.stop(self.settings.serve.grace_seconds)
+        if self._ranker is not None:
+            self._ranker.close()
         if self._watcher is not None:
             self._watcher.stop()
         if self.indexer is not None:
@@ -423,4 +429,6 @@ class FolderSearch:
 
     def close(self) -> None:
         self._indexer.stop()
+        if self._ranker is not None:
+            self._ranker.close()
         self._store.close()

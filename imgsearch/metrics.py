@@ -25,7 +25,7 @@ RPC_DURATION = Histogram(
 SEARCH_STAGE = Histogram(
     "imgsearch_search_stage_seconds",
     "Time spent in each stage of a search.",
-    ["stage"],  # decode, embed, ann, rescore, verify, closer, siblings
+    ["stage"],  # decode, embed, ann, rescore, verify, closer, deep, siblings
     buckets=_LATENCY_BUCKETS,
 )
 VERIFICATIONS = Counter(
@@ -33,12 +33,14 @@ VERIFICATIONS = Counter(
     "Searches whose first candidates were checked geometrically, by outcome.",
     # confirmed, rejected (a source found or not); closer (the view checked confirmed none,
     # so the whole query was checked again in finer detail: counted besides the outcome);
+    # deep (neither look confirmed one of the first candidates, so the check went on down
+    # the ranking: counted besides the outcome);
     # sibling (several candidates passed the verdict and the exactness check kept only the
     # image the query was made from)
     ["outcome"],
 )
 # Present from the start, so rate() works at once.
-for _outcome in ("confirmed", "rejected", "closer", "sibling"):
+for _outcome in ("confirmed", "rejected", "closer", "deep", "sibling"):
     VERIFICATIONS.labels(_outcome)
 KEYPOINT_CANDIDATES = Counter(
     "imgsearch_keypoint_candidates_total",

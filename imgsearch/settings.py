@@ -86,6 +86,9 @@ class Tuning:
     whitened_match_threshold: float
     whitening_min_images: int
     verify_top: int
+    # How far down the ranking the check goes when neither look confirms one of the first
+    # verify_top (`Ranker._verified`); verify_top or less: no further.
+    verify_deep: int
     # What the margin subtracts: this share of the mean score of the query's nearest images.
     background_weight: float
     # Whether photo-like blocks that page furniture sets apart are extra query views beyond a
@@ -98,14 +101,15 @@ TUNING: dict[Contract, Tuning] = {
     # crops, a whitening learned on large folders, keypoint checks when unsure, and a margin
     # over half the query's background (at one false match in 1,000 it keeps half again as
     # many true sources as the raw score).
-    Contract.FEATURE_MAP: Tuning(384, Fit.LONGER, (224,), 0.55, 0.54, 1000, 3, 0.5, False),
+    Contract.FEATURE_MAP: Tuning(384, Fit.LONGER, (224,), 0.55, 0.54, 1000, 3, 3, 0.5, False),
     # A copy-detection descriptor: one pass at short side 288 (plus the framed view and the
     # photo-like blocks of a page or a screenshot), judged on its raw cosine: the background
     # margin costs it recall (bench/accuracy: 55.7% of sourced queries above the 1-in-1,000
     # line with it, 64.5% without). The threshold lets at most 1 in 1,000 no-source queries
     # through on bench/accuracy (0.820: piles of grain resemble each other that much),
-    # rounded up; keypoint checks below it.
-    Contract.EMBEDDING: Tuning(288, Fit.SHORTER, (), 0.83, 0.83, 0, 3, 0.0, True),
+    # rounded up; keypoint checks below it, down to the 10th candidate where the first three
+    # confirm nothing (a fifth of a star field ranks its source among look-alikes).
+    Contract.EMBEDDING: Tuning(288, Fit.SHORTER, (), 0.83, 0.83, 0, 3, 10, 0.0, True),
 }
 
 
@@ -260,6 +264,13 @@ class VerdictSettings(_Group):
         description="Candidates checked geometrically when the score is unsure; 0 = off; "
         "unset = the model's.",
     )
+    verify_deep: int | None = Field(
+        None,
+        ge=0,
+        description="How far down the ranking the check goes when neither of its looks "
+        "confirms one of the first verify_top; verify_top or less = no further; unset = the "
+        "model's.",
+    )
     min_inliers: int = Field(15, ge=4, description="Geometric matches that confirm a source.")
 
     def for_model(self, tuning: Tuning) -> Verdict:
@@ -279,6 +290,7 @@ class VerdictSettings(_Group):
             whitening_dims=self.whitening_dims,
             whitening_sample=self.whitening_sample,
             verify_top=int(pick(self.verify_top, tuning.verify_top)),
+            verify_deep=int(pick(self.verify_deep, tuning.verify_deep)),
             min_inliers=self.min_inliers,
             background_weight=tuning.background_weight,
             chosen=frozenset(self.model_fields_set),
@@ -297,6 +309,7 @@ class Verdict:
     whitening_dims: int
     whitening_sample: int
     verify_top: int
+    verify_deep: int
     min_inliers: int
     background_weight: float  # the model's (Tuning.background_weight)
     chosen: frozenset[str] = frozenset()  # the fields set explicitly (not from the tuning)

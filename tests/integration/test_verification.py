@@ -130,8 +130,10 @@ def test_the_check_stops_at_the_first_confirmed_candidate(
     """A confirmed best-scoring candidate ends the check: matching the next ones (and, in a
     large folder, reading and describing them) would only reorder look-alikes. A query that
     resembles a photo but maps onto nothing (its tiles shuffled) is checked against all of
-    the first `verify_top` candidates, and again by the closer look at the whole file."""
-    verify_top = strict.app.settings.verdict.for_model(strict.app.encoder.tuning).verify_top
+    the first `verify_top` candidates, again by the closer look at the whole file, and by the
+    first look on down to the `verify_deep`th."""
+    verdict = strict.app.settings.verdict.for_model(strict.app.encoder.tuning)
+    verify_top, verify_deep = verdict.verify_top, verdict.verify_deep
     assert verify_top >= 2
     photo = sample_photos[1]
     before = _candidates_described()
@@ -145,4 +147,38 @@ def test_the_check_stops_at_the_first_confirmed_candidate(
     assert response.matches[0].score >= VERIFY_FLOOR  # so the check ran
     assert not any(m.match for m in response.matches)
     assert _closer_looks() - closer_before == 1
-    assert _candidates_described() - before == 2 * verify_top  # each look checks them all
+    indexed = len(sample_photos) - 1
+    deeper = max(0, min(verify_deep, indexed) - verify_top)
+    assert _candidates_described() - before == 2 * verify_top + deeper
+
+
+def test_the_check_goes_down_the_ranking_when_the_first_candidates_are_look_alikes(
+    tmp_path: Path, sample_photos: list[Path], serve: Callable[..., Served]
+) -> None:
+    """A small crop resembles look-alikes of itself (here its own tiles shuffled, each a
+    file) more than the whole photo it was cut from, which ranks below them by score; the
+    keypoints of the first `verify_top` confirm nothing, so the check goes on down the
+    ranking, confirms the source and puts it first, for any `limit`."""
+    photo = sample_photos[1]
+    piece = crop(load(photo), 0.2, (0.7, 0.4))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(photo, folder / photo.name)
+    served = serve(folder, match_threshold=0.99)
+    verdict = served.app.settings.verdict.for_model(served.app.encoder.tuning)
+    for seed in range(verdict.verify_top + 1):
+        shuffled = shuffled_tiles(piece, 8, seed=seed)
+        (folder / f"look-alike-{seed}.jpg").write_bytes(encode(shuffled, quality=90))
+    served.wait_idle()
+    query = encode(piece, quality=60)
+    deep_before = sample("imgsearch_verifications_total", outcome="deep")
+
+    response = served.client.search(query, limit=10)
+
+    by_score = sorted(response.matches, key=lambda m: -m.score)
+    assert [m.path for m in by_score].index(photo.name) > verdict.verify_top
+    top = response.matches[0]
+    assert (top.path, top.match) == (photo.name, True) and top.inliers >= 15
+    assert not any(m.match for m in response.matches[1:])
+    assert sample("imgsearch_verifications_total", outcome="deep") - deep_before == 1
+    assert [m.path for m in served.client.search(query, limit=1).matches] == [photo.name]
