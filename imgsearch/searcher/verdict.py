@@ -238,9 +238,9 @@ class Ranker:
         reordered look-alikes, which the sibling check sorts out where they score close.
         Where neither look confirms one of the first `verify_top`, the first look goes on
         down to the `verify_deep`th: a small crop of a texture (a fifth of a star field)
-        resembles look-alikes as much as its source, which ranked 4th-10th in 10 of the 17
-        crop20 queries bench/accuracy missed, and its keypoints confirm it there. Only
-        searches with no answer yet pay for it (most of them have no source in the folder).
+        resembles look-alikes as much as its source, which ranked 4th-10th in 11 of the 17
+        crop20 queries bench/accuracy missed at c757f50; the check confirms 8 of them there.
+        Only searches with no answer yet pay for it (most have no source in the folder).
         `best_raw` is the best raw cosine: the floor is on that scale, whitened or not."""
         settings = self._settings
         verify_top, min_inliers = settings.verify_top, settings.min_inliers
@@ -265,7 +265,7 @@ class Ranker:
             still_wanted()
             VERIFICATIONS.labels("deep").inc()
             with SEARCH_STAGE.labels("deep").time():
-                checked += self._checked(first_look, deeper, ahead=True)
+                checked += self._checked(first_look, deeper, ahead=still_wanted)
         confirmed = [c for c in checked if c.inliers >= min_inliers]
         VERIFICATIONS.labels("confirmed" if confirmed else "rejected").inc()
         rest = [c for c in checked if c.inliers < min_inliers]
@@ -287,25 +287,36 @@ class Ranker:
         return better + checked[len(again) :]
 
     def _checked(
-        self, keypoints: tuple[Keypoints, Keypoints], hits: list[Hit], *, ahead: bool = False
+        self,
+        keypoints: tuple[Keypoints, Keypoints],
+        hits: list[Hit],
+        *,
+        ahead: Callable[[], None] | None = None,
     ) -> list[_Checked]:
-        """The hits checked in order, up to the first the keypoints confirm. `ahead`: the
-        next ones are read and described on the ranker's threads meanwhile (where most will
-        be needed: the deep check, which mostly confirms nothing), and those not begun when
-        one is confirmed are dropped."""
+        """The hits checked in order, up to the first the keypoints confirm. With `ahead`
+        (the search's `still_wanted`, asked before each result), the next ones are read and
+        described on the ranker's threads meanwhile (where most will be needed: the deep
+        check, which mostly confirms nothing); those not begun when one is confirmed, or
+        when the caller has gone, are dropped."""
         verifier = self._verifier
         assert verifier is not None
         futures = (
-            [self._ahead.submit(verifier.verify, keypoints, h.path) for h in hits] if ahead else []
+            []
+            if ahead is None
+            else [self._ahead.submit(verifier.verify, keypoints, h.path) for h in hits]
         )
-        results: Iterator[Verification] = (
-            (f.result() for f in futures)
-            if ahead
-            else (verifier.verify(keypoints, h.path) for h in hits)
-        )
+
+        def results() -> Iterator[Verification]:
+            if ahead is None:
+                yield from (verifier.verify(keypoints, h.path) for h in hits)
+                return
+            for future in futures:
+                ahead()
+                yield future.result()
+
         checked = []
         try:
-            for hit, result in zip(hits, results, strict=False):
+            for hit, result in zip(hits, results(), strict=False):
                 checked.append(_Checked(hit, result.inliers, result.box))
                 if result.inliers >= self._settings.min_inliers:
                     break

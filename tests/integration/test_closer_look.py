@@ -19,7 +19,7 @@ from imgsearch.searcher.verdict import Ranker
 from imgsearch.searcher.verify import Verifier
 from imgsearch.settings import TUNING, VerdictSettings
 from imgsearch.store import FileState, StoreLocation, VectorStore, open_store
-from tests.imaging import encode, load, on_page
+from tests.imaging import encode, load, on_page, shuffled_tiles
 from tests.registry import sample
 
 DIM = 16
@@ -49,6 +49,14 @@ def store(tmp_path: Path, sample_photos: list[Path]) -> Iterator[VectorStore]:
 
 def _closer_looks() -> float:
     return sample("imgsearch_verifications_total", outcome="closer")
+
+
+def _deep_checks() -> float:
+    return sample("imgsearch_verifications_total", outcome="deep")
+
+
+def _candidates_described() -> float:
+    return sum(sample("imgsearch_keypoint_candidates_total", cache=c) for c in ("hit", "miss"))
 
 
 def test_a_photo_small_on_a_page_is_confirmed_by_the_closer_look(
@@ -81,3 +89,34 @@ def test_a_photo_small_on_a_page_is_confirmed_by_the_closer_look(
     assert unconfirmed_without >= 5
     assert closer >= unconfirmed_without
     assert confirmed >= len(sample_photos) - 1
+
+
+class _CallerGoneError(Exception):
+    pass
+
+
+def test_the_deep_check_stops_when_the_caller_has_gone(
+    photo_folder: Path, store: VectorStore, sample_photos: list[Path]
+) -> None:
+    """Neither look confirms a query made of a photo's shuffled tiles, so the check goes on
+    down the ranking, reading candidates ahead on the ranker's thread; when the caller goes
+    (deadline, cancel) the candidates not begun are dropped, not read and described."""
+    settings = VerdictSettings(match_threshold=1.5).for_model(TUNING[Contract.EMBEDDING])
+    ranker = Ranker(store, settings, Verifier(photo_folder, max_file_bytes=1 << 26), threads=1)
+    deeper = min(settings.verify_deep, len(sample_photos)) - settings.verify_top
+    assert deeper >= 3
+    tiles = encode(shuffled_tiles(load(sample_photos[5]), 10))
+    seen = decode_image(tiles, 288, DecodeLimits(), fit=Fit.SHORTER)
+    vector = store.vector_of(sample_photos[5].name)
+    assert vector is not None
+    deep_before, described_before = _deep_checks(), _candidates_described()
+
+    def still_wanted() -> None:
+        if _deep_checks() > deep_before:  # the deep check has begun: the caller goes
+            raise _CallerGoneError
+
+    with pytest.raises(_CallerGoneError):
+        ranker.rank(QueryDescription(vector, seen), 3, still_wanted=still_wanted)
+    ranker.close()  # waits for the one candidate begun
+    assert _deep_checks() - deep_before == 1
+    assert _candidates_described() - described_before <= settings.verify_top + 1
