@@ -20,7 +20,7 @@ from imgsearch.searcher.verify import Verifier
 from imgsearch.settings import TUNING, VerdictSettings
 from imgsearch.store import FileState, StoreLocation, VectorStore, open_store
 from tests.imaging import encode, load, on_page, shuffled_tiles
-from tests.registry import sample
+from tests.registry import candidates_described, verifications
 
 DIM = 16
 
@@ -47,18 +47,6 @@ def store(tmp_path: Path, sample_photos: list[Path]) -> Iterator[VectorStore]:
     store.close()
 
 
-def _closer_looks() -> float:
-    return sample("imgsearch_verifications_total", outcome="closer")
-
-
-def _deep_checks() -> float:
-    return sample("imgsearch_verifications_total", outcome="deep")
-
-
-def _candidates_described() -> float:
-    return sum(sample("imgsearch_keypoint_candidates_total", cache=c) for c in ("hit", "miss"))
-
-
 def test_a_photo_small_on_a_page_is_confirmed_by_the_closer_look(
     photo_folder: Path, store: VectorStore, sample_photos: list[Path]
 ) -> None:
@@ -72,14 +60,14 @@ def test_a_photo_small_on_a_page_is_confirmed_by_the_closer_look(
         whole_page = decode_image(data, 288, DecodeLimits(), fit=Fit.SHORTER)
         target = store.vector_of(photo.name)
         assert target is not None
-        looks = _closer_looks()
+        looks = verifications("closer")
         first_look_only = ranker.rank(QueryDescription(target, whole_page), 3).matches[0]
-        assert _closer_looks() == looks  # no file: no closer look
+        assert verifications("closer") == looks  # no file: no closer look
         top = ranker.rank(QueryDescription(target, whole_page, file=data), 3).matches[0]
         assert top.path == photo.name
         confirmed += top.match and top.inliers >= settings.min_inliers
         unconfirmed_without += not first_look_only.match
-        closer += _closer_looks() - looks
+        closer += verifications("closer") - looks
         if top.match:
             # The region is the photo's outline in the source: most of it.
             x0, y0, x1, y1 = top.box
@@ -109,14 +97,14 @@ def test_the_deep_check_stops_when_the_caller_has_gone(
     seen = decode_image(tiles, 288, DecodeLimits(), fit=Fit.SHORTER)
     vector = store.vector_of(sample_photos[5].name)
     assert vector is not None
-    deep_before, described_before = _deep_checks(), _candidates_described()
+    deep_before, described_before = verifications("deep"), candidates_described()
 
     def still_wanted() -> None:
-        if _deep_checks() > deep_before:  # the deep check has begun: the caller goes
+        if verifications("deep") > deep_before:  # the deep check has begun: the caller goes
             raise _CallerGoneError
 
     with pytest.raises(_CallerGoneError):
         ranker.rank(QueryDescription(vector, seen), 3, still_wanted=still_wanted)
     ranker.close()  # waits for the one candidate begun
-    assert _deep_checks() - deep_before == 1
-    assert _candidates_described() - described_before <= settings.verify_top + 1
+    assert verifications("deep") - deep_before == 1
+    assert candidates_described() - described_before <= settings.verify_top + 1

@@ -12,7 +12,7 @@ from PIL import ImageOps
 from imgsearch.searcher.verdict import VERIFY_FLOOR
 from tests.conftest import Served
 from tests.imaging import burst_pair, crop, encode, load, shuffled_tiles
-from tests.registry import sample
+from tests.registry import candidates_described, verifications
 
 
 @pytest.fixture
@@ -115,15 +115,6 @@ def test_confidence_ranks_confirmed_answers_above_similar_ones_across_queries(
         assert [a.confidence for a in by_margin] == sorted(a.confidence for a in side)
 
 
-def _candidates_described() -> float:
-    """Candidate files the keypoint checks of this process have needed so far."""
-    return sum(sample("imgsearch_keypoint_candidates_total", cache=c) for c in ("hit", "miss"))
-
-
-def _closer_looks() -> float:
-    return sample("imgsearch_verifications_total", outcome="closer")
-
-
 def test_the_check_stops_at_the_first_confirmed_candidate(
     strict: Served, sample_photos: list[Path]
 ) -> None:
@@ -136,20 +127,20 @@ def test_the_check_stops_at_the_first_confirmed_candidate(
     verify_top, verify_deep = verdict.verify_top, verdict.verify_deep
     assert verify_top >= 2
     photo = sample_photos[1]
-    before = _candidates_described()
+    before = candidates_described()
     top = strict.client.search(encode(crop(load(photo), 0.3, (0.2, 0.6)), quality=60)).matches[0]
     assert (top.path, top.match) == (photo.name, True) and top.inliers >= 15
-    assert _candidates_described() - before == 1
-    before, closer_before = _candidates_described(), _closer_looks()
+    assert candidates_described() - before == 1
+    before, closer_before = candidates_described(), verifications("closer")
     starfield = sample_photos[5]  # its shuffled tiles still look like it (score ~0.9)
     response = strict.client.search(encode(shuffled_tiles(load(starfield), 10)), limit=5)
     assert response.matches[0].path == starfield.name
     assert response.matches[0].score >= VERIFY_FLOOR  # so the check ran
     assert not any(m.match for m in response.matches)
-    assert _closer_looks() - closer_before == 1
+    assert verifications("closer") - closer_before == 1
     indexed = len(sample_photos) - 1
     deeper = max(0, min(verify_deep, indexed) - verify_top)
-    assert _candidates_described() - before == 2 * verify_top + deeper
+    assert candidates_described() - before == 2 * verify_top + deeper
 
 
 def test_the_check_goes_down_the_ranking_when_the_first_candidates_are_look_alikes(
@@ -171,7 +162,7 @@ def test_the_check_goes_down_the_ranking_when_the_first_candidates_are_look_alik
         (folder / f"look-alike-{seed}.jpg").write_bytes(encode(shuffled, quality=90))
     served.wait_idle()
     query = encode(piece, quality=60)
-    deep_before = sample("imgsearch_verifications_total", outcome="deep")
+    deep_before = verifications("deep")
 
     response = served.client.search(query, limit=10)
 
@@ -180,5 +171,5 @@ def test_the_check_goes_down_the_ranking_when_the_first_candidates_are_look_alik
     top = response.matches[0]
     assert (top.path, top.match) == (photo.name, True) and top.inliers >= 15
     assert not any(m.match for m in response.matches[1:])
-    assert sample("imgsearch_verifications_total", outcome="deep") - deep_before == 1
+    assert verifications("deep") - deep_before == 1
     assert [m.path for m in served.client.search(query, limit=1).matches] == [photo.name]
