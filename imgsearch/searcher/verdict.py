@@ -99,10 +99,11 @@ class Ranker:
         verifier: Verifier | None = None,
         whitening: FolderWhitening | None = None,
         *,
-        threads: int = 1,
+        threads: int,
     ) -> None:
         """`threads`: how many candidates the deep check reads and describes at once (the
-        cores: SIFT is most of its cost and runs outside the GIL), shared by all searches."""
+        cores, INFERENCE_THREADS: SIFT is most of its cost and runs outside the GIL), shared
+        by all searches."""
         self._store = store
         self._settings = settings
         self._verifier = verifier

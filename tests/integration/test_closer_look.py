@@ -52,7 +52,7 @@ def test_a_photo_small_on_a_page_is_confirmed_by_the_closer_look(
 ) -> None:
     # Every search is checked: no margin reaches the threshold.
     settings = VerdictSettings(match_threshold=1.5).for_model(TUNING[Contract.EMBEDDING])
-    ranker = Ranker(store, settings, Verifier(photo_folder, max_file_bytes=1 << 26))
+    ranker = Ranker(store, settings, Verifier(photo_folder, max_file_bytes=1 << 26), threads=1)
     confirmed, closer, unconfirmed_without = 0, 0, 0
     for photo in sample_photos:
         page, _ = on_page(load(photo), share=0.2)

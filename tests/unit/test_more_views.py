@@ -55,7 +55,7 @@ class _More:
 
 
 def test_further_views_only_when_not_conclusive(store: VectorStore) -> None:
-    ranker = Ranker(store, VerdictSettings().for_model(TUNING[Contract.EMBEDDING]))
+    ranker = Ranker(store, VerdictSettings().for_model(TUNING[Contract.EMBEDDING]), threads=1)
     # The first view is an indexed image itself: conclusive, the further views stay undone.
     more = _More(np.atleast_2d(_unit(3)))
     ranking = ranker.rank(QueryDescription(np.atleast_2d(_unit(7)), None, more), 5)
