@@ -30,8 +30,16 @@ RESCORE_POOL = 50
 # (Tuning.background_weight) times the mean score of the query's BACKGROUND_SIZE nearest
 # images: scores judged against how much the query resembles everything.
 BACKGROUND_SIZE = 10
-# Below this raw cosine nothing looks alike at all: no geometric verification.
-VERIFY_FLOOR = 0.30
+# Below this raw cosine nothing looks alike at all: no geometric verification (no sourced
+# query of bench/accuracy's 8,700 scores under it; 269 no-source queries score 0.15-0.20).
+VERIFY_FLOOR = 0.20
+# Under this one the check looks only at the first `verify_top` candidates in the view the
+# model saw: no closer look, no deep check. A fifth of a grass or food photo can score 0.20-
+# 0.30 against its source and still keep 100-340 inliers; of bench/accuracy's 475 queries
+# scoring 0.20-0.30 (13 with a source), the first look confirmed 9 sources (3 of them not
+# first by score) and no no-source candidate passed 6 inliers, at ~0.23 s a query on a slow
+# machine (cold candidates); both further looks as well found one more source at 2.7x that.
+LOOK_FURTHER_FLOOR = 0.30
 # When several candidates pass the verdict (near-identical photos: burst shots, or true
 # duplicates), the first SIBLING_CHECK of them are checked for exactness (see
 # Verification.exact and spread). Of those with at least MIN_EXACT exact matches and
@@ -242,7 +250,8 @@ class Ranker:
         resembles look-alikes as much as its source, which ranked 4th-10th in 11 of the 17
         crop20 queries bench/accuracy missed at c757f50; the check confirms 8 of them there.
         Only searches with no answer yet pay for it (most have no source in the folder).
-        `best_raw` is the best raw cosine: the floor is on that scale, whitened or not."""
+        `best_raw` is the best raw cosine: the floors are on that scale, whitened or not;
+        under LOOK_FURTHER_FLOOR only the first look is taken."""
         settings = self._settings
         verify_top, min_inliers = settings.verify_top, settings.min_inliers
         if (
@@ -257,12 +266,13 @@ class Ranker:
         with SEARCH_STAGE.labels("verify").time():
             first_look = self._verifier.describe(query.image)
             checked = self._checked(first_look, hits[:verify_top])
-        if query.file is not None and all(c.inliers < min_inliers for c in checked):
+        further = best_raw >= LOOK_FURTHER_FLOOR
+        if further and query.file is not None and all(c.inliers < min_inliers for c in checked):
             still_wanted()
             with SEARCH_STAGE.labels("closer").time():
                 checked = self._looked_closer(query.file, query.image, checked)
         deeper = hits[len(checked) : settings.verify_deep]
-        if deeper and all(c.inliers < min_inliers for c in checked):
+        if further and deeper and all(c.inliers < min_inliers for c in checked):
             still_wanted()
             VERIFICATIONS.labels("deep").inc()
             with SEARCH_STAGE.labels("deep").time():

@@ -1,7 +1,9 @@
-"""The keypoint check's closer look: where the view it checked confirms no candidate, the
-whole query file is checked again in finer detail. Real photos, a real qdrant-edge store,
-the real verifier; the query a rendered page whose photo block the layout finder missed, so
-the view checked is the whole page at the model's size (the photo ~85 px wide in it)."""
+"""The keypoint check's further looks: where the view it checked confirms no candidate, the
+whole query file is checked again in finer detail (the closer look) and the check goes on
+down the ranking (the deep check); under LOOK_FURTHER_FLOOR only the first look is taken.
+Real photos, a real qdrant-edge store, the real verifier; the closer look's query a
+rendered page whose photo block the layout finder missed, so the view checked is the whole
+page at the model's size (the photo ~85 px wide in it)."""
 
 from __future__ import annotations
 
@@ -10,16 +12,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 from imgsearch.backbones import Contract
 from imgsearch.descriptors import WHOLE_IMAGE_BOX, DescriptorSet
 from imgsearch.model import QueryDescription
 from imgsearch.model.preprocess import DecodeLimits, Fit, decode_image
-from imgsearch.searcher.verdict import Ranker
+from imgsearch.searcher.verdict import LOOK_FURTHER_FLOOR, VERIFY_FLOOR, Ranker
 from imgsearch.searcher.verify import Verifier
 from imgsearch.settings import TUNING, VerdictSettings
 from imgsearch.store import FileState, StoreLocation, VectorStore, open_store
-from tests.imaging import encode, load, on_page, shuffled_tiles
+from tests.imaging import crop, encode, load, on_page, shuffled_tiles
 from tests.registry import candidates_described, verifications
 
 DIM = 16
@@ -45,6 +48,41 @@ def store(tmp_path: Path, sample_photos: list[Path]) -> Iterator[VectorStore]:
     )
     yield store
     store.close()
+
+
+@pytest.fixture
+def apart(
+    tmp_path: Path, photo_folder: Path, sample_photos: list[Path]
+) -> Iterator[tuple[Ranker, VerdictSettings]]:
+    """A ranker over a store with one axis per photo: a query's cosine with each photo is
+    whatever the test makes it (`_scoring`); the model's default verdict settings."""
+    store = open_store(
+        StoreLocation(path=tmp_path / "apart"), collection="t", dimensions=DIM, model="m"
+    )
+    axes = np.eye(DIM, dtype=np.float32)
+    store.upsert(
+        [
+            (
+                FileState(photo.name, 100, 1_000, f"sha{i}"),
+                DescriptorSet(axes[i : i + 1], WHOLE_IMAGE_BOX),
+            )
+            for i, photo in enumerate(sample_photos)
+        ]
+    )
+    settings = VerdictSettings().for_model(TUNING[Contract.EMBEDDING])
+    ranker = Ranker(store, settings, Verifier(photo_folder, max_file_bytes=1 << 26), threads=1)
+    yield ranker, settings
+    ranker.close()
+    store.close()
+
+
+def _scoring(scores: dict[int, float]) -> NDArray[np.float32]:
+    """A query vector of `apart` whose cosine with photo i is scores[i], 0 with the rest."""
+    vector = np.zeros(DIM, dtype=np.float32)
+    for i, score in scores.items():
+        vector[i] = score
+    vector[-1] = np.sqrt(1.0 - np.sum(vector**2))  # an axis no photo has
+    return vector[None]
 
 
 def test_a_photo_small_on_a_page_is_confirmed_by_the_closer_look(
@@ -108,3 +146,47 @@ def test_the_deep_check_stops_when_the_caller_has_gone(
     ranker.close()  # waits for the one candidate begun
     assert verifications("deep") - deep_before == 1
     assert candidates_described() - described_before <= settings.verify_top + 1
+
+
+def test_a_crop_scoring_under_the_further_looks_floor_is_confirmed_by_the_first_look(
+    apart: tuple[Ranker, VerdictSettings], sample_photos: list[Path]
+) -> None:
+    """A fifth of a photo whose descriptor barely resembles its source (bench/accuracy: a
+    fifth of a grass or food photo, 0.20-0.30) and resembles another photo a little more is
+    still checked, and its source confirmed and first."""
+    ranker, settings = apart
+    source, look_alike = 2, 4
+    data = encode(crop(load(sample_photos[source]), 0.2, (0.3, 0.6)), quality=80)
+    seen = decode_image(data, 288, DecodeLimits(), fit=Fit.SHORTER)
+    vector = _scoring({look_alike: 0.25, source: 0.23})
+    matches = ranker.rank(QueryDescription(vector, seen, file=data), 3).matches
+    assert [m.path for m in matches[:2]] == [
+        sample_photos[source].name,
+        sample_photos[look_alike].name,
+    ]
+    assert matches[0].match and matches[0].inliers >= settings.min_inliers
+    assert not matches[1].match
+
+
+def test_under_the_further_looks_floor_only_the_first_look_is_taken(
+    apart: tuple[Ranker, VerdictSettings], sample_photos: list[Path]
+) -> None:
+    """A query no look confirms (a photo's shuffled tiles): scoring under VERIFY_FLOOR it is
+    not checked; between the floors only its first `verify_top` candidates are, in the view
+    the model saw; above LOOK_FURTHER_FLOOR the closer look and the deep check follow. A
+    no-source query scoring 0.20-0.30 thus pays for one look, not three."""
+    ranker, _ = apart
+    data = encode(shuffled_tiles(load(sample_photos[5]), 10))
+    seen = decode_image(data, 288, DecodeLimits(), fit=Fit.SHORTER)
+    outcomes = ("confirmed", "rejected", "closer", "deep")
+
+    def looks(score: float) -> dict[str, float]:
+        before = {o: verifications(o) for o in outcomes}
+        ranker.rank(QueryDescription(_scoring({5: score}), seen, file=data), 3)
+        return {o: verifications(o) - before[o] for o in outcomes}
+
+    assert VERIFY_FLOOR <= 0.20 < LOOK_FURTHER_FLOOR
+    none = dict.fromkeys(outcomes, 0.0)
+    assert looks(VERIFY_FLOOR - 0.05) == none
+    assert looks((VERIFY_FLOOR + LOOK_FURTHER_FLOOR) / 2) == {**none, "rejected": 1}
+    assert looks(LOOK_FURTHER_FLOOR + 0.05) == {**none, "rejected": 1, "closer": 1, "deep": 1}
