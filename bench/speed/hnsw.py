@@ -39,6 +39,8 @@ SETTINGS: tuple[tuple[str, int, float, bool], ...] = (
     ("ef 256", 256, 2.0, True),
     ("ef 512", 512, 2.0, True),
     ("ef 1024", 1024, 2.0, True),
+    ("ef 1536", 1536, 2.0, True),
+    ("ef 2048", 2048, 2.0, True),
     ("ef 256, oversampling 4", 256, 4.0, True),
     ("ef 512, oversampling 4", 512, 4.0, True),
     ("ef 256, float vectors (no int8)", 256, 1.0, False),

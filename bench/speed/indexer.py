@@ -149,7 +149,7 @@ def report(result: JSON) -> str:
         "",
         "| searches | "
         + " | ".join(STAGES)
-        + " (ms per search) | checked: keypoints, closer look, siblings |",
+        + " (ms per search) | checked: keypoints, closer look, deep, siblings |",
         "|---|" + "---|" * (len(STAGES) + 1),
         *(
             f"| {label} | "

@@ -51,8 +51,8 @@ from imgsearch.settings import Settings
 from imgsearch.store.base import FileState
 
 POLICIES = ("core slots", "all threads")
-STAGES = ("decode", "embed", "ann", "rescore", "verify", "closer", "siblings")
-CHECKS = ("verify", "closer", "siblings")  # stages not every search runs
+STAGES = ("decode", "embed", "ann", "rescore", "verify", "closer", "deep", "siblings")
+CHECKS = ("verify", "closer", "deep", "siblings")  # stages not every search runs
 _BOX = np.asarray([[0.0, 0.0, 1.0, 1.0]], dtype=np.float32)
 
 
@@ -164,7 +164,8 @@ def _phase(port: int, queries: list[tuple[bytes, str]], clients: int, n: int) ->
             s: 1e3 * (after[s][0] - before[s][0]) / max(1, len(latencies)) for s in STAGES
         },
         "source_first": first / max(1, len(latencies)),
-        # how many searches ran the keypoint check, its closer look and the sibling check
+        # how many searches ran the keypoint check, its closer look, the deep check and the
+        # sibling check
         "share_with_stage": {
             s: (after[s][1] - before[s][1]) / max(1, len(latencies)) for s in CHECKS
         },
@@ -263,9 +264,9 @@ def report(result: JSON) -> str:
         "each row is a policy's best round.",
         "",
         "| query passes | clients | searches/s | p50 ms | p99 ms | source first | "
-        "decode | embed | ann | rescore | verify | closer | siblings (ms per search) | "
-        "searches checked: keypoints, closer look, siblings |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "decode | embed | ann | rescore | verify | closer | deep | siblings (ms per search) | "
+        "searches checked: keypoints, closer look, deep, siblings |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = [(policy, c, best[policy][c]) for policy in POLICIES for c in ("1", "4")]
     for name, clients, row in [*rows, ("core slots, cold keypoints", "1", result["best_cold"])]:
