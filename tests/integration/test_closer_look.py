@@ -20,7 +20,7 @@ from imgsearch.model import QueryDescription
 from imgsearch.model.preprocess import DecodeLimits, Fit, decode_image
 from imgsearch.searcher.verdict import LOOK_FURTHER_FLOOR, VERIFY_FLOOR, Ranker
 from imgsearch.searcher.verify import Verifier
-from imgsearch.settings import TUNING, VerdictSettings
+from imgsearch.settings import TUNING, Verdict, VerdictSettings
 from imgsearch.store import FileState, StoreLocation, VectorStore, open_store
 from tests.imaging import crop, encode, load, on_page, shuffled_tiles
 from tests.registry import candidates_described, verifications
@@ -53,7 +53,7 @@ def store(tmp_path: Path, sample_photos: list[Path]) -> Iterator[VectorStore]:
 @pytest.fixture
 def apart(
     tmp_path: Path, photo_folder: Path, sample_photos: list[Path]
-) -> Iterator[tuple[Ranker, VerdictSettings]]:
+) -> Iterator[tuple[Ranker, Verdict]]:
     """A ranker over a store with one axis per photo: a query's cosine with each photo is
     whatever the test makes it (`_scoring`); the model's default verdict settings."""
     store = open_store(
@@ -149,7 +149,7 @@ def test_the_deep_check_stops_when_the_caller_has_gone(
 
 
 def test_a_crop_scoring_under_the_further_looks_floor_is_confirmed_by_the_first_look(
-    apart: tuple[Ranker, VerdictSettings], sample_photos: list[Path]
+    apart: tuple[Ranker, Verdict], sample_photos: list[Path]
 ) -> None:
     """A fifth of a photo whose descriptor barely resembles its source (bench/accuracy: a
     fifth of a grass or food photo, 0.20-0.30) and resembles another photo a little more is
@@ -169,7 +169,7 @@ def test_a_crop_scoring_under_the_further_looks_floor_is_confirmed_by_the_first_
 
 
 def test_under_the_further_looks_floor_only_the_first_look_is_taken(
-    apart: tuple[Ranker, VerdictSettings], sample_photos: list[Path]
+    apart: tuple[Ranker, Verdict], sample_photos: list[Path]
 ) -> None:
     """A query no look confirms (a photo's shuffled tiles): scoring under VERIFY_FLOOR it is
     not checked; between the floors only its first `verify_top` candidates are, in the view
