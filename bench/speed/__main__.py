@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             if not quick:
                 variants += [("fp32", 320, False), ("fp32", 256, False), ("int8", side, False)]
             variants = [v for v in variants if v[0] in encoders.files]
-            photos = accuracy.index_photos(sources, "quick" if quick else "full")
+            photos = corpus.index_photos(sources, "quick" if quick else "full")
             results["accuracy"], inputs = accuracy.run(
                 photos, encoders, 2 if quick else 3, variants, base / "queries"
             )

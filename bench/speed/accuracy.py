@@ -16,10 +16,9 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image
 
 from bench.speed import compat
-from bench.speed.common import JSON, SPEED_CACHE, log
+from bench.speed.common import JSON, log
 from bench.speed.corpus import Query, make_queries
 from bench.speed.models import Encoders
 from bench.speed.serving import Inputs
@@ -30,24 +29,6 @@ from imgsearch.model.preprocess import DecodeLimits, decode_image
 F32 = NDArray[np.float32]
 PRODUCTION_VARIANT = ("fp32", compat.PRODUCTION_SIDE, compat.PRODUCTION_REGIONS)
 Variant = tuple[str, int, bool]  # precision, input side, regions
-
-
-def index_photos(sources: list[Path], tag: str) -> list[Path]:
-    """The sources as the photos of a folder: JPEG, at most 2048 px (cached)."""
-    folder = SPEED_CACHE / "photos" / tag
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for i, source in enumerate(sources):
-        target = folder / f"{i:03d}_{source.stem[:32].replace(' ', '-')}.jpg"
-        if not target.is_file():
-            with Image.open(source) as image:
-                if image.format == "JPEG":
-                    image.draft("RGB", (4096, 4096))
-                rgb = image.convert("RGB")
-                rgb.thumbnail((2048, 2048))
-                rgb.save(target, "JPEG", quality=92)
-        out.append(target)
-    return out
 
 
 def _describe(encoder: ImageEncoder, datas: list[bytes], side: int, regions: bool) -> F32:

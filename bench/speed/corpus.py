@@ -48,6 +48,31 @@ def bundled_photos() -> list[Path]:
     return sorted(p for p in BUNDLED_SAMPLES.iterdir() if p.suffix in _SAMPLE_SUFFIXES)
 
 
+def index_photos(sources: list[Path], tag: str) -> list[Path]:
+    """The sources as the photos of a folder: JPEG, at most 2048 px (cached)."""
+    folder = SPEED_CACHE / "photos" / tag
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, source in enumerate(sources):
+        target = folder / f"{i:03d}_{source.stem[:32].replace(' ', '-')}.jpg"
+        if not target.is_file():
+            with Image.open(source) as image:
+                if image.format == "JPEG":
+                    image.draft("RGB", (4096, 4096))
+                rgb = image.convert("RGB")
+                rgb.thumbnail((2048, 2048))
+                rgb.save(target, "JPEG", quality=92)
+        out.append(target)
+    return out
+
+
+def photo_files(quick: bool) -> list[Path]:
+    """The benchmark's photos as the files of a folder: the bundled samples, and for a full
+    run the Debian packages' photos too (made once, cached)."""
+    sources = bundled_photos() + ([] if quick else debian_photos())
+    return index_photos(sources, "quick" if quick else "full")
+
+
 def debian_photos(cache: Path = SPEED_CACHE) -> list[Path]:
     """Photos from the Debian packages; [] (with a log line) where apt cannot fetch them."""
     photos: list[Path] = []

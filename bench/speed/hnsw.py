@@ -64,16 +64,21 @@ def _search_params(hnsw_ef: int, oversampling: float, quantized: bool) -> Iterat
         edge_module._SEARCH_PARAMS = saved
 
 
-def measure(vectors: int, data: Path) -> JSON:
+def measure(vectors: int, data: Path, *, quick: bool = False) -> JSON:
     log("hnsw: describing the photos the synthetic vectors are modelled on")
-    real = live.real_descriptors()
+    real = live.real_descriptors(quick=quick)
     model = DescriptorModel.fit(real, rank=min(128, len(real) - 1)).calibrated(real)
     queries = live.make_queries(model, vectors, 100, among=vectors)
     corpus = live.Corpus(model, vectors, queries)
     store = EdgeStore.open_path(
         data, collection=live.COLLECTION, dimensions=live.DIMENSIONS, model="bench"
     )
-    result: JSON = {"vectors": vectors, "machine": machine(), "load_start": loadavg()}
+    result: JSON = {
+        "vectors": vectors,
+        "photos": len(real),
+        "machine": machine(),
+        "load_start": loadavg(),
+    }
     try:
         log(f"hnsw: filling {vectors} vectors")
         result["fill_seconds"] = live.fill(store, corpus, vectors)
@@ -115,8 +120,9 @@ def report(result: JSON) -> str:
         f"`python -m bench.speed.hnsw --vectors {result['vectors']}`; {result['machine']}; "
         f"load average at start {result['load_start']}, at end {result['load_end']}; "
         f"{result['versions']}. {result['vectors']:,} synthetic 512-d vectors modelled on "
-        f"`sscd-mnv4s` (bench.speed.live), the graph built offline with the production "
-        f"parameters (m {graph['m']}, ef_construct {graph['ef_construct']}) in "
+        f"`sscd-mnv4s` descriptors of {result['photos']} photos (bench.speed.live), the "
+        "graph built offline with the production parameters"
+        f" (m {graph['m']}, ef_construct {graph['ef_construct']}) in "
         f"{result['build_seconds']:.0f} s, {result['graph_vectors']:,} vectors in it; "
         "100 noisy-copy queries, exact top 10 by brute force; latency of the production "
         "`EdgeStore.search` (top 10, one query vector) over 200 searches.",
@@ -144,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     vectors = 3_000 if args.quick else args.vectors
     with tempfile.TemporaryDirectory(prefix="bench-hnsw-") as tmp:
-        result = measure(vectors, Path(tmp))
+        result = measure(vectors, Path(tmp), quick=args.quick)
     write_result(args.out, "hnsw", result, report(result))
     return 0
 

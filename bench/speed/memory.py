@@ -40,15 +40,15 @@ VARIANTS = {"payload indexes in memory": False, "payload indexes on disk": True}
 _CALLS = 100
 
 
-def _model(seed_photos: int = 60) -> DescriptorModel:
-    real = live.real_descriptors(seed_photos)
+def _model(quick: bool, seed_photos: int = 60) -> DescriptorModel:
+    real = live.real_descriptors(seed_photos, quick=quick)
     return DescriptorModel.fit(real, rank=min(128, len(real) - 1)).calibrated(real)
 
 
 def fill(config: JSON) -> JSON:
     """In a fresh process: a new store of config['vectors'] vectors."""
     edge_module.PAYLOAD_INDEXES_ON_DISK = config["on_disk"]
-    model = _model()
+    model = _model(config["quick"])
     vectors = config["vectors"]
     corpus = live.Corpus(model, vectors, model.sample(1, seed=0))
     store = EdgeStore.open_path(
@@ -105,12 +105,12 @@ def restarted(config: JSON) -> JSON:
         store.close()
 
 
-def measure(vectors: int) -> JSON:
+def measure(vectors: int, *, quick: bool = False) -> JSON:
     result: JSON = {"vectors": vectors, "machine": machine(), "load_start": loadavg()}
     rows = []
     for label, on_disk in VARIANTS.items():
         with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
-            config: JSON = {"vectors": vectors, "data": tmp, "on_disk": on_disk}
+            config: JSON = {"vectors": vectors, "data": tmp, "on_disk": on_disk, "quick": quick}
             log(f"memory: {label}: filling {vectors} vectors")
             filled = run_isolated(fill, config, timeout=3600)
             if "error" in filled:
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="CI smoke run: 3,000 vectors")
     parser.add_argument("--out", type=Path, default=Path("bench/results/speed"))
     args = parser.parse_args(argv)
-    result = measure(3_000 if args.quick else args.vectors)
+    result = measure(3_000 if args.quick else args.vectors, quick=args.quick)
     write_result(args.out, "memory", result, report(result))
     return 0
 
