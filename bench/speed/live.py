@@ -75,6 +75,8 @@ def real_descriptors(limit: int = 120, *, quick: bool) -> F32:
 
     encoder = ImageEncoder(ModelSettings(model="sscd-mnv4s"))
     photos = corpus.photo_files(quick)[:limit]
+    if not quick and len(photos) <= len(corpus.bundled_photos()):
+        raise RuntimeError("the Debian packages' photos could not be fetched (apt-get download)")
     vectors = [encoder.describe_file(p.read_bytes(), regions=False).vectors[0] for p in photos]
     return np.stack(vectors).astype(np.float32)
 
