@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         f"bench.speed {'quick' if quick else 'full'} run, production {_environment()['production']}"
     )
 
-    sources = corpus.bundled_photos() + ([] if quick else corpus.debian_photos())
+    sources = corpus.photo_sources(quick)
     images = args.images or (16 if quick else 160)
     files = corpus.make_jpegs(sources, images, "quick" if quick else "full")
     results["corpus"] = {"sources": len(sources), "jpegs": len(files)}

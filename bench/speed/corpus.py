@@ -66,11 +66,15 @@ def index_photos(sources: list[Path], tag: str) -> list[Path]:
     return out
 
 
+def photo_sources(quick: bool) -> list[Path]:
+    """The benchmark's photos: the bundled samples, and for a full run the Debian packages'
+    photos too."""
+    return bundled_photos() + ([] if quick else debian_photos())
+
+
 def photo_files(quick: bool) -> list[Path]:
-    """The benchmark's photos as the files of a folder: the bundled samples, and for a full
-    run the Debian packages' photos too (made once, cached)."""
-    sources = bundled_photos() + ([] if quick else debian_photos())
-    return index_photos(sources, "quick" if quick else "full")
+    """The benchmark's photos as the files of a folder (made once, cached)."""
+    return index_photos(photo_sources(quick), "quick" if quick else "full")
 
 
 def debian_photos(cache: Path = SPEED_CACHE) -> list[Path]:

@@ -28,24 +28,28 @@ from tests.registry import candidates_described, verifications
 DIM = 16
 
 
-@pytest.fixture
-def store(tmp_path: Path, sample_photos: list[Path]) -> Iterator[VectorStore]:
-    """One random vector per photo: the descriptor's part is not under test."""
-    store = open_store(
-        StoreLocation(path=tmp_path / "q"), collection="t", dimensions=DIM, model="m"
-    )
-    rng = np.random.default_rng(7)
-    vectors = rng.normal(size=(len(sample_photos), DIM)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+def _photo_store(path: Path, photos: list[Path], vectors: NDArray[np.float32]) -> VectorStore:
+    """A store holding vectors[i] as photos[i]'s descriptor."""
+    store = open_store(StoreLocation(path=path), collection="t", dimensions=DIM, model="m")
     store.upsert(
         [
             (
                 FileState(photo.name, 100, 1_000, f"sha{i}"),
                 DescriptorSet(vectors[i : i + 1], WHOLE_IMAGE_BOX),
             )
-            for i, photo in enumerate(sample_photos)
+            for i, photo in enumerate(photos)
         ]
     )
+    return store
+
+
+@pytest.fixture
+def store(tmp_path: Path, sample_photos: list[Path]) -> Iterator[VectorStore]:
+    """One random vector per photo: the descriptor's part is not under test."""
+    rng = np.random.default_rng(7)
+    vectors = rng.normal(size=(len(sample_photos), DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    store = _photo_store(tmp_path / "q", sample_photos, vectors)
     yield store
     store.close()
 
@@ -56,19 +60,7 @@ def apart(
 ) -> Iterator[tuple[Ranker, Verdict]]:
     """A ranker over a store with one axis per photo: a query's cosine with each photo is
     whatever the test makes it (`_scoring`); the model's default verdict settings."""
-    store = open_store(
-        StoreLocation(path=tmp_path / "apart"), collection="t", dimensions=DIM, model="m"
-    )
-    axes = np.eye(DIM, dtype=np.float32)
-    store.upsert(
-        [
-            (
-                FileState(photo.name, 100, 1_000, f"sha{i}"),
-                DescriptorSet(axes[i : i + 1], WHOLE_IMAGE_BOX),
-            )
-            for i, photo in enumerate(sample_photos)
-        ]
-    )
+    store = _photo_store(tmp_path / "apart", sample_photos, np.eye(DIM, dtype=np.float32))
     settings = VerdictSettings().for_model(TUNING[Contract.EMBEDDING])
     ranker = Ranker(store, settings, Verifier(photo_folder, max_file_bytes=1 << 26), threads=1)
     yield ranker, settings
