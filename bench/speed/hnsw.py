@@ -19,12 +19,8 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
-
-import qdrant_edge as qe
 
 import imgsearch.store.edge as edge_module
 from bench.speed import live
@@ -46,22 +42,6 @@ SETTINGS: tuple[tuple[str, int, float, bool], ...] = (
     ("ef 256, float vectors (no int8)", 256, 1.0, False),
     ("ef 512, float vectors", 512, 1.0, False),
 )
-
-
-@contextmanager
-def _search_params(hnsw_ef: int, oversampling: float, quantized: bool) -> Iterator[None]:
-    """The production search with other parameters (the store reads them per call)."""
-    saved = edge_module._SEARCH_PARAMS
-    quantization = (
-        qe.QuantizationSearchParams(rescore=True, oversampling=oversampling)
-        if quantized
-        else qe.QuantizationSearchParams(ignore=True)
-    )
-    edge_module._SEARCH_PARAMS = qe.SearchParams(hnsw_ef=hnsw_ef, quantization=quantization)
-    try:
-        yield
-    finally:
-        edge_module._SEARCH_PARAMS = saved
 
 
 def measure(vectors: int, data: Path, *, quick: bool = False) -> JSON:
@@ -91,7 +71,7 @@ def measure(vectors: int, data: Path, *, quick: bool = False) -> JSON:
         result["graph"] = {"m": edge_module._HNSW_M, "ef_construct": edge_module._HNSW_EF_CONSTRUCT}
         rows = []
         for label, hnsw_ef, oversampling, quantized in SETTINGS:
-            with _search_params(hnsw_ef, oversampling, quantized):
+            with live.search_params(hnsw_ef, oversampling, quantized):
                 live.searches(store, queries, 10)  # warm the pages this setting reads
                 row = {
                     "setting": label,

@@ -29,13 +29,16 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import qdrant_edge as qe
 from numpy.typing import NDArray
 
+import imgsearch.store.edge as edge_module
 from bench.speed.common import (
     JSON,
     latency_summary,
@@ -59,7 +62,12 @@ _WRITE_BATCH = 16  # the indexer's batch
 # 1M vectors, where a scan takes ~0.1 s) and the indexer writing at its measured rate.
 _WRITES_PER_SECOND = 50.0
 _QUERIES = 200
-_RECALL_QUERIES = 100
+# 300 queries (3,000 neighbours) put recall@10's standard error near 0.002, under the gap
+# between the hnsw_ef settings compared (hnsw.md: 0.985 / 0.995 at 1024 / 1536).
+_RECALL_QUERIES = 300
+# The candidate lists the restarted store is searched with, beside production's.
+EF_COMPARED = (1024, 1536)
+_ROUNDS = 4
 _QUERY_NOISE = 0.35  # relative to a stored vector: cosine ~0.94 to its source
 
 
@@ -128,9 +136,27 @@ def make_queries(model: DescriptorModel, total: int, count: int, among: int) -> 
     return queries.astype(np.float32)
 
 
-def searches(store: EdgeStore, queries: F32, count: int) -> list[float]:
+@contextmanager
+def search_params(
+    hnsw_ef: int, oversampling: float = 2.0, quantized: bool = True
+) -> Iterator[None]:
+    """The production search with other parameters (the store reads them per call)."""
+    saved = edge_module._SEARCH_PARAMS
+    quantization = (
+        qe.QuantizationSearchParams(rescore=True, oversampling=oversampling)
+        if quantized
+        else qe.QuantizationSearchParams(ignore=True)
+    )
+    edge_module._SEARCH_PARAMS = qe.SearchParams(hnsw_ef=hnsw_ef, quantization=quantization)
+    try:
+        yield
+    finally:
+        edge_module._SEARCH_PARAMS = saved
+
+
+def searches(store: EdgeStore, queries: F32, count: int, first: int = 0) -> list[float]:
     seconds = []
-    for i in range(count):
+    for i in range(first, first + count):
         start = time.perf_counter()
         store.search(queries[i % len(queries)][None], 10)
         seconds.append(time.perf_counter() - start)
@@ -251,9 +277,31 @@ def measure_restart(data: Path) -> JSON:
         return {
             "open_seconds": opened,
             **measure_serving(store, arrays["queries"], arrays["exact"]),
+            "hnsw_ef": compare_candidate_lists(store, arrays["queries"], arrays["exact"]),
         }
     finally:
         store.close()
+
+
+def compare_candidate_lists(store: EdgeStore, queries: F32, exact: NDArray[np.int64]) -> JSON:
+    """Recall and latency with each of EF_COMPARED and production's hnsw_ef, on one graph;
+    the searches alternate between them in rounds (side by side on a noisy machine)."""
+    settings = sorted({edge_module.HNSW_EF, *EF_COMPARED})
+    seconds: dict[int, list[float]] = {ef: [] for ef in settings}
+    per_round = _QUERIES // _ROUNDS
+    for round_ in range(_ROUNDS):
+        for ef in settings:
+            with search_params(ef):
+                seconds[ef] += searches(store, queries, per_round, first=round_ * per_round)
+    rows: JSON = {}
+    for ef in settings:
+        with search_params(ef):
+            rows[str(ef)] = {
+                "production": ef == edge_module.HNSW_EF,
+                "search": latency_summary(seconds[ef]),
+                **recalls(store, queries, exact),
+            }
+    return rows
 
 
 def run(vectors: int, added: int, data: Path, rate: float, *, quick: bool = False) -> JSON:
@@ -268,6 +316,7 @@ def run(vectors: int, added: int, data: Path, rate: float, *, quick: bool = Fals
         "vectors": vectors,
         "photos": len(real),
         "added": added,
+        "recall_queries": len(queries),
         "search_rate": rate,
         "load_start": loadavg(),
     }
@@ -369,6 +418,26 @@ def report(result: JSON, environment: JSON) -> str:
         f"| after a restart: RSS (anonymous + file-backed) | "
         f"{restart['memory']['rss_mb'] / 1024:.2f} GB ({restart['memory']['anon_mb'] / 1024:.2f}"
         f" + {restart['memory']['file_mb'] / 1024:.2f}) |",
+        "",
+        "## After a restart, by the graph's candidate list (`hnsw_ef`)",
+        "",
+        f"The restarted store's graph searched with each setting, {_ROUNDS} alternating rounds "
+        f"of {_QUERIES // _ROUNDS} searches each; recall over the {result['recall_queries']} "
+        "queries.",
+        "",
+        "| hnsw_ef | search p50 / p99 ms | p50 / production's | recall@10 | recall@1 |",
+        "|---|---|---|---|---|",
+    ]
+    by_ef = restart.get("hnsw_ef", {})
+    base = next((row for row in by_ef.values() if row["production"]), None)
+    for ef, row in by_ef.items():
+        label = f"{ef} (production)" if row["production"] else ef
+        ratio = row["search"]["p50_ms"] / base["search"]["p50_ms"] if base else float("nan")
+        lines.append(
+            f"| {label} | {row['search']['p50_ms']:.1f} / {row['search']['p99_ms']:.1f} | "
+            f"{ratio:.2f}x | {row['recall_at_10']:.3f} | {row['recall_at_1']:.3f} |"
+        )
+    lines += [
         "",
         "RSS of the first rows includes what the benchmark's own Python heap kept after "
         "writing a million points; the restart rows are a fresh process that only opens the "

@@ -13,10 +13,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bench.speed import live
 from bench.speed.indexing import decode_with_draft
 from bench.speed.vectors import DescriptorModel, ExactTopK
 from imgsearch.model.preprocess import DecodeLimits, decode_image
 from imgsearch.settings import BUNDLED_SAMPLES
+from imgsearch.store.edge import HNSW_EF
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -180,6 +182,14 @@ def test_live_graph_quick_run_builds_while_serving(tmp_path: Path) -> None:
     assert after["recall_at_1"] >= 0.95 and result["restart"]["vectors"] == after["vectors"]
     table = (out / "live.md").read_text()
     assert f"| recall@10 against exact search | {after['recall_at_10']:.3f} |" in table
+    by_ef = result["restart"]["hnsw_ef"]  # the restarted graph with each candidate list
+    assert set(by_ef) == {str(ef) for ef in {*live.EF_COMPARED, HNSW_EF}}
+    assert [ef for ef, row in by_ef.items() if row["production"]] == [str(HNSW_EF)]
+    assert by_ef[str(HNSW_EF)]["recall_at_10"] == after["recall_at_10"]
+    for ef, row in by_ef.items():
+        assert row["search"]["n"] == 200 and row["recall_at_10"] >= 0.95
+        label = f"{ef} (production)" if row["production"] else ef
+        assert f"| {label} | {row['search']['p50_ms']:.1f} / " in table
     assert (out / "live.png").stat().st_size > 10_000
 
 
@@ -238,8 +248,6 @@ def test_hnsw_quick_run_measures_every_search_setting(tmp_path: Path) -> None:
 def test_live_queries_are_copies_of_stored_vectors() -> None:
     """The recall queries of bench.speed.live are noisy copies of vectors the corpus stores,
     also when more are added after the first fill (the corpus' total sets its series)."""
-    from bench.speed import live
-
     rng = np.random.default_rng(4)
     real = rng.standard_normal((60, 64)).astype(np.float32)
     real /= np.linalg.norm(real, axis=1, keepdims=True)
