@@ -14,13 +14,15 @@ Measured on qdrant-edge-py 0.9.0 (2 shared cores), which shaped the choices belo
 - Every shard call holds the GIL for its whole duration. Calls are thus never concurrent in
   one process, and `optimize()` (the only way to build an HNSW graph) freezes every Python
   thread of the process while it runs: 16-21 s for 30k 512-d points, during which one
-  search got through. The services share one process, so the store never builds a graph:
-  the indexing threshold is set beyond reach and searches scan the int8 copy of the
-  vectors (plain search, exact up to quantisation, linear in the points): 0.45 ms at 1k
-  and 44 ms at 100k images of one 1280-d vector; 88 ms for a two-scale query over 10k
-  images with 14 region points each (140k points), so regions at 100k images (~0.9 s) want
-  a Qdrant server. `hnsw_ef` is still passed, for shards whose graph was built offline.
-  Deleted points likewise stay as tombstones in their segment until an offline optimize.
+  search got through. The services share one process, so the shard never optimises
+  itself: the indexing threshold is set beyond reach, the graph is built in a child process
+  on a copy and swapped in (imgsearch.store.graph, or offline by `imgsearch optimize`), and
+  the points written since are scanned on the int8 copy of the vectors (exact up to
+  quantisation, linear in the points: 0.45 ms at 1k, 44 ms at 100k of one 1280-d vector;
+  88 ms for a two-scale query over 10k images with 14 region points each, the feature-map
+  backbone's regions).
+  Deleted points stay as tombstones in their segment until the next build (which copies
+  the live points only) or an offline optimize.
 - Updates go through the shard's write-ahead log before `update` returns, so they survive
   a SIGKILL of the process without `flush()`; `close()` flushes the segments too.
 """
