@@ -26,11 +26,12 @@ import imgsearch.store.edge as edge_module
 from bench.speed import live
 from bench.speed.common import JSON, latency_summary, loadavg, log, machine, memory, write_result
 from bench.speed.vectors import DescriptorModel
+from imgsearch.store.base import HNSW_EF
 from imgsearch.store.edge import EdgeStore
 
 # (label, hnsw_ef, oversampling, walk the int8 copy); the first is production's.
 SETTINGS: tuple[tuple[str, int, float, bool], ...] = (
-    ("production", edge_module.HNSW_EF, 2.0, True),
+    ("production", HNSW_EF, 2.0, True),
     ("ef 128", 128, 2.0, True),
     ("ef 256", 256, 2.0, True),
     ("ef 512", 512, 2.0, True),

@@ -49,7 +49,7 @@ from bench.speed.common import (
 )
 from bench.speed.vectors import F32, DescriptorModel, ExactTopK
 from imgsearch.descriptors import DescriptorSet
-from imgsearch.store.base import FileState
+from imgsearch.store.base import HNSW_EF, FileState
 from imgsearch.store.edge import EdgeStore
 from imgsearch.store.graph import LiveGraph
 
@@ -286,7 +286,7 @@ def measure_restart(data: Path) -> JSON:
 def compare_candidate_lists(store: EdgeStore, queries: F32, exact: NDArray[np.int64]) -> JSON:
     """Recall and latency with each of EF_COMPARED and production's hnsw_ef, on one graph;
     the searches alternate between them in rounds (side by side on a noisy machine)."""
-    settings = sorted({edge_module.HNSW_EF, *EF_COMPARED})
+    settings = sorted({HNSW_EF, *EF_COMPARED})
     seconds: dict[int, list[float]] = {ef: [] for ef in settings}
     per_round = _QUERIES // _ROUNDS
     for round_ in range(_ROUNDS):
@@ -297,7 +297,7 @@ def compare_candidate_lists(store: EdgeStore, queries: F32, exact: NDArray[np.in
     for ef in settings:
         with search_params(ef):
             rows[str(ef)] = {
-                "production": ef == edge_module.HNSW_EF,
+                "production": ef == HNSW_EF,
                 "search": latency_summary(seconds[ef]),
                 **recalls(store, queries, exact),
             }

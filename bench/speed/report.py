@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.speed.common import JSON
-from imgsearch.store.edge import HNSW_EF
+from imgsearch.store.base import HNSW_EF
 
 _MB_PER_GB = 1024
 

@@ -47,6 +47,7 @@ from imgsearch.errors import StoreBusyError, StoreUnavailableError
 from imgsearch.ids import point_id
 from imgsearch.metrics import STORE_ERRORS
 from imgsearch.store.base import (
+    HNSW_EF,
     VECTOR_NAME,
     FileState,
     Hit,
@@ -62,14 +63,9 @@ from imgsearch.store.base import (
 log = logging.getLogger(__name__)
 
 _SCROLL_PAGE = 1024
-# Qdrant's defaults, used only by a graph built offline.
+# Qdrant's defaults, for the graph a build makes (live or offline).
 _HNSW_M = 16
 _HNSW_EF_CONSTRUCT = 100
-# Query-time candidate list where a segment has a graph. At 1M copy-detection vectors
-# (bench/results/speed/hnsw.md) recall@10 is 0.952 at 256, 0.974 at 512, 0.988 at 1024 (p99
-# 2.6 / 4.6 / 8.0 ms), the source first at all three: recall over speed, the latency target
-# (30 ms) leaves room.
-HNSW_EF = 1024
 # Segment size (KB) from which the optimizer would build a graph: never (see module docstring).
 _NEVER_INDEX_KB = 10**9
 # ... except in `build_graph` (offline): Qdrant's default, below which plain search is as fast.

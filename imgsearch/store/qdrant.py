@@ -24,6 +24,7 @@ from imgsearch.descriptors import DescriptorSet
 from imgsearch.errors import StoreBusyError, StoreUnavailableError
 from imgsearch.ids import point_id
 from imgsearch.store.base import (
+    HNSW_EF,
     VECTOR_NAME,
     FileState,
     Hit,
@@ -37,6 +38,10 @@ from imgsearch.store.base import (
 )
 
 log = logging.getLogger(__name__)
+
+# A server's graph searched as the embedded one is (Qdrant's own default is ef_construct);
+# local mode searches exactly and warns at any search parameters.
+_GRAPH_SEARCH = models.SearchParams(hnsw_ef=HNSW_EF)
 
 _SCROLL_PAGE = 1024
 # What qdrant-client raises when the server or the local files fail (not caller bugs).
@@ -240,6 +245,7 @@ class QdrantStore(VectorStore):
                     "query_filter": where,
                     "score_threshold": min_score,
                     "with_payload": ["path", "box"],
+                    "search_params": None if self.local else _GRAPH_SEARCH,
                 }
                 if self.grouped:
                     groups = self._client.query_points_groups(

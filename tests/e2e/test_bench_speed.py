@@ -18,7 +18,7 @@ from bench.speed.indexing import decode_with_draft
 from bench.speed.vectors import DescriptorModel, ExactTopK
 from imgsearch.model.preprocess import DecodeLimits, decode_image
 from imgsearch.settings import BUNDLED_SAMPLES
-from imgsearch.store.edge import HNSW_EF
+from imgsearch.store.base import HNSW_EF
 
 ROOT = Path(__file__).resolve().parents[2]
 
