@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ from bench.speed.common import (
 from bench.speed.vectors import F32, DescriptorModel, ExactTopK
 from imgsearch.descriptors import DescriptorSet
 from imgsearch.store.base import HNSW_EF, FileState
-from imgsearch.store.edge import EdgeStore
+from imgsearch.store.edge import EdgeStore, SwapTimes
 from imgsearch.store.graph import LiveGraph
 
 DIMENSIONS = 512
@@ -190,6 +191,7 @@ def build_under_traffic(store: EdgeStore, corpus: Corpus, queries: F32, rate: fl
     """The production LiveGraph's build, with a client searching throughout and the indexer
     writing a batch every 10 searches; each search's latency is kept with its time."""
     phases: dict[str, float] = {}
+    swapped: list[SwapTimes] = []
     copy_pages, swap_in = store.copy_pages, store.swap_in_copy
 
     def timed_copy() -> Iterator[Any]:
@@ -197,10 +199,11 @@ def build_under_traffic(store: EdgeStore, corpus: Corpus, queries: F32, rate: fl
         yield from copy_pages()
         phases["copy_end"] = time.perf_counter()
 
-    def timed_swap() -> None:
+    def timed_swap() -> SwapTimes:
         phases["swap_start"] = time.perf_counter()
-        swap_in()
+        swapped.append(swap_in())
         phases["swap_end"] = time.perf_counter()
+        return swapped[-1]
 
     store.copy_pages = timed_copy  # type: ignore[method-assign,assignment]
     store.swap_in_copy = timed_swap  # type: ignore[method-assign]
@@ -242,6 +245,7 @@ def build_under_traffic(store: EdgeStore, corpus: Corpus, queries: F32, rate: fl
         "copy_seconds": phases["copy_end"] - phases["copy_start"],
         "child_seconds": phases["swap_start"] - phases["copy_end"],
         "swap_seconds": phases["swap_end"] - phases["swap_start"],
+        "swap": asdict(swapped[0]),
         "graph_vectors": status.graph_vectors,
         "scanned_after": status.scanned_vectors,
         "writes_during_build": written[0],
@@ -399,8 +403,8 @@ def report(result: JSON, environment: JSON) -> str:
         f"{build['copy_seconds']:.0f} s |",
         f"| - the child writing its copy and building the graph (nice 10) | "
         f"{build['child_seconds']:.0f} s |",
-        f"| - the swap (copy opened, journal replayed: searches wait) | "
-        f"{build['swap_seconds']:.2f} s |",
+        f"| - the swap (searches and writes wait) | {build['swap_seconds']:.2f} s |",
+        *_swap_rows(build.get("swap")),
         f"| searches during the build ({result['search_rate']:g}/s, or back to back when "
         f"slower) | {during['n']}, p50 "
         f"{during['p50_ms']:.1f} ms, p99 {during['p99_ms']:.1f} ms; slowest "
@@ -445,6 +449,19 @@ def report(result: JSON, environment: JSON) -> str:
         "latency over the build.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _swap_rows(swap: JSON | None) -> list[str]:
+    """Where the swap's pause went (runs before these were measured have none)."""
+    if swap is None:
+        return []
+    return [
+        f"| -- the old shard flushed and closed | {swap['close']:.2f} s |",
+        f"| -- the copy opened (graph mapped, payload indexes opened) | {swap['open']:.2f} s |",
+        f"| -- the {swap['replayed']} writes journalled during the build replayed on it | "
+        f"{swap['replay']:.2f} s |",
+        f"| -- the copy flushed, the old shard renamed away | {swap['commit']:.2f} s |",
+    ]
 
 
 def plot(result: JSON, path: Path) -> None:

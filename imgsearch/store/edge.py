@@ -34,7 +34,9 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
@@ -117,6 +119,17 @@ def edge_config(dimensions: int, indexing_threshold_kb: int = _NEVER_INDEX_KB) -
 _SEARCH_PARAMS = qe.SearchParams(
     hnsw_ef=HNSW_EF, quantization=qe.QuantizationSearchParams(rescore=True, oversampling=2.0)
 )
+
+
+@dataclass(frozen=True, slots=True)
+class SwapTimes:
+    """Where the pause of a graph swap goes, in seconds: searches and writes wait throughout."""
+
+    close: float  # the old shard flushed and closed
+    open: float  # the copy loaded (its graph mapped, its payload indexes opened)
+    replay: float  # the writes journalled during the build applied to the copy
+    commit: float  # the copy flushed, the old shard renamed away
+    replayed: int  # journalled update operations replayed
 
 
 class EdgeStore(VectorStore):
@@ -255,12 +268,13 @@ class EdgeStore(VectorStore):
             self._journal = None
         shutil.rmtree(self.copy_directory, ignore_errors=True)
 
-    def swap_in_copy(self) -> None:
+    def swap_in_copy(self) -> SwapTimes:
         """Replace the shard by its finished copy (with its graph): the two directories swap
         by rename, the copy is opened once and the writes journalled since the copy began are
         replayed on it; only then is the old shard dropped (a kill at any point leaves one
-        complete shard: `_recover_swap`). Searches and writes wait meanwhile: one shard open
-        (a GIL-holding call: ~1 s at 100k vectors) and the replay."""
+        complete shard: `_recover_swap`). Searches and writes wait meanwhile, for each of the
+        steps SwapTimes names (all GIL-holding engine calls); deleting the old shard's files
+        comes after (a leftover is deleted on the next start)."""
         directory, copy = self.directory, self.copy_directory
         old, trash = _sibling(directory, _OLD_SUFFIX), _sibling(directory, _TRASH_SUFFIX)
         with self._lock:
@@ -270,9 +284,11 @@ class EdgeStore(VectorStore):
                     "the graph build fell behind the writes made meanwhile: it starts again later"
                 )
 
-            def swap() -> None:
+            def swap() -> SwapTimes:
+                started = time.perf_counter()
                 self._shard.flush()
                 self._shard.close()
+                closed = time.perf_counter()
                 try:
                     directory.rename(old)
                     copy.rename(directory)
@@ -282,15 +298,34 @@ class EdgeStore(VectorStore):
                     _recover_swap(directory)  # back to the shard as it was
                     self._shard = qe.EdgeShard.load(str(directory), edge_config(self.dimensions))
                     raise
+                opened = time.perf_counter()
                 for operation in journal:
                     self._shard.update(operation)
+                replayed = time.perf_counter()
                 self._shard.flush()
                 old.rename(trash)  # the commit point: from here on the copy is the shard
                 _sync_directory(directory.parent)
-                shutil.rmtree(trash, ignore_errors=True)
+                return SwapTimes(
+                    close=closed - started,
+                    open=opened - closed,
+                    replay=replayed - opened,
+                    commit=time.perf_counter() - replayed,
+                    replayed=len(journal),
+                )
 
-            self._call("swap", swap)
-        log.info("graph swapped in shard=%s replayed_updates=%d", directory, len(journal))
+            times = self._call("swap", swap)
+        shutil.rmtree(trash, ignore_errors=True)
+        log.info(
+            "graph swapped in shard=%s replayed_updates=%d close_s=%.2f open_s=%.2f "
+            "replay_s=%.2f commit_s=%.2f",
+            directory,
+            times.replayed,
+            times.close,
+            times.open,
+            times.replay,
+            times.commit,
+        )
+        return times
 
     def _is_store_error(self, exc: Exception) -> bool:
         # qdrant-edge raises plain Exception for every engine failure (I/O, closed shard);

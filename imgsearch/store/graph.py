@@ -9,7 +9,8 @@ graph is built in another process, on a copy:
 2. the child, at low CPU priority, writes them into a new shard beside the live one and
    builds its graph (the service's GIL is never held by it);
 3. the service replays the journal on the copy and swaps the two directories by rename
-   (a pause of about one shard open; `EdgeStore.swap_in_copy`).
+   (a pause: the old shard closed, the copy opened, the journal replayed;
+   `EdgeStore.swap_in_copy` says how long each took).
 
 A kill at any step loses nothing: the live shard is untouched until the swap, the swap is
 recovered on the next start, the child dies with its parent, and the next start builds
@@ -192,9 +193,8 @@ class LiveGraph:
         self._builder = builder
         try:
             graphed = self._copy_through(builder, said)
-            swap_started = time.monotonic()
-            store.swap_in_copy()
-            GRAPH_SWAP_SECONDS.observe(time.monotonic() - swap_started)
+            times = store.swap_in_copy()
+            GRAPH_SWAP_SECONDS.observe(times.close + times.open + times.replay + times.commit)
             return graphed
         finally:
             if builder.poll() is None:
