@@ -33,7 +33,6 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import qdrant_edge as qe
@@ -51,7 +50,7 @@ from bench.speed.common import (
 from bench.speed.vectors import F32, DescriptorModel, ExactTopK
 from imgsearch.descriptors import DescriptorSet
 from imgsearch.store.base import HNSW_EF, FileState
-from imgsearch.store.edge import EdgeStore, SwapTimes
+from imgsearch.store.edge import CopyPage, EdgeStore, JournalEntry, SwapTimes
 from imgsearch.store.graph import LiveGraph
 
 DIMENSIONS = 512
@@ -187,26 +186,48 @@ def fill(store: EdgeStore, corpus: Corpus, count: int, batch: int = _FILL_BATCH)
     return time.perf_counter() - start
 
 
+class _WatchedBuild:
+    """The store's build steps, timed and counted: wrapped on the instance until `restore`."""
+
+    def __init__(self, store: EdgeStore) -> None:
+        self.store = store
+        self.phases: dict[str, float] = {}
+        self.swapped: list[SwapTimes] = []
+        self.handed: list[int] = []  # journalled writes handed to the builder, per round
+        self._copy, self._swap, self._take = (
+            store.copy_pages,
+            store.swap_in_copy,
+            store.take_journal,
+        )
+        store.copy_pages = self.copy_pages  # type: ignore[method-assign,assignment]
+        store.swap_in_copy = self.swap_in_copy  # type: ignore[method-assign]
+        store.take_journal = self.take_journal  # type: ignore[method-assign]
+
+    def copy_pages(self, *page_size: int) -> Iterator[CopyPage]:
+        self.phases["copy_start"] = time.perf_counter()
+        yield from self._copy(*page_size)
+        self.phases["copy_end"] = time.perf_counter()
+
+    def swap_in_copy(self) -> SwapTimes:
+        self.phases["swap_start"] = time.perf_counter()
+        self.swapped.append(self._swap())
+        self.phases["swap_end"] = time.perf_counter()
+        return self.swapped[-1]
+
+    def take_journal(self) -> list[JournalEntry]:
+        writes = self._take()
+        self.handed.append(len(writes))
+        return writes
+
+    def restore(self) -> None:
+        del self.store.copy_pages, self.store.swap_in_copy, self.store.take_journal
+
+
 def build_under_traffic(store: EdgeStore, corpus: Corpus, queries: F32, rate: float) -> JSON:
     """The production LiveGraph's build, with a client searching throughout and the indexer
     writing a batch every 10 searches; each search's latency is kept with its time."""
-    phases: dict[str, float] = {}
-    swapped: list[SwapTimes] = []
-    copy_pages, swap_in = store.copy_pages, store.swap_in_copy
-
-    def timed_copy() -> Iterator[Any]:
-        phases["copy_start"] = time.perf_counter()
-        yield from copy_pages()
-        phases["copy_end"] = time.perf_counter()
-
-    def timed_swap() -> SwapTimes:
-        phases["swap_start"] = time.perf_counter()
-        swapped.append(swap_in())
-        phases["swap_end"] = time.perf_counter()
-        return swapped[-1]
-
-    store.copy_pages = timed_copy  # type: ignore[method-assign,assignment]
-    store.swap_in_copy = timed_swap  # type: ignore[method-assign]
+    watched = _WatchedBuild(store)
+    phases, swapped, handed = watched.phases, watched.swapped, watched.handed
     graph = LiveGraph(store, min_scanned=1)
     done = threading.Event()
     timeline: list[tuple[float, float]] = []
@@ -235,7 +256,7 @@ def build_under_traffic(store: EdgeStore, corpus: Corpus, queries: F32, rate: fl
     finally:
         done.set()
         traffic.join()
-        del store.copy_pages, store.swap_in_copy
+        watched.restore()
     ended = time.perf_counter()
     status = graph.status()
     during = [s for t, s in timeline if t < phases.get("swap_start", ended)]
@@ -246,6 +267,7 @@ def build_under_traffic(store: EdgeStore, corpus: Corpus, queries: F32, rate: fl
         "child_seconds": phases["swap_start"] - phases["copy_end"],
         "swap_seconds": phases["swap_end"] - phases["swap_start"],
         "swap": asdict(swapped[0]),
+        "handed_to_builder": handed,
         "graph_vectors": status.graph_vectors,
         "scanned_after": status.scanned_vectors,
         "writes_during_build": written[0],
@@ -403,6 +425,7 @@ def report(result: JSON, environment: JSON) -> str:
         f"{build['copy_seconds']:.0f} s |",
         f"| - the child writing its copy and building the graph (nice 10) | "
         f"{build['child_seconds']:.0f} s |",
+        *_handed_row(build.get("handed_to_builder")),
         f"| - the swap (searches and writes wait) | {build['swap_seconds']:.2f} s |",
         *_swap_rows(build.get("swap")),
         f"| searches during the build ({result['search_rate']:g}/s, or back to back when "
@@ -449,6 +472,17 @@ def report(result: JSON, environment: JSON) -> str:
         "latency over the build.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _handed_row(handed: list[int] | None) -> list[str]:
+    """The writes made during the build that the builder applied to its copy (in rounds,
+    before the swap); runs before it did have none."""
+    if handed is None:
+        return []
+    return [
+        f"| - writes made meanwhile, applied by the builder to its copy ({len(handed)} rounds) "
+        f"| {' + '.join(str(n) for n in handed)} indexer batches |"
+    ]
 
 
 def _swap_rows(swap: JSON | None) -> list[str]:

@@ -129,7 +129,7 @@ class SwapTimes:
     open: float  # the copy loaded (its graph mapped, its payload indexes opened)
     replay: float  # the writes journalled during the build applied to the copy
     commit: float  # the copy flushed, the old shard renamed away
-    replayed: int  # journalled update operations replayed
+    replayed: int  # journalled writes replayed (the builder applied those before them)
 
 
 class EdgeStore(VectorStore):
@@ -153,7 +153,7 @@ class EdgeStore(VectorStore):
         self._directory: Path | None = None
         # Updates made since a live graph build began copying the shard (None: no build),
         # and how many points they write.
-        self._journal: list[qe.UpdateOperation] | None = None
+        self._journal: list[JournalEntry] | None = None
         self._journal_points = 0
 
     @classmethod
@@ -262,6 +262,17 @@ class EdgeStore(VectorStore):
         if records:
             yield _copy_page(records)
 
+    def take_journal(self) -> list[JournalEntry]:
+        """The writes journalled since the copy began (or since the last take), handed over
+        for the builder to apply to the copy before the swap, so that the swap's pause
+        replays only the writes made after; journalling goes on."""
+        with self._lock:
+            journal = self._journal
+            if journal is None:
+                raise StoreUnavailableError(_OUTPACED)
+            self._journal, self._journal_points = [], 0
+            return journal
+
     def abandon_copy(self) -> None:
         """Stop journalling for a copy that will not be swapped in, and delete it."""
         with self._lock:
@@ -280,9 +291,7 @@ class EdgeStore(VectorStore):
         with self._lock:
             journal, self._journal = self._journal, None
             if journal is None:
-                raise StoreUnavailableError(
-                    "the graph build fell behind the writes made meanwhile: it starts again later"
-                )
+                raise StoreUnavailableError(_OUTPACED)
 
             def swap() -> SwapTimes:
                 started = time.perf_counter()
@@ -299,8 +308,8 @@ class EdgeStore(VectorStore):
                     self._shard = qe.EdgeShard.load(str(directory), edge_config(self.dimensions))
                     raise
                 opened = time.perf_counter()
-                for operation in journal:
-                    self._shard.update(operation)
+                for write in journal:
+                    self._shard.update(write.operation(self.dimensions))
                 replayed = time.perf_counter()
                 self._shard.flush()
                 old.rename(trash)  # the commit point: from here on the copy is the shard
@@ -336,18 +345,14 @@ class EdgeStore(VectorStore):
         """The shard is the collection: created and checked when it is opened."""
 
     def upsert(self, items: Sequence[tuple[FileState, DescriptorSet]]) -> None:
-        points = [
-            qe.Point(pid, {VECTOR_NAME: vector.tolist()}, payload)
-            for pid, vector, payload in point_rows(items, self.model)
-        ]
-        if points:
-            self._update("upsert", qe.UpdateOperation.upsert_points(points), len(points))
+        rows = list(point_rows(items, self.model))
+        if rows:
+            self._update("upsert", JournalEntry(upserted=_rows_page(rows)))
 
     def delete_paths(self, paths: Iterable[str]) -> None:
         paths = list(paths)
         for start in range(0, len(paths), _SCROLL_PAGE):
-            where = _match_any("path", paths[start : start + _SCROLL_PAGE])
-            self._update("delete", qe.UpdateOperation.delete_points_by_filter(where))
+            self._update("delete", JournalEntry(deleted_paths=paths[start : start + _SCROLL_PAGE]))
 
     def search(
         self,
@@ -478,23 +483,22 @@ class EdgeStore(VectorStore):
 
     def write_raw(self, points: Sequence[RawPoint]) -> None:
         if points:
-            operation = qe.UpdateOperation.upsert_points(
-                [qe.Point(p.id, {VECTOR_NAME: p.vector}, p.payload) for p in points]
-            )
-            self._update("upsert", operation, len(points))
+            rows = [(p.id, np.asarray(p.vector, dtype=np.float32), p.payload) for p in points]
+            self._update("upsert", JournalEntry(upserted=_rows_page(rows)))
 
     # ---- helpers ----
 
-    def _update(self, what: str, operation: qe.UpdateOperation, points: int = 0) -> None:
-        """Apply `operation` (writing `points` points), journalled while a copy is built."""
+    def _update(self, what: str, write: JournalEntry) -> None:
+        """Apply a write, journalled while a copy is built."""
+        operation = write.operation(self.dimensions)
 
         def apply() -> None:
             self._shard.update(operation)
             if self._journal is None:
                 return
-            self._journal_points += points
+            self._journal_points += write.points
             if self._journal_points * 4 * self.dimensions <= MAX_JOURNAL_BYTES:
-                self._journal.append(operation)
+                self._journal.append(write)
             else:
                 log.warning("graph build outpaced: too many writes since it began")
                 self._journal = None
@@ -546,6 +550,42 @@ def _open_shard(directory: Path, collection: str, dimensions: int, model: str) -
 
 CopyPage = tuple[list[Any], bytes, list[dict[str, Any]]]
 """Points as (ids, their float32 vectors as bytes, payloads): cheap to pickle and to build."""
+
+_OUTPACED = "the graph build fell behind the writes made meanwhile: it starts again later"
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One write (points upserted, or the points of some paths deleted), in a form the
+    builder process can be sent (pickled) and that makes the engine's operation again."""
+
+    upserted: CopyPage | None = None
+    deleted_paths: list[str] | None = None
+
+    @property
+    def points(self) -> int:
+        return len(self.upserted[0]) if self.upserted is not None else 0
+
+    def operation(self, dimensions: int) -> qe.UpdateOperation:
+        if self.upserted is not None:
+            return qe.UpdateOperation.upsert_points(page_points(self.upserted, dimensions))
+        return qe.UpdateOperation.delete_points_by_filter(
+            _match_any("path", list(self.deleted_paths or []))
+        )
+
+
+def page_points(page: CopyPage, dimensions: int) -> list[qe.Point]:
+    ids, data, payloads = page
+    vectors = np.frombuffer(data, dtype=np.float32).reshape(len(ids), dimensions)
+    return [
+        qe.Point(pid, {VECTOR_NAME: vector.tolist()}, payload)
+        for pid, vector, payload in zip(ids, vectors, payloads, strict=True)
+    ]
+
+
+def _rows_page(rows: Sequence[tuple[Any, NDArray[np.float32], dict[str, Any]]]) -> CopyPage:
+    vectors = np.asarray([vector for _, vector, _ in rows], dtype=np.float32)
+    return [pid for pid, _, _ in rows], vectors.tobytes(), [payload for _, _, payload in rows]
 
 
 def _copy_page(records: list[qe.Record]) -> CopyPage:

@@ -8,9 +8,10 @@ graph is built in another process, on a copy:
    indexing go on between pages; writes made from then on are journalled);
 2. the child, at low CPU priority, writes them into a new shard beside the live one and
    builds its graph (the service's GIL is never held by it);
-3. the service replays the journal on the copy and swaps the two directories by rename
-   (a pause: the old shard closed, the copy opened, the journal replayed;
-   `EdgeStore.swap_in_copy` says how long each took).
+3. the service sends the child the journalled writes, in rounds, until few are left
+   (the child applies them to the copy, off the service's GIL);
+4. the service swaps the two directories by rename, opens the copy and replays the rest of
+   the journal on it (a pause: `EdgeStore.swap_in_copy` says where it goes).
 
 A kill at any step loses nothing: the live shard is untouched until the swap, the swap is
 recovered on the next start, the child dies with its parent, and the next start builds
@@ -34,15 +35,19 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
-import numpy as np
 import qdrant_edge as qe
 
 from imgsearch.errors import StoreUnavailableError
 from imgsearch.metrics import GRAPH_BUILD_SECONDS, GRAPH_BUILDS, GRAPH_SWAP_SECONDS, GRAPH_VECTORS
-from imgsearch.store.base import VECTOR_NAME
-from imgsearch.store.edge import GRAPH_MIN_SEGMENT_KB, EdgeStore, create_shard, edge_config
+from imgsearch.store.edge import (
+    GRAPH_MIN_SEGMENT_KB,
+    EdgeStore,
+    create_shard,
+    edge_config,
+    page_points,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +56,9 @@ _BUILDER_NICE = 10  # the build yields the CPU to searches and indexing
 _RETRY_AFTER_FAILURE = 600.0  # seconds; doubled after each failure in a row
 _STOP_POLL = 0.2
 _GROWTH_BEFORE_REBUILD = 10  # rebuild once the scanned vectors are a tenth of the graph's
+BUILT = b"built\n"  # the child's word that its graph is built and it takes writes
+_CATCH_UP_ROUNDS = 8  # batches of writes sent to the child at most
+_FEW_WRITES = 16  # journalled writes (indexer batches) left for the swap to replay
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,13 +213,19 @@ class LiveGraph:
             self._builder = None
 
     def _copy_through(self, builder: subprocess.Popen[bytes], said: BinaryIO) -> int:
-        """Stream the points to the child, wait for its graph; returns its vector count."""
+        """Stream the points to the child, wait for its graph, send it the writes made
+        meanwhile until few are left for the swap; returns its vector count."""
         assert builder.stdin is not None and builder.stdout is not None
         try:
             with builder.stdin as pages:
                 for page in self._store.copy_pages():
                     self._check_not_stopping()
                     pickle.dump(page, pages, protocol=pickle.HIGHEST_PROTOCOL)
+                pickle.dump(None, pages)
+                pages.flush()
+                # Blocks until the graph is built; stop() kills the child, which ends it.
+                if builder.stdout.readline() == BUILT:
+                    self._send_writes(pages)
                 pickle.dump(None, pages)
         except BrokenPipeError:  # it died: say why, below
             builder.wait(timeout=30)
@@ -222,6 +236,18 @@ class LiveGraph:
         if builder.returncode != 0 or not answer.isdigit():
             raise StoreUnavailableError(_exit_reason(builder, said))
         return int(answer)
+
+    def _send_writes(self, pages: IO[bytes]) -> None:
+        """The writes journalled so far, in rounds (each round's are made while the child
+        applies the last's), until a round is small: the swap, which pauses searches,
+        replays only what comes after (at a million vectors it replayed 93k writes)."""
+        for _ in range(_CATCH_UP_ROUNDS):
+            self._check_not_stopping()
+            writes = self._store.take_journal()
+            pickle.dump(writes, pages, protocol=pickle.HIGHEST_PROTOCOL)
+            pages.flush()
+            if len(writes) <= _FEW_WRITES:
+                return
 
     def _check_not_stopping(self) -> None:
         if self._stopping.is_set():
@@ -255,26 +281,29 @@ class LiveGraph:
         )
 
 
-def build_copy(pages: BinaryIO, directory: Path, dimensions: int, min_segment_kb: int) -> int:
+def build_copy(
+    pages: BinaryIO, directory: Path, dimensions: int, min_segment_kb: int, said: BinaryIO
+) -> int:
     """In the child process: write the pickled pages read from `pages` into a new shard at
-    `directory`, build its graph; returns how many vectors are in it."""
+    `directory` and build its graph; say BUILT on `said`, then apply the batches of writes
+    the service made meanwhile (`JournalEntry` lists, read from `pages` until None); returns
+    how many vectors are in the graph."""
     shard = create_shard(directory, dimensions)
     try:
         # Unpickling is safe here: the pages come from the parent, over a pipe only it holds.
         while (page := pickle.load(pages)) is not None:  # noqa: S301
-            ids, data, payloads = page
-            vectors = np.frombuffer(data, dtype=np.float32).reshape(len(ids), dimensions)
-            points = [
-                qe.Point(pid, {VECTOR_NAME: vector.tolist()}, payload)
-                for pid, vector, payload in zip(ids, vectors, payloads, strict=True)
-            ]
-            shard.update(qe.UpdateOperation.upsert_points(points))
+            shard.update(qe.UpdateOperation.upsert_points(page_points(page, dimensions)))
     finally:
         shard.close()
     shard = qe.EdgeShard.load(str(directory), edge_config(dimensions, min_segment_kb))
     try:
         shard.optimize()
         graphed = int(shard.info().indexed_vectors_count)
+        said.write(BUILT)
+        said.flush()
+        while (writes := pickle.load(pages)) is not None:  # noqa: S301
+            for write in writes:
+                shard.update(write.operation(dimensions))
         shard.flush()
     finally:
         shard.close()
@@ -299,12 +328,13 @@ def _die_with_parent() -> None:
 
 
 def _main(argv: list[str]) -> int:
-    """`python -m imgsearch.store.graph COPY_DIR DIMENSIONS MIN_SEGMENT_KB`, pages on stdin
-    (only LiveGraph starts it): prints the number of vectors in the graph."""
+    """`python -m imgsearch.store.graph COPY_DIR DIMENSIONS MIN_SEGMENT_KB`, pages and then
+    batches of writes on stdin (only LiveGraph starts it): prints BUILT once the graph is
+    built, and the number of vectors in it once the writes are applied."""
     _die_with_parent()
     os.nice(_BUILDER_NICE)
     directory, dimensions, min_segment_kb = Path(argv[0]), int(argv[1]), int(argv[2])
-    graphed = build_copy(sys.stdin.buffer, directory, dimensions, min_segment_kb)
+    graphed = build_copy(sys.stdin.buffer, directory, dimensions, min_segment_kb, sys.stdout.buffer)
     print(graphed, flush=True)
     return 0
 

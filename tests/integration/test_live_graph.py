@@ -22,7 +22,7 @@ import pytest
 
 from imgsearch.descriptors import DescriptorSet
 from imgsearch.store.base import FileState
-from imgsearch.store.edge import EdgeStore
+from imgsearch.store.edge import EdgeStore, JournalEntry, SwapTimes
 from imgsearch.store.graph import LiveGraph
 
 DIMENSIONS = 64
@@ -57,20 +57,42 @@ def finds_itself(store: EdgeStore, i: int) -> bool:
 
 
 def test_graph_is_built_while_searches_and_writes_go_on(tmp_path: Path) -> None:
+    """Searches are served and right throughout; every write made during the build, upsert
+    or delete, is in the shard after the swap, most of them applied by the builder to its
+    copy before the swap (which then replays only the rest, pausing searches for less)."""
     store = open_store(tmp_path)
     fill(store, 0, 3000)
     assert store.vector_counts() == (3000, 0)
     graph = LiveGraph(store, min_scanned=1000, min_segment_kb=SEGMENT_KB)
     done = threading.Event()
     written = [3000]
+    deleted: set[str] = set()
     searches: list[bool] = []
+    handed: list[int] = []  # writes handed to the builder, per round
+    swaps: list[SwapTimes] = []
+    take_journal, swap_in_copy = store.take_journal, store.swap_in_copy
+
+    def counted_take() -> list[JournalEntry]:
+        writes = take_journal()
+        handed.append(len(writes))
+        return writes
+
+    def counted_swap() -> SwapTimes:
+        swaps.append(swap_in_copy())
+        return swaps[-1]
+
+    store.take_journal = counted_take  # type: ignore[method-assign]
+    store.swap_in_copy = counted_swap  # type: ignore[method-assign]
 
     def traffic() -> None:
         while not done.is_set():
             i = written[0]
             store.upsert(items(i, i + 5))
             written[0] = i + 5
-            searches.append(finds_itself(store, i // 2))
+            store.delete_paths([f"f{i + 1}.jpg", f"f{i // 3}.jpg"])  # new and old files
+            deleted.update({f"f{i + 1}.jpg", f"f{i // 3}.jpg"})
+            searches.append(finds_itself(store, i))
+            time.sleep(0.002)  # an indexer between batches, not a spin that starves the copy
 
     worker = threading.Thread(target=traffic)
     worker.start()
@@ -81,17 +103,17 @@ def test_graph_is_built_while_searches_and_writes_go_on(tmp_path: Path) -> None:
         worker.join()
 
     status = graph.status()
-    total = written[0]
+    kept = {f"f{i}.jpg" for i in range(written[0])} - deleted
     assert len(searches) > 5 and all(searches)  # served, and right, during the build
-    assert status.graph_vectors >= 3000
-    assert status.graph_vectors + status.scanned_vectors == total
+    assert status.graph_vectors >= 3000 - len(deleted)
+    assert status.graph_vectors + status.scanned_vectors == len(kept)
     assert status.last_build_at > 0 and status.last_error == ""
-    assert store.count() == total
-    assert store.indexed_among([f"f{i}.jpg" for i in range(total)]) == {
-        f"f{i}.jpg" for i in range(total)
-    }
-    assert all(finds_itself(store, i) for i in range(0, total, 97))
+    assert store.count() == len(kept)
+    assert store.indexed_among([f"f{i}.jpg" for i in range(written[0])]) == kept
+    assert all(finds_itself(store, i) for i in range(0, written[0], 97) if f"f{i}.jpg" in kept)
     assert not store.copy_directory.exists()
+    assert handed and handed[0] > 0  # the builder applied the writes made while it built
+    assert swaps[0].replayed < sum(handed)
     store.close()
 
 
