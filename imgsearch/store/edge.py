@@ -281,11 +281,11 @@ class EdgeStore(VectorStore):
 
     def swap_in_copy(self) -> SwapTimes:
         """Replace the shard by its finished copy (with its graph): the two directories swap
-        by rename, the copy is opened once and the writes journalled since the copy began are
-        replayed on it; only then is the old shard dropped (a kill at any point leaves one
-        complete shard: `_recover_swap`). Searches and writes wait meanwhile, for each of the
-        steps SwapTimes names (all GIL-holding engine calls); deleting the old shard's files
-        comes after (a leftover is deleted on the next start)."""
+        by rename, the copy is opened once and the writes journalled since the builder last
+        took them (`take_journal`) are replayed on it; only then is the old shard dropped (a
+        kill at any point leaves one complete shard: `_recover_swap`). Searches and writes
+        wait meanwhile, for each of the steps SwapTimes names (all GIL-holding engine calls);
+        deleting the old shard's files comes after (a leftover is deleted on the next start)."""
         directory, copy = self.directory, self.copy_directory
         old, trash = _sibling(directory, _OLD_SUFFIX), _sibling(directory, _TRASH_SUFFIX)
         with self._lock:
@@ -589,11 +589,7 @@ def _rows_page(rows: Sequence[tuple[Any, NDArray[np.float32], dict[str, Any]]]) 
 
 
 def _copy_page(records: list[qe.Record]) -> CopyPage:
-    vectors = np.asarray(
-        [r.vector[VECTOR_NAME] if isinstance(r.vector, dict) else r.vector for r in records],
-        dtype=np.float32,
-    )
-    return [r.id for r in records], vectors.tobytes(), [r.payload or {} for r in records]
+    return _rows_page([(r.id, _vector(r), r.payload or {}) for r in records])
 
 
 def create_shard(directory: Path, dimensions: int) -> qe.EdgeShard:
