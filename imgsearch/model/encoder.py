@@ -186,6 +186,17 @@ class ImageEncoder:
 
         return QueryDescription(vectors, seen, more if boxes.blocks else None, file=data)
 
+    def page_views(self, data: bytes) -> NDArray[np.float32] | None:
+        """The photo-like blocks of a page-like image, each described on its own [V, C], as
+        `describe_query` describes them; None where the image is not page-like (nearly every
+        photo: its decoding and layout are all this costs then). An indexed file has its
+        whole-image vector only, which of a page is mostly text (raises InvalidImageError)."""
+        image = self.decode(data)
+        boxes = query_boxes(image, blocks=False)
+        if not boxes.page:
+            return None
+        return self.encode([self.decode(data, box) for box in boxes.page])
+
     def encode_query(
         self,
         image: DecodedImage,

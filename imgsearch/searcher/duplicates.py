@@ -25,6 +25,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
 from imgsearch.model import QueryDescription
 from imgsearch.priority import lower_priority
@@ -89,6 +90,11 @@ WHOLE_FRAME_AGREEMENT = 0.97
 UNSHARED_EACH = 2
 
 
+# The photo-like blocks of an indexed page-like file, described (None: not page-like, or
+# unreadable now): ImageEncoder.page_views on the file.
+PageViews = Callable[[str], NDArray[np.float32] | None]
+
+
 @dataclass(frozen=True, slots=True)
 class CopyPair:
     """Two files the verdict calls copies: `second` was found searching with `first`."""
@@ -122,6 +128,7 @@ def find_copies(
     workers: int,
     nice: int,
     still_wanted: Callable[[], None] = lambda: None,
+    page_views: PageViews | None = None,
 ) -> Iterator[Progress | CopyGroup]:
     """Progress every _PROGRESS_EVERY images, then the groups, largest first.
 
@@ -134,9 +141,16 @@ def find_copies(
     described for the pair before it: each image is described about once, not once per pair
     it is in. Each pair is checked once; seen again from its other side, the stored check is
     judged with that side's descriptor verdict. `still_wanted` is called before each image
-    and raises when the caller has gone."""
+    and raises when the caller has gone.
+
+    An image whose own vector finds no copy is looked at again with `page_views` (where the
+    searcher has the folder's files): a page with a photo on it is described, as a search
+    with it would be, by its photo-like blocks too, which find the photo where the page's
+    whole-image vector (mostly text) does not."""
     with ThreadPoolExecutor(workers, "duplicates", lower_priority, (nice,)) as pool:
-        yield from _find_copies(store, ranker, neighbours, min_inliers, pool, still_wanted)
+        yield from _find_copies(
+            store, ranker, neighbours, min_inliers, pool, still_wanted, page_views
+        )
 
 
 def _find_copies(
@@ -146,6 +160,7 @@ def _find_copies(
     min_inliers: int,
     pool: Executor,
     still_wanted: Callable[[], None],
+    page_views: PageViews | None,
 ) -> Iterator[Progress | CopyGroup]:
     total = store.count()
     checker = _PairChecker(ranker.verifier, min_inliers, pool)
@@ -162,6 +177,11 @@ def _find_copies(
         still_wanted()
         query = QueryDescription(np.atleast_2d(vector), None)
         ranking = ranker.rank(query, neighbours, exclude=path)
+        if page_views is not None and not any(m.match for m in ranking.matches):
+            views = pool.submit(page_views, path).result()  # below searches, as the checks
+            if views is not None:
+                query = QueryDescription(np.concatenate([query.vectors, views]), None)
+                ranking = ranker.rank(query, neighbours, exclude=path)
         candidates = [
             m
             for m in ranking.matches

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 
 import grpc.aio
+import numpy as np
+from numpy.typing import NDArray
 
-from imgsearch.errors import InvalidRequestError, NotFoundError, OutsideFolderError
+from imgsearch.errors import (
+    InvalidImageError,
+    InvalidRequestError,
+    NotFoundError,
+    OutsideFolderError,
+    UnreadableFileError,
+)
 from imgsearch.files import read_folder_file
 from imgsearch.metrics import INFERENCE, SEARCH_STAGE
 from imgsearch.model import ImageEncoder, QueryDescription
@@ -21,6 +30,8 @@ from imgsearch.searcher.verdict import Ranker, Ranking
 from imgsearch.settings import Verdict
 from imgsearch.store import VectorStore
 from imgsearch.v1 import searcher_pb2, searcher_pb2_grpc
+
+log = logging.getLogger(__name__)
 
 
 class SearcherService(searcher_pb2_grpc.SearcherServicer):
@@ -91,6 +102,7 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
             workers=self._background_threads,
             nice=self._background_nice,
             still_wanted=lambda: ensure_active(context),
+            page_views=None if self._folder is None else self._page_views,
         ):
             if isinstance(event, Progress):
                 yield searcher_pb2.FindDuplicatesEvent(
@@ -98,6 +110,16 @@ class SearcherService(searcher_pb2_grpc.SearcherServicer):
                 )
             else:
                 yield searcher_pb2.FindDuplicatesEvent(group=group_message(event))
+
+    def _page_views(self, path: str) -> NDArray[np.float32] | None:
+        """The photo-like blocks of an indexed file, where it is page-like (duplicates)."""
+        assert self._folder is not None
+        try:
+            data = read_folder_file(self._folder / path, self._max_file_bytes)
+            return self._encoder.page_views(data)
+        except (OSError, InvalidImageError, UnreadableFileError) as exc:
+            log.debug("no page views of path=%s error=%s", path, exc)
+            return None
 
     def _limit(self, requested: int) -> int:
         if requested > self._settings.max_limit:

@@ -19,7 +19,7 @@ from imgsearch.files import read_folder_file
 from imgsearch.searcher import verify
 from imgsearch.v1 import searcher_pb2
 from tests.conftest import Served
-from tests.imaging import crop, encode, load
+from tests.imaging import crop, encode, load, on_page
 
 # copy name -> (original, how it was made)
 PLANTED = {
@@ -76,6 +76,24 @@ def test_every_planted_copy_is_grouped_with_its_original_and_nothing_else(
                 or pair.inliers > 0
             )
             assert 0 <= pair.region.x0 < pair.region.x1 <= 1
+
+
+@pytest.mark.parametrize("dark", [False, True])
+def test_a_photo_shown_on_a_page_is_grouped_with_the_page(
+    photo_folder: Path, serve: Callable[..., Served], dark: bool
+) -> None:
+    """A page's whole-image vector is mostly its text and finds no photo; the finder looks
+    at a page-like file again by its photo-like blocks, as a search with it would."""
+    page, _ = on_page(load(photo_folder / "coffee.jpg"), share=0.35, dark=dark)
+    (photo_folder / "pages").mkdir()
+    (photo_folder / "pages" / "article.png").write_bytes(encode(page, "PNG"))
+    served = serve(photo_folder)
+    served.wait_idle()
+    groups = _groups(served)
+    assert [set(g.paths) for g in groups] == [{"coffee.jpg", "pages/article.png"}], groups
+    (pair,) = groups[0].pairs
+    assert pair.inliers > 0, "checked geometrically"
+    assert pair.first == "pages/article.png", "found from the page's side"
 
 
 def test_command_line_prints_groups_as_text_json_and_csv(
