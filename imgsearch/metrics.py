@@ -129,6 +129,23 @@ RECONCILE_CHANGES = Counter(
     ["change"],  # added, changed, removed
 )
 
+DUPLICATE_RUNS = Gauge("imgsearch_duplicate_runs", "Duplicate-finder runs in progress.")
+DUPLICATE_IMAGES = Counter(
+    "imgsearch_duplicate_images_total",
+    "Images the duplicate finder compared with their nearest neighbours, by how it looked.",
+    # vector (its own vector found a copy), decoded (it found none: the file was decoded to
+    # look for a page's photo blocks, and had none), page (page-like: ranked again with them)
+    ["look"],
+)
+for _look in ("vector", "decoded", "page"):
+    DUPLICATE_IMAGES.labels(_look)
+DUPLICATE_PAIRS = Counter(
+    "imgsearch_duplicate_pairs_total",
+    "Candidate pairs the duplicate finder judged, each from the side that found it.",
+    ["verdict"],  # copy, not_copy
+)
+for _verdict in ("copy", "not_copy"):
+    DUPLICATE_PAIRS.labels(_verdict)
 
 HTTP_REQUESTS = Counter(
     "imgsearch_http_requests_total",

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from imgsearch.metrics import DUPLICATE_IMAGES, DUPLICATE_PAIRS, DUPLICATE_RUNS
 from imgsearch.model import QueryDescription
 from imgsearch.priority import lower_priority
 from imgsearch.searcher.verdict import RankedMatch, Ranker
@@ -147,7 +148,10 @@ def find_copies(
     searcher has the folder's files): a page with a photo on it is described, as a search
     with it would be, by its photo-like blocks too, which find the photo where the page's
     whole-image vector (mostly text) does not."""
-    with ThreadPoolExecutor(workers, "duplicates", lower_priority, (nice,)) as pool:
+    with (
+        DUPLICATE_RUNS.track_inprogress(),
+        ThreadPoolExecutor(workers, "duplicates", lower_priority, (nice,)) as pool,
+    ):
         yield from _find_copies(
             store, ranker, neighbours, min_inliers, pool, still_wanted, page_views
         )
@@ -177,11 +181,14 @@ def _find_copies(
         still_wanted()
         query = QueryDescription(np.atleast_2d(vector), None)
         ranking = ranker.rank(query, neighbours, exclude=path)
+        look = "vector"
         if page_views is not None and not any(m.match for m in ranking.matches):
             views = pool.submit(page_views, path).result()  # below searches, as the checks
+            look = "decoded" if views is None else "page"
             if views is not None:
                 query = QueryDescription(np.concatenate([query.vectors, views]), None)
                 ranking = ranker.rank(query, neighbours, exclude=path)
+        DUPLICATE_IMAGES.labels(look).inc()
         candidates = [
             m
             for m in ranking.matches
@@ -233,10 +240,13 @@ class _PairChecker:
         for match in candidates:
             found = self._compare(path, match.path)
             if found is None:  # no check possible: the descriptor's verdict stands
-                if match.match:
-                    yield match, match.inliers, match.box
-            elif _is_copy(match.match, found, self._min_inliers):
-                yield match, found.inliers, found.box or match.box
+                copy, inliers, box = match.match, match.inliers, match.box
+            else:
+                copy = _is_copy(match.match, found, self._min_inliers)
+                inliers, box = found.inliers, found.box or match.box
+            DUPLICATE_PAIRS.labels("copy" if copy else "not_copy").inc()
+            if copy:
+                yield match, inliers, box
 
     def _compare_all(self, path: str, others: list[str]) -> None:
         """The pairs of `path` not compared yet, described and compared on the pool."""

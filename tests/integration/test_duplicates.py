@@ -19,7 +19,8 @@ from imgsearch.files import read_folder_file
 from imgsearch.searcher import verify
 from imgsearch.v1 import searcher_pb2
 from tests.conftest import Served
-from tests.imaging import crop, encode, load, on_page
+from tests.imaging import burst_pair, crop, encode, load, on_page
+from tests.metrics_doc import Scrape
 
 # copy name -> (original, how it was made)
 PLANTED = {
@@ -29,6 +30,9 @@ PLANTED = {
     "copies/fruits.webp": ("fruits.png", "re-encoded as WebP"),
     "copies/fruits_small.jpg": ("fruits.png", "resized and JPEG"),
 }
+
+
+LOOKS = ("vector", "decoded", "page")  # imgsearch_duplicate_images_total's labels
 
 
 def _plant(folder: Path) -> None:
@@ -94,6 +98,46 @@ def test_a_photo_shown_on_a_page_is_grouped_with_the_page(
     (pair,) = groups[0].pairs
     assert pair.inliers > 0, "checked geometrically"
     assert pair.first == "pages/article.png", "found from the page's side"
+
+
+def test_a_run_shows_in_the_metrics(
+    photo_folder: Path, tmp_path: Path, serve: Callable[..., Served]
+) -> None:
+    """Each image compared is counted by how it was looked at, each candidate pair by its
+    verdict, and the run is in progress only while it streams."""
+    _plant(photo_folder)
+    page, _ = on_page(load(photo_folder / "astronaut.jpg"), share=0.35)
+    (photo_folder / "article.png").write_bytes(encode(page, "PNG"))
+    # Two frames of one scene: alike enough to be checked, not copies.
+    (photo_folder / "burst").mkdir()
+    for name, frame in zip("ab", burst_pair(load(photo_folder / "coffee.jpg")), strict=True):
+        (photo_folder / "burst" / f"{name}.jpg").write_bytes(encode(frame))
+    served = serve(photo_folder, tmp_path / "data", metrics_listen="127.0.0.1:0")
+    served.wait_idle()
+    port = served.app.metrics_port
+    assert port is not None
+    before = Scrape(port)
+    events = served.client.duplicates()
+    next(events)  # the run has begun
+    assert Scrape(port).value("imgsearch_duplicate_runs") == 1
+    groups = [e.group for e in events if e.WhichOneof("event") == "group"]
+    after = Scrape(port)
+
+    def grew(name: str, **labels: str) -> float:
+        return after.value(name, **labels) - before.value(name, **labels)
+
+    assert after.value("imgsearch_duplicate_runs") == 0
+    looks = {look: grew("imgsearch_duplicate_images_total", look=look) for look in LOOKS}
+    assert sum(looks.values()) == served.app.store.count()
+    # article.png (found only so, test above) and any other file with photo-like blocks
+    assert looks["page"] >= 1, looks
+    assert any({"astronaut.jpg", "article.png"} <= set(g.paths) for g in groups), groups
+    assert looks["vector"] >= len(PLANTED), looks  # each copy finds its original
+    copies = grew("imgsearch_duplicate_pairs_total", verdict="copy")
+    found = {frozenset((p.first, p.second)) for g in groups for p in g.pairs}
+    assert len(found) <= copies <= 2 * len(found)  # each pair from one side or both
+    assert not any({"burst/a.jpg", "burst/b.jpg"} <= set(g.paths) for g in groups), groups
+    assert grew("imgsearch_duplicate_pairs_total", verdict="not_copy") > 0  # the burst pair
 
 
 def test_command_line_prints_groups_as_text_json_and_csv(
