@@ -17,10 +17,10 @@ from numpy.typing import NDArray
 from imgsearch.backbones import Contract
 from imgsearch.descriptors import WHOLE_IMAGE_BOX, DescriptorSet
 from imgsearch.model import QueryDescription
-from imgsearch.model.preprocess import DecodeLimits, Fit, decode_image
+from imgsearch.model.preprocess import DecodeLimits, decode_image
 from imgsearch.searcher.verdict import LOOK_FURTHER_FLOOR, VERIFY_FLOOR, Ranker
 from imgsearch.searcher.verify import Verifier
-from imgsearch.settings import TUNING, Verdict, VerdictSettings
+from imgsearch.settings import TUNING, Fit, Verdict, VerdictSettings
 from imgsearch.store import FileState, StoreLocation, VectorStore, open_store
 from tests.imaging import crop, encode, load, on_page, shuffled_tiles
 from tests.registry import candidates_described, verifications
@@ -83,7 +83,7 @@ def test_a_photo_small_on_a_page_is_confirmed_by_the_closer_look(
     # Every search is checked: no margin reaches the threshold.
     settings = VerdictSettings(match_threshold=1.5).for_model(TUNING[Contract.EMBEDDING])
     ranker = Ranker(store, settings, Verifier(photo_folder, max_file_bytes=1 << 26), threads=1)
-    confirmed, closer, unconfirmed_without = 0, 0, 0
+    confirmed, unconfirmed_without, closer = 0, 0, 0.0  # closer: a metric delta
     for photo in sample_photos:
         page, _ = on_page(load(photo), share=0.2)
         data = encode(page, quality=85)
