@@ -9,6 +9,14 @@ from prometheus_client import Counter, Gauge, Histogram, Info, start_http_server
 
 log = logging.getLogger(__name__)
 
+
+def _zero_series(metric: Counter | Gauge, *values: str) -> None:
+    """A series at 0 for each label value from the start, so that rate() works at once and
+    panels show 0, not "no data", before the first event."""
+    for value in values:
+        metric.labels(value)
+
+
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 BUILD_INFO = Info("imgsearch_build", "Version and model of the running process.")
@@ -39,17 +47,14 @@ VERIFICATIONS = Counter(
     # image the query was made from)
     ["outcome"],
 )
-# Present from the start, so rate() works at once.
-for _outcome in ("confirmed", "rejected", "closer", "deep", "sibling"):
-    VERIFICATIONS.labels(_outcome)
+_zero_series(VERIFICATIONS, "confirmed", "rejected", "closer", "deep", "sibling")
 KEYPOINT_CANDIDATES = Counter(
     "imgsearch_keypoint_candidates_total",
     "Candidate files whose keypoints a geometric check needed, by whether they were cached.",
     # hit, miss (the file read, decoded and described: most of a check's cost)
     ["cache"],
 )
-for _cache in ("hit", "miss"):
-    KEYPOINT_CANDIDATES.labels(_cache)
+_zero_series(KEYPOINT_CANDIDATES, "hit", "miss")
 WHITENING_IMAGES = Gauge(
     "imgsearch_whitening_images",
     "Images the searcher's whitening was learned from; 0 = raw scores (small folder).",
@@ -73,8 +78,7 @@ STORE_REQUESTS = Histogram(
     "imgsearch_store_request_seconds", "Qdrant call latency.", ["op"], buckets=_LATENCY_BUCKETS
 )
 STORE_ERRORS = Counter("imgsearch_store_errors_total", "Failed Qdrant calls.", ["op"])
-for _op in ("query", "upsert", "delete", "scroll", "retrieve", "count", "ping"):
-    STORE_ERRORS.labels(_op)  # zero series from the start, so error panels show 0, not "no data"
+_zero_series(STORE_ERRORS, "query", "upsert", "delete", "scroll", "retrieve", "count", "ping")
 
 IMAGES_INDEXED = Gauge("imgsearch_images_indexed", "Images that are searchable.")
 IMAGES_PENDING = Gauge("imgsearch_images_pending", "Files waiting to be (re)indexed.")
@@ -104,15 +108,13 @@ GRAPH_VECTORS = Gauge(
     "Embedded index vectors by how searches reach them: through the HNSW graph or by a scan.",
     ["kind"],  # graph, scanned
 )
-for _kind in ("graph", "scanned"):
-    GRAPH_VECTORS.labels(_kind)
+_zero_series(GRAPH_VECTORS, "graph", "scanned")
 GRAPH_BUILDS = Counter(
     "imgsearch_graph_builds_total",
     "Live graph builds of the embedded index by outcome.",
     ["outcome"],  # built, failed, stopped
 )
-for _outcome in ("built", "failed", "stopped"):
-    GRAPH_BUILDS.labels(_outcome)
+_zero_series(GRAPH_BUILDS, "built", "failed", "stopped")
 GRAPH_BUILD_SECONDS = Histogram(
     "imgsearch_graph_build_seconds",
     "Wall time of a live graph build (copy, graph in the child process, swap).",
@@ -137,15 +139,13 @@ DUPLICATE_IMAGES = Counter(
     # look for a page's photo blocks, and had none), page (page-like: ranked again with them)
     ["look"],
 )
-for _look in ("vector", "decoded", "page"):
-    DUPLICATE_IMAGES.labels(_look)
+_zero_series(DUPLICATE_IMAGES, "vector", "decoded", "page")
 DUPLICATE_PAIRS = Counter(
     "imgsearch_duplicate_pairs_total",
     "Candidate pairs the duplicate finder judged, each from the side that found it.",
     ["verdict"],  # copy, not_copy
 )
-for _verdict in ("copy", "not_copy"):
-    DUPLICATE_PAIRS.labels(_verdict)
+_zero_series(DUPLICATE_PAIRS, "copy", "not_copy")
 
 HTTP_REQUESTS = Counter(
     "imgsearch_http_requests_total",

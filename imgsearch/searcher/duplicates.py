@@ -184,8 +184,10 @@ def _find_copies(
         look = "vector"
         if page_views is not None and not any(m.match for m in ranking.matches):
             views = pool.submit(page_views, path).result()  # below searches, as the checks
-            look = "decoded" if views is None else "page"
-            if views is not None:
+            if views is None:
+                look = "decoded"
+            else:
+                look = "page"
                 query = QueryDescription(np.concatenate([query.vectors, views]), None)
                 ranking = ranker.rank(query, neighbours, exclude=path)
         DUPLICATE_IMAGES.labels(look).inc()
